@@ -1,1 +1,261 @@
-fn main() {}
+//! The binary's edge: parse the command line, set up logging, dispatch, map outcomes to exit
+//! codes. `anyhow` lives here only. Exit codes are a contract (systemd relies on them):
+//! 0 clean stop, 1 runtime failure, 2 bad configuration or arguments.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use sigsci_export::cli::{Cli, Command, ConfigArg};
+use sigsci_export::config::{self, Config, ConfigError};
+use sigsci_export::scheduler;
+use sigsci_export::sim::{FaultConfig, SimConfig, Simulator};
+use sigsci_export::source::SourceError;
+use sigsci_export::source::client::FeedClient;
+use sigsci_export::store::Store;
+use sigsci_export::{shutdown, telemetry, time};
+use tracing::{error, info, warn};
+
+/// How a command failed, which decides the exit code.
+enum Failure {
+    /// Bad configuration or arguments: exit 2, restarting will not help.
+    Config(String),
+    /// Anything else: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Config(format!("configuration error: {e}"))
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sigsci-export: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(msg)) => {
+            error!("{msg}");
+            eprintln!("sigsci-export: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            error!("{e:#}");
+            eprintln!("sigsci-export: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Run { config, grace_secs } => {
+            let cfg = load_file(&config)?;
+            run(cfg, Duration::from_secs(grace_secs)).await
+        }
+        Command::Backfill {
+            config,
+            from,
+            until,
+            sites,
+        } => {
+            let cfg = load_file(&config)?;
+            backfill(cfg, &from, &until, sites).await
+        }
+        Command::Simulate {
+            listen,
+            rate,
+            faults,
+            seed,
+            corp,
+            sites,
+            email,
+            token,
+            rate_limit,
+        } => {
+            let faults = FaultConfig::parse(&faults)
+                .map_err(|e| Failure::Config(format!("--faults: {e}")))?;
+            let cfg = SimConfig {
+                corp,
+                sites,
+                email,
+                token,
+                seed,
+                rate_per_min: rate,
+                rate_limit_per_min: rate_limit,
+                faults,
+                ..SimConfig::default()
+            };
+            simulate(cfg, listen).await
+        }
+        Command::Demo { grace_secs } => demo(Duration::from_secs(grace_secs)).await,
+    }
+}
+
+fn load_file(arg: &ConfigArg) -> Result<Config, Failure> {
+    Ok(config::load(config::Source::File(&arg.path), &[])?)
+}
+
+fn client(cfg: &Config) -> Result<FeedClient, Failure> {
+    FeedClient::new(&cfg.api).map_err(|e| match e {
+        SourceError::Setup { reason } => Failure::Config(format!("configuration error: {reason}")),
+        other => Failure::Runtime(other.into()),
+    })
+}
+
+fn open_store(cfg: &Config) -> Result<Store, Failure> {
+    Store::open(&cfg.spool.path)
+        .with_context(|| format!("cannot open the state file `{}`", cfg.spool.path.display()))
+        .map_err(Failure::Runtime)
+}
+
+async fn run(cfg: Config, grace: Duration) -> Result<(), Failure> {
+    let client = client(&cfg)?;
+    let store = open_store(&cfg)?;
+    let cancel = shutdown::install();
+    info!(corp = %cfg.api.corp, sinks = cfg.sinks.len(), state = %cfg.spool.path.display(), "sigsci-export running.");
+    scheduler::run(Arc::new(cfg), client, store, cancel, grace)
+        .await
+        .context("run failed")?;
+    info!("Stopped cleanly.");
+    Ok(())
+}
+
+async fn backfill(cfg: Config, from: &str, until: &str, sites: Vec<String>) -> Result<(), Failure> {
+    let now = time::now();
+    let from_t =
+        time::parse_instant(from, now).map_err(|e| Failure::Config(format!("--from: {e}")))?;
+    let until_t =
+        time::parse_instant(until, now).map_err(|e| Failure::Config(format!("--until: {e}")))?;
+    let from_t = time::align_down(from_t);
+    let latest = time::align_down(now - cfg.poll.delay_secs);
+    let until_t = if time::align_down(until_t) > latest {
+        warn!(requested = %time::fmt(until_t), until = %time::fmt(latest), "--until is too recent: the API serves data older than the poll delay only; clamping.");
+        latest
+    } else {
+        time::align_down(until_t)
+    };
+    let oldest = now - cfg.api.retention_secs;
+    if from_t < oldest {
+        return Err(Failure::Config(format!(
+            "--from {} is older than the feed's retention ({} s, so nothing before {} can be fetched); \
+             pick a later start",
+            time::fmt(from_t),
+            cfg.api.retention_secs,
+            time::fmt(time::align_down(oldest) + 60)
+        )));
+    }
+    if from_t >= until_t {
+        return Err(Failure::Config(format!(
+            "--from {} must be before --until {}",
+            time::fmt(from_t),
+            time::fmt(until_t)
+        )));
+    }
+    for s in &sites {
+        if s.is_empty() || s.contains(char::is_whitespace) {
+            return Err(Failure::Config(format!(
+                "--site `{s}`: use the site's API name"
+            )));
+        }
+    }
+    let client = client(&cfg)?;
+    let store = open_store(&cfg)?;
+    let cancel = shutdown::install();
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let pb = ProgressBar::new(0);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} site-minutes {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb
+    });
+    let report = scheduler::backfill(
+        Arc::new(cfg),
+        client,
+        store,
+        from_t,
+        until_t,
+        sites,
+        progress.clone(),
+        cancel.clone(),
+    )
+    .await
+    .context("backfill failed")?;
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    if !report.completed {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "backfill interrupted before every sink acknowledged the range; run the same command again to resume"
+        )));
+    }
+    info!(sites = ?report.sites, events = report.events, "Backfill finished.");
+    Ok(())
+}
+
+async fn simulate(cfg: SimConfig, listen: std::net::SocketAddr) -> Result<(), Failure> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr().context("listener address")?;
+    eprintln!(
+        "simulator listening: base_url = \"http://{addr}/api/v0\", corp = \"{}\", sites = {:?}, email = \"{}\"",
+        cfg.corp, cfg.sites, cfg.email
+    );
+    let cancel = shutdown::install();
+    sigsci_export::sim::serve(cfg, listener, async move { cancel.cancelled().await })
+        .await
+        .context("simulator failed")?;
+    Ok(())
+}
+
+async fn demo(grace: Duration) -> Result<(), Failure> {
+    let sim = Simulator::start(SimConfig::default(), ([127, 0, 0, 1], 0).into())
+        .await
+        .context("cannot start the simulator")?;
+    let dir = tempfile::Builder::new()
+        .prefix("sigsci-export-demo")
+        .tempdir()
+        .context("cannot create a temporary state directory")?;
+    let db = dir.path().join("state.db");
+    let base = sim.base_url();
+    let db_str = db.to_string_lossy().into_owned();
+    let cfg = config::load(
+        config::Source::Embedded(config::DEMO_DEFAULT),
+        &[
+            ("api.base_url", base.as_str()),
+            ("spool.path", db_str.as_str()),
+        ],
+    )?;
+    eprintln!(
+        "demo: simulator at {base}, state in {}; events follow on stdout, logs on stderr. Ctrl-C stops.",
+        dir.path().display()
+    );
+    let result = run(cfg, grace).await;
+    sim.shutdown().await;
+    result
+}

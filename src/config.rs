@@ -1,0 +1,842 @@
+//! Configuration: what the operator writes, and the validated form the rest of the program uses.
+//!
+//! Two stages, as ripgrep does with its arguments: [`RawConfig`] only deserializes (TOML file,
+//! then `SIGSCI_EXPORT__SECTION__KEY` environment overrides, then the conventional
+//! `SIGSCI_EMAIL` / `SIGSCI_TOKEN`), rejecting unknown keys; [`Config::validate`] then resolves
+//! secret files, URLs and times and reports every problem as a [`ConfigError`] that names the key.
+//! `check` and `run` go through exactly the same [`load`] so a config that checks also runs.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::secret::Secret;
+
+/// The embedded default configuration used by `demo`: the built-in simulator and stdout.
+pub const DEMO_DEFAULT: &str = include_str!("../config/default.toml");
+
+/// Default API endpoint of the Signal Sciences dashboard.
+pub const DEFAULT_BASE_URL: &str = "https://dashboard.signalsciences.net/api/v0";
+
+/// A configuration problem: which key, what is wrong, and in which file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{key}: {reason}", file.as_ref().map(|f| format!("{}: ", f.display())).unwrap_or_default())]
+pub struct ConfigError {
+    /// Dotted path of the offending key (`api.requests_per_minute`), or `config` for the file.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub reason: String,
+    /// The config file, when one was read.
+    pub file: Option<PathBuf>,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+            file: None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw: exactly what the file and environment say.
+// ---------------------------------------------------------------------------------------------
+
+/// The configuration as written. Every field is documented in `config/example.toml` too.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// How to reach the Signal Sciences API and what to poll.
+    #[serde(default)]
+    pub api: RawApi,
+    /// Polling cadence and window sizes.
+    #[serde(default)]
+    pub poll: RawPoll,
+    /// The on-disk state: cursors, spool, sink offsets, dead letters.
+    #[serde(default)]
+    pub spool: RawSpool,
+    /// Where events go. At least one.
+    #[serde(default)]
+    pub sinks: Vec<RawSink>,
+}
+
+/// `[api]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// API root, default `https://dashboard.signalsciences.net/api/v0`. Tests point it at the simulator.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// `token` (default): `x-api-user` + `x-api-token` headers. `basic`: the same email and token
+    /// sent as HTTP Basic credentials.
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// The API user's email (`x-api-user`). Falls back to `SIGSCI_EMAIL`.
+    pub email: Option<String>,
+    /// The API access token. Prefer `token_file` or `SIGSCI_TOKEN`; never pass it on the command line.
+    pub token: Option<Secret>,
+    /// A file holding the token (systemd credential, Kubernetes secret). Trailing newline ignored.
+    pub token_file: Option<PathBuf>,
+    /// The corp's API name (not its display name).
+    pub corp: Option<String>,
+    /// Site API names to export, or `["*"]` for every site of the corp (rediscovered periodically).
+    #[serde(default)]
+    pub sites: Vec<String>,
+    /// Request budget per minute, shared by every site of the corp. Default 60.
+    #[serde(default = "default_rpm")]
+    pub requests_per_minute: u32,
+    /// How many requests may go out back to back before the per-minute pace applies. Default 5.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// Extra PEM trust anchors (corporate proxy). Certificate checks are never disabled.
+    pub ca_file: Option<PathBuf>,
+    /// Timeout of one API request, seconds. Default 60.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// How far back the feed serves data, seconds. Default 86700 (24 h 5 min).
+    #[serde(default = "default_retention_secs")]
+    pub retention_secs: i64,
+    /// Page size (`limit`), 1..=1000. Default 1000.
+    #[serde(default = "default_page_limit")]
+    pub page_limit: u32,
+    /// Attempts per API request on rate limits and transient errors before the window is retried
+    /// from its start on the next tick. Default 8.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            base_url: default_base_url(),
+            auth: AuthMode::default(),
+            email: None,
+            token: None,
+            token_file: None,
+            corp: None,
+            sites: Vec::new(),
+            requests_per_minute: default_rpm(),
+            burst: default_burst(),
+            ca_file: None,
+            timeout_secs: default_timeout_secs(),
+            retention_secs: default_retention_secs(),
+            page_limit: default_page_limit(),
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+/// How credentials are sent.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// `x-api-user` and `x-api-token` headers (the vendor's recommended way).
+    #[default]
+    Token,
+    /// `Authorization: Basic base64(email:token)`.
+    Basic,
+}
+
+/// `[poll]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoll {
+    /// Live mode: how often each site is polled, seconds. Default 60.
+    #[serde(default = "default_interval_secs")]
+    pub interval_secs: u64,
+    /// Stay this far behind now, seconds; at least 300 (the API refuses younger data). Default 300.
+    #[serde(default = "default_delay_secs")]
+    pub delay_secs: u64,
+    /// Largest `from..until` span of one feed query, seconds (multiple of 60). Default 3600.
+    #[serde(default = "default_max_window_secs")]
+    pub max_window_secs: u64,
+    /// Where a site without a cursor starts: RFC 3339, `now` or `-2h`. Default: one interval
+    /// before `now - delay`.
+    pub start_at: Option<String>,
+}
+
+impl Default for RawPoll {
+    fn default() -> Self {
+        RawPoll {
+            interval_secs: default_interval_secs(),
+            delay_secs: default_delay_secs(),
+            max_window_secs: default_max_window_secs(),
+            start_at: None,
+        }
+    }
+}
+
+/// `[spool]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    /// The SQLite state file. Default `/var/lib/sigsci-export/state.db`.
+    #[serde(default = "default_spool_path")]
+    pub path: PathBuf,
+}
+
+impl Default for RawSpool {
+    fn default() -> Self {
+        RawSpool {
+            path: default_spool_path(),
+        }
+    }
+}
+
+/// One `[[sinks]]` entry; `type` picks the kind.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RawSink {
+    /// NDJSON on standard output, one event per line.
+    Stdout(RawStdoutSink),
+}
+
+/// `[[sinks]] type = "stdout"`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStdoutSink {
+    /// Name used in logs, metrics and the store. Default `stdout`.
+    pub name: Option<String>,
+    /// Most events written per batch (one flush per batch). Default 1000.
+    #[serde(default = "default_stdout_batch")]
+    pub batch_max_events: usize,
+}
+
+fn default_base_url() -> String {
+    DEFAULT_BASE_URL.to_string()
+}
+fn default_rpm() -> u32 {
+    60
+}
+fn default_burst() -> u32 {
+    5
+}
+fn default_timeout_secs() -> u64 {
+    60
+}
+fn default_retention_secs() -> i64 {
+    86_700
+}
+fn default_page_limit() -> u32 {
+    1000
+}
+fn default_max_attempts() -> u32 {
+    8
+}
+fn default_interval_secs() -> u64 {
+    60
+}
+fn default_delay_secs() -> u64 {
+    300
+}
+fn default_max_window_secs() -> u64 {
+    3600
+}
+fn default_spool_path() -> PathBuf {
+    PathBuf::from("/var/lib/sigsci-export/state.db")
+}
+fn default_stdout_batch() -> usize {
+    1000
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated: what the program uses.
+// ---------------------------------------------------------------------------------------------
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Feed API access.
+    pub api: ApiConfig,
+    /// Polling cadence.
+    pub poll: PollConfig,
+    /// State file location.
+    pub spool: SpoolConfig,
+    /// Sinks, names unique.
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// Validated `[api]`.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// API root, ending without a slash.
+    pub base_url: Url,
+    /// Credentials.
+    pub auth: Credentials,
+    /// Corp API name.
+    pub corp: String,
+    /// Which sites.
+    pub sites: Sites,
+    /// Requests per minute for the corp.
+    pub requests_per_minute: NonZeroU32,
+    /// Burst size.
+    pub burst: NonZeroU32,
+    /// Extra CA file.
+    pub ca_file: Option<PathBuf>,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// Feed retention in seconds.
+    pub retention_secs: i64,
+    /// Page size.
+    pub page_limit: u32,
+    /// Attempts per request.
+    pub max_attempts: u32,
+}
+
+/// Credentials for the feed API. `Debug` never shows the token.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// Header or Basic.
+    pub mode: AuthMode,
+    /// API user email.
+    pub email: String,
+    /// API token.
+    pub token: Secret,
+}
+
+/// Which sites to poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sites {
+    /// Every site of the corp, discovered through the API.
+    All,
+    /// These site API names.
+    List(Vec<String>),
+}
+
+/// Validated `[poll]`.
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    /// Seconds between live polls.
+    pub interval_secs: i64,
+    /// Seconds behind now.
+    pub delay_secs: i64,
+    /// Largest window, seconds, a multiple of 60.
+    pub max_window_secs: i64,
+    /// Start for sites without a cursor (Unix seconds, minute-aligned), if configured.
+    pub start_at: Option<i64>,
+}
+
+/// Validated `[spool]`.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    /// SQLite file.
+    pub path: PathBuf,
+}
+
+/// One validated sink.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    /// Standard output.
+    Stdout {
+        /// Sink name.
+        name: String,
+        /// Events per batch.
+        batch_max_events: usize,
+    },
+}
+
+impl SinkConfig {
+    /// The sink's unique name.
+    pub fn name(&self) -> &str {
+        match self {
+            SinkConfig::Stdout { name, .. } => name,
+        }
+    }
+}
+
+/// Minimum delay the feed API accepts: `until` must be at least 5 minutes old.
+pub const MIN_DELAY_SECS: u64 = 300;
+
+impl Config {
+    /// Checks every field and resolves secret files and times. `now` is used for relative times.
+    pub fn validate(raw: RawConfig, now: i64) -> Result<Config, ConfigError> {
+        let api = validate_api(raw.api)?;
+        let poll = validate_poll(raw.poll, now)?;
+        if raw.spool.path.as_os_str().is_empty() {
+            return Err(ConfigError::new("spool.path", "must not be empty"));
+        }
+        let sinks = validate_sinks(raw.sinks)?;
+        Ok(Config {
+            api,
+            poll,
+            spool: SpoolConfig {
+                path: raw.spool.path,
+            },
+            sinks,
+        })
+    }
+}
+
+fn validate_api(raw: RawApi) -> Result<ApiConfig, ConfigError> {
+    let mut base = raw.base_url.trim().trim_end_matches('/').to_string();
+    if base.is_empty() {
+        base = default_base_url();
+    }
+    let base_url = Url::parse(&base)
+        .map_err(|e| ConfigError::new("api.base_url", format!("`{base}` is not a URL: {e}")))?;
+    if !matches!(base_url.scheme(), "https" | "http") {
+        return Err(ConfigError::new(
+            "api.base_url",
+            format!(
+                "scheme must be https (or http for a local simulator), got `{}`",
+                base_url.scheme()
+            ),
+        ));
+    }
+    let email = raw
+        .email
+        .filter(|e| !e.trim().is_empty())
+        .ok_or_else(|| ConfigError::new("api.email", "missing: set api.email or SIGSCI_EMAIL"))?;
+    let token = match (raw.token, raw.token_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "api.token",
+                "set either api.token or api.token_file, not both",
+            ));
+        }
+        (Some(t), None) => t,
+        (None, Some(path)) => read_secret_file("api.token_file", &path)?,
+        (None, None) => {
+            return Err(ConfigError::new(
+                "api.token",
+                "missing: set api.token_file, SIGSCI_TOKEN or api.token",
+            ));
+        }
+    };
+    if token.is_empty() {
+        return Err(ConfigError::new("api.token", "is empty"));
+    }
+    let corp = raw
+        .corp
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ConfigError::new("api.corp", "missing: the corp's API name"))?;
+    check_api_name("api.corp", &corp)?;
+    let sites = if raw.sites.iter().any(|s| s == "*") {
+        if raw.sites.len() > 1 {
+            return Err(ConfigError::new(
+                "api.sites",
+                "`*` means every site; do not list other sites next to it",
+            ));
+        }
+        Sites::All
+    } else {
+        if raw.sites.is_empty() {
+            return Err(ConfigError::new(
+                "api.sites",
+                "missing: list site API names, or [\"*\"] for every site of the corp",
+            ));
+        }
+        let mut list: Vec<String> = Vec::new();
+        for s in raw.sites {
+            let s = s.trim().to_string();
+            check_api_name("api.sites", &s)?;
+            if list.contains(&s) {
+                return Err(ConfigError::new(
+                    "api.sites",
+                    format!("`{s}` is listed twice"),
+                ));
+            }
+            list.push(s);
+        }
+        Sites::List(list)
+    };
+    let requests_per_minute = NonZeroU32::new(raw.requests_per_minute)
+        .ok_or_else(|| ConfigError::new("api.requests_per_minute", "must be at least 1"))?;
+    let burst = NonZeroU32::new(raw.burst)
+        .ok_or_else(|| ConfigError::new("api.burst", "must be at least 1"))?;
+    if let Some(ca) = &raw.ca_file {
+        if !ca.is_file() {
+            return Err(ConfigError::new(
+                "api.ca_file",
+                format!("`{}` does not exist or is not a file", ca.display()),
+            ));
+        }
+    }
+    if raw.timeout_secs == 0 || raw.timeout_secs > 3600 {
+        return Err(ConfigError::new(
+            "api.timeout_secs",
+            "must be between 1 and 3600",
+        ));
+    }
+    if raw.retention_secs < 3600 {
+        return Err(ConfigError::new(
+            "api.retention_secs",
+            "must be at least 3600 (the feed keeps 24 h: 86700)",
+        ));
+    }
+    if !(1..=1000).contains(&raw.page_limit) {
+        return Err(ConfigError::new(
+            "api.page_limit",
+            "must be between 1 and 1000",
+        ));
+    }
+    if raw.max_attempts == 0 {
+        return Err(ConfigError::new("api.max_attempts", "must be at least 1"));
+    }
+    Ok(ApiConfig {
+        base_url,
+        auth: Credentials {
+            mode: raw.auth,
+            email: email.trim().to_string(),
+            token,
+        },
+        corp,
+        sites,
+        requests_per_minute,
+        burst,
+        ca_file: raw.ca_file,
+        timeout: Duration::from_secs(raw.timeout_secs),
+        retention_secs: raw.retention_secs,
+        page_limit: raw.page_limit,
+        max_attempts: raw.max_attempts,
+    })
+}
+
+/// API names are URL path segments: reject what would need escaping (and display names,
+/// which usually contain spaces: the most common mistake according to the official add-on).
+fn check_api_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(ConfigError::new(key, "empty name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "`{name}` contains `{c}`: use the API name (lower case, no spaces), not the display name"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_poll(raw: RawPoll, now: i64) -> Result<PollConfig, ConfigError> {
+    if raw.interval_secs == 0 || raw.interval_secs > 86_400 {
+        return Err(ConfigError::new(
+            "poll.interval_secs",
+            "must be between 1 and 86400",
+        ));
+    }
+    if raw.delay_secs < MIN_DELAY_SECS {
+        return Err(ConfigError::new(
+            "poll.delay_secs",
+            format!(
+                "must be at least {MIN_DELAY_SECS}: the API refuses data younger than 5 minutes"
+            ),
+        ));
+    }
+    if raw.delay_secs > 86_400 {
+        return Err(ConfigError::new("poll.delay_secs", "must be at most 86400"));
+    }
+    if raw.max_window_secs < 60 || raw.max_window_secs % 60 != 0 || raw.max_window_secs > 86_400 {
+        return Err(ConfigError::new(
+            "poll.max_window_secs",
+            "must be a multiple of 60 between 60 and 86400",
+        ));
+    }
+    let start_at = match raw.start_at {
+        None => None,
+        Some(s) => Some(crate::time::align_down(
+            crate::time::parse_instant(&s, now)
+                .map_err(|e| ConfigError::new("poll.start_at", e))?,
+        )),
+    };
+    Ok(PollConfig {
+        interval_secs: raw.interval_secs as i64,
+        delay_secs: raw.delay_secs as i64,
+        max_window_secs: raw.max_window_secs as i64,
+        start_at,
+    })
+}
+
+fn validate_sinks(raw: Vec<RawSink>) -> Result<Vec<SinkConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::new(
+            "sinks",
+            "no sink configured: add at least one [[sinks]] entry (type = \"stdout\")",
+        ));
+    }
+    let mut out: Vec<SinkConfig> = Vec::new();
+    for (i, sink) in raw.into_iter().enumerate() {
+        let cfg = match sink {
+            RawSink::Stdout(s) => {
+                if s.batch_max_events == 0 {
+                    return Err(ConfigError::new(
+                        format!("sinks[{i}].batch_max_events"),
+                        "must be at least 1",
+                    ));
+                }
+                SinkConfig::Stdout {
+                    name: s.name.unwrap_or_else(|| "stdout".to_string()),
+                    batch_max_events: s.batch_max_events,
+                }
+            }
+        };
+        check_api_name(&format!("sinks[{i}].name"), cfg.name())?;
+        if out.iter().any(|o| o.name() == cfg.name()) {
+            return Err(ConfigError::new(
+                format!("sinks[{i}].name"),
+                format!(
+                    "`{}` is used by another sink: names must be unique",
+                    cfg.name()
+                ),
+            ));
+        }
+        out.push(cfg);
+    }
+    Ok(out)
+}
+
+fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(key, format!("cannot read `{}`: {e}", path.display())))?;
+    Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading: file + environment.
+// ---------------------------------------------------------------------------------------------
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum Source<'a> {
+    /// A TOML file, then the environment.
+    File(&'a Path),
+    /// A TOML text (the embedded demo default), without environment overrides.
+    Embedded(&'a str),
+}
+
+/// Reads, layers and validates the configuration. `overrides` are `(dotted.key, value)` pairs
+/// applied last (the demo uses them for the simulator's address and a temporary state file).
+pub fn load(source: Source<'_>, overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let file = match &source {
+        Source::File(p) => Some(p.to_path_buf()),
+        Source::Embedded(_) => None,
+    };
+    load_inner(source, overrides, &|k| std::env::var(k).ok()).map_err(|mut e| {
+        e.file = file;
+        e
+    })
+}
+
+fn load_inner(
+    source: Source<'_>,
+    overrides: &[(&str, &str)],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    use config::{Environment, File, FileFormat};
+
+    let mut builder = config::Config::builder();
+    let with_env = match source {
+        Source::File(path) => {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "config",
+                    format!(
+                        "file `{}` not found (pass --config or set SIGSCI_EXPORT_CONFIG)",
+                        path.display()
+                    ),
+                ));
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+            true
+        }
+        Source::Embedded(text) => {
+            builder = builder.add_source(File::from_str(text, FileFormat::Toml));
+            false
+        }
+    };
+    if with_env {
+        // `__` separates the prefix too, so Kubernetes' generated `SIGSCI_EXPORT_SERVICE_HOST`
+        // never lands in a deny_unknown_fields config.
+        builder = builder.add_source(
+            Environment::with_prefix("SIGSCI_EXPORT")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("api.sites")
+                .try_parsing(true),
+        );
+    }
+    for (k, v) in overrides {
+        builder = builder
+            .set_override(*k, *v)
+            .map_err(|e| ConfigError::new(*k, e.to_string()))?;
+    }
+    let layered = builder.build().map_err(config_crate_error)?;
+    let mut raw: RawConfig = layered.try_deserialize().map_err(config_crate_error)?;
+    if with_env {
+        // The vendor's conventional variables fill in only what nothing else set.
+        if raw.api.email.is_none() {
+            raw.api.email = env("SIGSCI_EMAIL");
+        }
+        if raw.api.token.is_none() && raw.api.token_file.is_none() {
+            raw.api.token = env("SIGSCI_TOKEN").map(Secret::new);
+        }
+    }
+    Config::validate(raw, crate::time::now())
+}
+
+/// Turns the `config` crate's messages into key + reason. Its text already names the key
+/// (`unknown field `tokn` ... for key `api``), so keep it and pull the key out when we can.
+fn config_crate_error(e: config::ConfigError) -> ConfigError {
+    let text = e.to_string();
+    let key = text
+        .rsplit_once("for key `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(k, _)| k.to_string());
+    let field = text
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(f, _)| f.to_string());
+    let key = match (key, field) {
+        (Some(k), Some(f)) => format!("{k}.{f}"),
+        (None, Some(f)) => f,
+        (Some(k), None) => k,
+        (None, None) => "config".to_string(),
+    };
+    ConfigError::new(key, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> Result<Config, ConfigError> {
+        load_inner(Source::Embedded(toml), &[], &|_| None)
+    }
+
+    const MINIMAL: &str = r#"
+        [api]
+        email = "soc@example.com"
+        token = "t0k"
+        corp = "acme"
+        sites = ["www"]
+        [[sinks]]
+        type = "stdout"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.api.base_url.as_str(), DEFAULT_BASE_URL);
+        assert_eq!(c.api.requests_per_minute.get(), 60);
+        assert_eq!(c.api.retention_secs, 86_700);
+        assert_eq!(c.poll.delay_secs, 300);
+        assert_eq!(c.poll.max_window_secs, 3600);
+        assert_eq!(c.sinks[0].name(), "stdout");
+        assert_eq!(c.api.sites, Sites::List(vec!["www".into()]));
+    }
+
+    #[test]
+    fn example_and_default_configs_parse() {
+        let example = include_str!("../config/example.toml");
+        // The example points at files that exist only in production; drop those lines.
+        let example: String = example
+            .lines()
+            .filter(|l| {
+                !l.trim_start().starts_with("token_file") && !l.trim_start().starts_with("ca_file")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let example = example.replace("[api]", "[api]\ntoken = \"x\"");
+        parse(&example).unwrap();
+        parse(DEMO_DEFAULT).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse(&MINIMAL.replace("corp = \"acme\"", "corp = \"acme\"\ntokn = \"x\""))
+            .unwrap_err();
+        assert_eq!(e.key, "api.tokn", "{e}");
+        let e = parse(&format!("{MINIMAL}\n[pol]\nx = 1")).unwrap_err();
+        assert!(e.to_string().contains("pol"), "{e}");
+        let e = parse(&MINIMAL.replace("type = \"stdout\"", "type = \"stdout\"\nbogus = 1"))
+            .unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn each_bad_value_names_its_key() {
+        let cases = [
+            (
+                "requests_per_minute",
+                "requests_per_minute = 0",
+                "api.requests_per_minute",
+            ),
+            ("page_limit", "page_limit = 1001", "api.page_limit"),
+            ("sites", "sites = [\"WWW Production\"]", "api.sites"),
+            ("base_url", "base_url = \"ftp://x\"", "api.base_url"),
+            ("retention", "retention_secs = 10", "api.retention_secs"),
+        ];
+        for (what, line, key) in cases {
+            let toml = MINIMAL.replace("corp = \"acme\"", &format!("corp = \"acme\"\n{line}"));
+            let toml = if what == "sites" {
+                toml.replace("sites = [\"www\"]\n", "")
+            } else {
+                toml
+            };
+            let e = parse(&toml).unwrap_err();
+            assert_eq!(e.key, key, "{what}: {e}");
+        }
+        let e = parse(&format!("{MINIMAL}\n[poll]\ndelay_secs = 60")).unwrap_err();
+        assert_eq!(e.key, "poll.delay_secs");
+        let e = parse(&format!("{MINIMAL}\n[poll]\nmax_window_secs = 90")).unwrap_err();
+        assert_eq!(e.key, "poll.max_window_secs");
+        let e = parse(&format!("{MINIMAL}\n[poll]\nstart_at = \"yesterday\"")).unwrap_err();
+        assert_eq!(e.key, "poll.start_at");
+        let e = parse(&MINIMAL.replace("[[sinks]]\n        type = \"stdout\"", "")).unwrap_err();
+        assert_eq!(e.key, "sinks");
+        let e = parse(&MINIMAL.replace("token = \"t0k\"", "")).unwrap_err();
+        assert_eq!(e.key, "api.token");
+        let e = parse(&format!("{MINIMAL}\n[[sinks]]\ntype = \"stdout\"")).unwrap_err();
+        assert_eq!(e.key, "sinks[1].name");
+        let e = parse(&format!("{MINIMAL}\n[[sinks]]\ntype = \"kafka\"")).unwrap_err();
+        assert!(e.to_string().contains("kafka"), "{e}");
+    }
+
+    #[test]
+    fn token_file_and_env_fallbacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let toml = MINIMAL.replace("token = \"t0k\"", &format!("token_file = {:?}", f));
+        let c = parse(&toml).unwrap();
+        assert_eq!(c.api.auth.token.expose(), "from-file");
+
+        let toml = MINIMAL
+            .replace("token = \"t0k\"", "")
+            .replace("email = \"soc@example.com\"", "");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, &toml).unwrap();
+        let env = |k: &str| match k {
+            "SIGSCI_EMAIL" => Some("env@example.com".to_string()),
+            "SIGSCI_TOKEN" => Some("env-token".to_string()),
+            _ => None,
+        };
+        let c = load_inner(Source::File(&path), &[], &env).unwrap();
+        assert_eq!(c.api.auth.email, "env@example.com");
+        assert_eq!(c.api.auth.token.expose(), "env-token");
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let c = parse(&MINIMAL.replace("t0k", "very-secret-token-123")).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("very-secret-token-123"), "{shown}");
+    }
+
+    #[test]
+    fn missing_file_is_a_config_error() {
+        let e = load(Source::File(Path::new("/nonexistent/x.toml")), &[]).unwrap_err();
+        assert_eq!(e.key, "config");
+    }
+}

@@ -1,0 +1,563 @@
+//! The scheduler: decides which windows to fetch, and runs one task per site and per sink.
+//!
+//! Live mode (`run`): each site's task fetches `[cursor, min(now - delay, cursor + max_window))`,
+//! aligned to full minutes as the API requires, commits every page (the window's last page
+//! moves the cursor), then waits for the next tick. Backfill mode: the same per-site loop over a
+//! fixed range in its own cursor namespace, then waits until every sink has drained the range.
+//! A window that fails part-way (expired `next`, retries exhausted) is fetched again from its
+//! start; the spool drops what it already holds.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, Sites};
+use crate::sink::driver::Driver;
+use crate::source::SourceError;
+use crate::source::client::FeedClient;
+use crate::store::{SiteKey, Store, StoreError};
+use crate::time::{align_down, fmt};
+
+/// Cursor namespace of the live `run` command.
+pub const RUN_NS: &str = "run";
+
+/// How often `sites = ["*"]` is re-listed.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(600);
+
+/// What stops the scheduler with a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The state database failed: nothing can be made durable, so stop.
+    #[error("state store failed: {0}")]
+    Store(#[from] StoreError),
+    /// A feed error that retrying cannot fix (backfill: auth, not found, refused window).
+    #[error("{0}")]
+    Source(#[from] SourceError),
+}
+
+/// The first fatal error of any task; recording it also cancels `stop` (everything).
+#[derive(Clone)]
+struct Fatal {
+    slot: Arc<Mutex<Option<RunError>>>,
+    stop: CancellationToken,
+}
+
+impl Fatal {
+    fn new(stop: CancellationToken) -> Fatal {
+        Fatal {
+            slot: Arc::default(),
+            stop,
+        }
+    }
+
+    fn set(&self, err: RunError) {
+        error!(error = %err, "Stopping: {err}");
+        if let Ok(mut slot) = self.slot.lock() {
+            slot.get_or_insert(err);
+        }
+        self.stop.cancel();
+    }
+
+    fn take(&self) -> Option<RunError> {
+        self.slot.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
+/// Shared by every site task.
+#[derive(Clone)]
+struct Ctx {
+    cfg: Arc<Config>,
+    client: FeedClient,
+    store: Store,
+    cancel: CancellationToken,
+}
+
+/// Runs live mode until `cancel` fires. Returns once every task has stopped (or `grace` ran out).
+pub async fn run(
+    cfg: Arc<Config>,
+    client: FeedClient,
+    store: Store,
+    cancel: CancellationToken,
+    grace: Duration,
+) -> Result<(), RunError> {
+    let fatal = Fatal::new(cancel.clone());
+    let tracker = TaskTracker::new();
+    start_drivers(&cfg, &store, RUN_NS, &tracker, &cancel, &fatal).await?;
+    let ctx = Ctx {
+        cfg: cfg.clone(),
+        client,
+        store: store.clone(),
+        cancel: cancel.clone(),
+    };
+    match &cfg.api.sites {
+        Sites::List(sites) => {
+            for site in sites {
+                spawn_live_site(&tracker, ctx.clone(), site.clone(), fatal.clone());
+            }
+        }
+        Sites::All => {
+            let (ctx, tracker2, fatal2) = (ctx.clone(), tracker.clone(), fatal.clone());
+            tracker.spawn(async move { discover_loop(ctx, tracker2, fatal2).await });
+        }
+    }
+    tracker.spawn(prune_seen_loop(
+        store.clone(),
+        cfg.api.retention_secs,
+        cancel.clone(),
+    ));
+    cancel.cancelled().await;
+    info!("Shutting down: no new fetches; waiting for in-flight work.");
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!(
+            grace_secs = grace.as_secs(),
+            "Grace period over; exiting with work in flight (it resumes from the store on restart)."
+        );
+    }
+    fatal.take().map_or(Ok(()), Err)
+}
+
+/// Forgets de-duplication ids the API can no longer send again (older than its retention plus
+/// an hour), every ten minutes, so the `seen` table stays the size of one retention period.
+async fn prune_seen_loop(store: Store, retention_secs: i64, cancel: CancellationToken) {
+    loop {
+        let before = crate::time::now() - retention_secs - 3600;
+        match store.prune_seen(before).await {
+            Ok(n) if n > 0 => debug!(removed = n, "Pruned old de-duplication ids."),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "Pruning old de-duplication ids failed; will retry."),
+        }
+        if !sleep_or_cancel(&cancel, Duration::from_secs(600)).await {
+            return;
+        }
+    }
+}
+
+/// Summary of a finished backfill.
+#[derive(Debug, Clone, Default)]
+pub struct BackfillReport {
+    /// Sites exported.
+    pub sites: Vec<String>,
+    /// Events newly spooled by this invocation (a resumed backfill counts only what it added).
+    pub events: u64,
+    /// Every sink settled the whole range (false when interrupted).
+    pub completed: bool,
+}
+
+/// Exports `[from, until)` of the given sites (all configured sites when empty) into every
+/// sink, then returns once each sink has settled every spooled event of the range.
+#[allow(clippy::too_many_arguments)] // each is a distinct input; a params struct would only rename them
+pub async fn backfill(
+    cfg: Arc<Config>,
+    client: FeedClient,
+    store: Store,
+    from: i64,
+    until: i64,
+    only_sites: Vec<String>,
+    progress: Option<ProgressBar>,
+    cancel: CancellationToken,
+) -> Result<BackfillReport, RunError> {
+    let ns = format!("backfill:{from}-{until}");
+    let sites = if !only_sites.is_empty() {
+        only_sites
+    } else {
+        match &cfg.api.sites {
+            Sites::List(s) => s.clone(),
+            Sites::All => client
+                .list_sites()
+                .await?
+                .into_iter()
+                .map(|s| s.name)
+                .collect(),
+        }
+    };
+    info!(from = %fmt(from), until = %fmt(until), sites = ?sites, "Backfill starting.");
+    // Sinks keep draining after the sources finish, so they stop on their own token; a fatal
+    // error anywhere stops both.
+    let fatal = Fatal::new(cancel.clone());
+    let drivers_cancel = cancel.child_token();
+    let tracker = TaskTracker::new();
+    start_drivers(&cfg, &store, &ns, &tracker, &drivers_cancel, &fatal).await?;
+
+    let ctx = Ctx {
+        cfg: cfg.clone(),
+        client,
+        store: store.clone(),
+        cancel: cancel.clone(),
+    };
+    if let Some(pb) = &progress {
+        pb.set_length(((until - from) / 60) as u64 * sites.len() as u64);
+    }
+    let mut set = JoinSet::new();
+    for site in &sites {
+        let key = SiteKey {
+            ns: ns.clone(),
+            corp: cfg.api.corp.clone(),
+            site: site.clone(),
+        };
+        set.spawn(backfill_site(
+            ctx.clone(),
+            key,
+            from,
+            until,
+            progress.clone(),
+        ));
+    }
+    let mut report = BackfillReport {
+        sites: sites.clone(),
+        events: 0,
+        completed: false,
+    };
+    let mut result = Ok(());
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(n)) => report.events += n,
+            Ok(Err(e)) => {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+                cancel.cancel();
+            }
+            Err(join) => {
+                error!(error = %join, "A site task panicked.");
+                cancel.cancel();
+            }
+        }
+    }
+    if let Err(e) = result {
+        drivers_cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        return Err(e);
+    }
+    if cancel.is_cancelled() {
+        drivers_cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        return fatal.take().map_or(Ok(report), Err);
+    }
+    if let Some(pb) = &progress {
+        pb.set_message("waiting for sinks");
+    }
+    // Every window is spooled; done when every sink has settled everything.
+    let names: Vec<String> = cfg.sinks.iter().map(|s| s.name().to_string()).collect();
+    loop {
+        let mut pending = 0;
+        for n in &names {
+            pending += store.pending(&ns, n).await?;
+        }
+        if pending == 0 {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = cancel.cancelled() => break,
+        }
+    }
+    drivers_cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    if let Some(e) = fatal.take() {
+        return Err(e);
+    }
+    if cancel.is_cancelled() {
+        info!("Backfill interrupted; run the same command again to resume.");
+    } else {
+        report.completed = true;
+        info!(
+            events = report.events,
+            "Backfill complete: every sink acknowledged the range."
+        );
+    }
+    Ok(report)
+}
+
+async fn start_drivers(
+    cfg: &Config,
+    store: &Store,
+    ns: &str,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+    fatal: &Fatal,
+) -> Result<(), RunError> {
+    let names: Vec<String> = cfg.sinks.iter().map(|s| s.name().to_string()).collect();
+    store.register_sinks(ns, &names).await?;
+    for sink_cfg in &cfg.sinks {
+        let (sink, limits) = crate::sink::build(sink_cfg);
+        let driver = Driver::new(sink, store.clone(), ns, limits, cancel.clone());
+        let fatal = fatal.clone();
+        tracker.spawn(async move {
+            if let Err(e) = driver.run().await {
+                fatal.set(e.into());
+            }
+        });
+    }
+    Ok(())
+}
+
+fn spawn_live_site(tracker: &TaskTracker, ctx: Ctx, site: String, fatal: Fatal) {
+    tracker.spawn(async move {
+        if let Err(e) = live_site(ctx, site).await {
+            fatal.set(e);
+        }
+    });
+}
+
+/// Lists the corp's sites now and every [`DISCOVERY_INTERVAL`], starting a task for each new one.
+async fn discover_loop(ctx: Ctx, tracker: TaskTracker, fatal: Fatal) {
+    let mut running: HashSet<String> = HashSet::new();
+    loop {
+        match ctx.client.list_sites().await {
+            Ok(sites) => {
+                for s in sites {
+                    if running.insert(s.name.clone()) {
+                        info!(site = %s.name, "Discovered site; exporting it.");
+                        spawn_live_site(&tracker, ctx.clone(), s.name, fatal.clone());
+                    }
+                }
+            }
+            Err(e) => {
+                error!(corp = %ctx.cfg.api.corp, error = %e, "Listing the corp's sites failed.")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(DISCOVERY_INTERVAL) => {}
+            _ = ctx.cancel.cancelled() => return,
+        }
+    }
+}
+
+/// The oldest `from` the API still serves, with a minute of margin for clock differences.
+fn oldest_fetchable(now: i64, retention_secs: i64) -> i64 {
+    align_down(now - retention_secs) + 60
+}
+
+/// If `cursor` fell out of the feed's retention, the data in between is gone for good: say so
+/// exactly, persist the jump, and return the new cursor.
+async fn skip_lost_range(
+    ctx: &Ctx,
+    key: &SiteKey,
+    cursor: i64,
+    until_cap: i64,
+) -> Result<i64, RunError> {
+    let oldest = oldest_fetchable(crate::time::now(), ctx.cfg.api.retention_secs).min(until_cap);
+    if cursor >= oldest {
+        return Ok(cursor);
+    }
+    error!(
+        corp = %key.corp, site = %key.site, lost_from = %fmt(cursor), lost_until = %fmt(oldest),
+        lost_seconds = oldest - cursor,
+        "Data lost: the feed no longer serves this range (older than its retention); continuing from the oldest fetchable minute."
+    );
+    ctx.store
+        .commit_page(key, Vec::new(), crate::time::now(), Some(oldest))
+        .await?;
+    Ok(oldest)
+}
+
+/// Live loop of one site.
+async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
+    let cfg = &ctx.cfg;
+    let key = SiteKey {
+        ns: RUN_NS.to_string(),
+        corp: cfg.api.corp.clone(),
+        site: site.clone(),
+    };
+    let poll = &cfg.poll;
+    let mut cursor = match ctx.store.cursor(&key).await? {
+        Some(c) => c,
+        None => {
+            let start = poll.start_at.unwrap_or_else(|| {
+                align_down(crate::time::now() - poll.delay_secs - poll.interval_secs)
+            });
+            info!(site = %site, start = %fmt(start), "No cursor yet; starting here.");
+            start
+        }
+    };
+    info!(site = %site, cursor = %fmt(cursor), "Site poller started.");
+    let mut failures: u32 = 0;
+    while !ctx.cancel.is_cancelled() {
+        let now = crate::time::now();
+        let horizon = align_down(now - poll.delay_secs);
+        cursor = skip_lost_range(&ctx, &key, cursor, horizon).await?;
+        if cursor >= horizon {
+            if !sleep_or_cancel(&ctx.cancel, Duration::from_secs(poll.interval_secs as u64)).await {
+                break;
+            }
+            continue;
+        }
+        let until = horizon.min(cursor + poll.max_window_secs);
+        match fetch_window(&ctx, &key, cursor, until).await {
+            Ok(Some(n)) => {
+                debug!(site = %site, from = %fmt(cursor), until = %fmt(until), events = n, "Window exported.");
+                cursor = until;
+                failures = 0;
+            }
+            Ok(None) => break, // cancelled
+            Err(WindowError::Store(e)) => return Err(e.into()),
+            Err(WindowError::Source(e)) => {
+                failures = failures.saturating_add(1);
+                let pause = after_failure(&e, &site, cursor, until, failures, poll.interval_secs);
+                if !sleep_or_cancel(&ctx.cancel, pause).await {
+                    break;
+                }
+            }
+        }
+    }
+    info!(site = %site, cursor = %fmt(cursor), "Site poller stopped.");
+    Ok(())
+}
+
+/// Logs a failed window at the level it deserves and says how long to wait before the retry.
+fn after_failure(
+    e: &SourceError,
+    site: &str,
+    from: i64,
+    until: i64,
+    failures: u32,
+    interval_secs: i64,
+) -> Duration {
+    let (from, until) = (fmt(from), fmt(until));
+    match e {
+        SourceError::NextExpired { .. } => {
+            // Refetching at once is right, but not in a tight loop if it keeps happening.
+            warn!(site, %from, %until, error = %e, "Window interrupted; fetching it again.");
+            Duration::from_secs(u64::from(failures.min(30)))
+        }
+        SourceError::Auth { .. } | SourceError::NotFound { .. } | SourceError::Setup { .. } => {
+            error!(site, %from, %until, error = %e, "Feed access failed; no data moves for this site until it is fixed. Retrying periodically.");
+            Duration::from_secs(60.max(interval_secs as u64)).min(Duration::from_secs(300))
+        }
+        SourceError::BadWindow { .. } => {
+            // Usually our clock is ahead of the API's (until too recent).
+            warn!(site, %from, %until, error = %e, "API refused the window; check the host clock (NTP). Retrying.");
+            Duration::from_secs(60)
+        }
+        SourceError::RateLimited { .. } | SourceError::Transient { .. } => {
+            warn!(site, %from, %until, error = %e, "Window failed after retries; it is fetched again from its start.");
+            Duration::from_secs(
+                (interval_secs as u64)
+                    .min(5 * u64::from(failures.min(12)))
+                    .max(1),
+            )
+        }
+    }
+}
+
+/// Backfill of one site; returns the number of events newly spooled.
+async fn backfill_site(
+    ctx: Ctx,
+    key: SiteKey,
+    from: i64,
+    until: i64,
+    progress: Option<ProgressBar>,
+) -> Result<u64, RunError> {
+    let mut cursor = ctx.store.cursor(&key).await?.unwrap_or(from).max(from);
+    if let Some(pb) = &progress {
+        pb.inc(((cursor - from) / 60) as u64);
+    }
+    let mut total = 0u64;
+    let mut failures = 0u32;
+    while cursor < until && !ctx.cancel.is_cancelled() {
+        let before = cursor;
+        cursor = skip_lost_range(&ctx, &key, cursor, until).await?;
+        if let Some(pb) = &progress {
+            pb.inc(((cursor - before) / 60) as u64);
+        }
+        let end = until.min(cursor + ctx.cfg.poll.max_window_secs);
+        match fetch_window(&ctx, &key, cursor, end).await {
+            Ok(Some(n)) => {
+                total += n;
+                if let Some(pb) = &progress {
+                    pb.inc(((end - cursor) / 60) as u64);
+                } else {
+                    info!(site = %key.site, from = %fmt(cursor), until = %fmt(end), events = n, "Window exported.");
+                }
+                cursor = end;
+                failures = 0;
+            }
+            Ok(None) => break,
+            Err(WindowError::Store(e)) => return Err(e.into()),
+            Err(WindowError::Source(e)) => match e {
+                SourceError::Auth { .. }
+                | SourceError::NotFound { .. }
+                | SourceError::Setup { .. } => {
+                    return Err(e.into());
+                }
+                SourceError::BadWindow { .. } => return Err(e.into()),
+                _ => {
+                    failures = failures.saturating_add(1);
+                    let pause = after_failure(&e, &key.site, cursor, end, failures, 60);
+                    if !sleep_or_cancel(&ctx.cancel, pause).await {
+                        break;
+                    }
+                }
+            },
+        }
+    }
+    Ok(total)
+}
+
+enum WindowError {
+    Store(StoreError),
+    Source(SourceError),
+}
+
+/// Fetches `[from, until)` of one site, committing each page; the last page moves the cursor to
+/// `until`. `Ok(None)` if cancelled (nothing of the current page committed; the window is
+/// fetched again next time).
+async fn fetch_window(
+    ctx: &Ctx,
+    key: &SiteKey,
+    from: i64,
+    until: i64,
+) -> Result<Option<u64>, WindowError> {
+    let mut window = ctx.client.window(&key.site, from, until);
+    let mut total = 0u64;
+    loop {
+        let page = tokio::select! {
+            page = window.next_page() => page.map_err(WindowError::Source)?,
+            _ = ctx.cancel.cancelled() => return Ok(None),
+        };
+        let Some((events, last)) = page else {
+            return Ok(Some(total));
+        };
+        // Not raced against cancellation: a commit finishes or never started.
+        let outcome = ctx
+            .store
+            .commit_page(key, events, crate::time::now(), last.then_some(until))
+            .await
+            .map_err(WindowError::Store)?;
+        total += outcome.inserted as u64;
+        if last {
+            return Ok(Some(total));
+        }
+    }
+}
+
+async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = cancel.cancelled() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oldest_fetchable_is_inside_retention() {
+        let now = 1_800_000_030;
+        let oldest = oldest_fetchable(now, 86_700);
+        assert_eq!(oldest % 60, 0);
+        assert!(oldest >= now - 86_700);
+        assert!(oldest - (now - 86_700) <= 60);
+    }
+}

@@ -1,0 +1,283 @@
+//! Driver tests with a scripted fake sink (no HTTP): every outcome path settles exactly what it
+//! should and loses nothing.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use super::*;
+use crate::sink::Ack;
+use crate::store::{NewEvent, SiteKey};
+
+type Step = Box<dyn Fn(&Batch) -> Result<Ack, SinkError> + Send>;
+
+/// Follows its script, one step per send; afterwards delivers everything. Records what it
+/// accepted as delivered, and refuses batches larger than `max_batch` (413).
+#[derive(Default)]
+struct FakeSink {
+    script: Mutex<VecDeque<Step>>,
+    delivered: Mutex<Vec<String>>,
+    sends: Mutex<Vec<usize>>,
+    max_batch: Option<usize>,
+    too_large_ids: Vec<String>,
+    healthy_after: Mutex<u32>,
+}
+
+impl FakeSink {
+    fn then(self, step: impl Fn(&Batch) -> Result<Ack, SinkError> + Send + 'static) -> Self {
+        self.script.lock().unwrap().push_back(Box::new(step));
+        self
+    }
+    fn delivered(&self) -> Vec<String> {
+        let mut d = self.delivered.lock().unwrap().clone();
+        d.sort();
+        d
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for FakeSink {
+    fn name(&self) -> &str {
+        "fake"
+    }
+    async fn send(&self, batch: &Batch) -> Result<Ack, SinkError> {
+        self.sends.lock().unwrap().push(batch.events.len());
+        if self.max_batch.is_some_and(|m| batch.events.len() > m)
+            || batch
+                .events
+                .iter()
+                .any(|e| self.too_large_ids.contains(&e.id))
+        {
+            return Err(SinkError::TooLarge);
+        }
+        let step = self.script.lock().unwrap().pop_front();
+        let ack = match step {
+            Some(step) => step(batch)?,
+            None => Ack::all_delivered(batch.events.len()),
+        };
+        let mut d = self.delivered.lock().unwrap();
+        for (ev, item) in batch.events.iter().zip(&ack.items) {
+            if matches!(item, ItemOutcome::Delivered | ItemOutcome::Duplicate) {
+                d.push(ev.id.clone());
+            }
+        }
+        Ok(ack)
+    }
+    async fn healthcheck(&self) -> Result<(), SinkError> {
+        let mut n = self.healthy_after.lock().unwrap();
+        if *n > 0 {
+            *n -= 1;
+            return Err(SinkError::Blocked {
+                reason: "still down".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+async fn store_with(n: usize) -> (tempfile::TempDir, Store, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    store
+        .register_sinks("run", &["fake".to_string()])
+        .await
+        .unwrap();
+    let key = SiteKey {
+        ns: "run".into(),
+        corp: "c".into(),
+        site: "s".into(),
+    };
+    let ids: Vec<String> = (0..n).map(|i| format!("id{i:04}")).collect();
+    let events = ids
+        .iter()
+        .map(|id| NewEvent {
+            id: id.clone(),
+            ts: 1000,
+            body: format!("{{\"id\":\"{id}\"}}"),
+        })
+        .collect();
+    store
+        .commit_page(&key, events, 1000, Some(60))
+        .await
+        .unwrap();
+    (dir, store, ids)
+}
+
+const FAST: RetryDelays = RetryDelays {
+    min: Duration::from_millis(1),
+    max: Duration::from_millis(5),
+};
+
+/// Runs the driver until the sink's backlog is empty (or 10 s pass), then stops it.
+async fn drive(store: &Store, sink: Arc<FakeSink>, max_events: usize) {
+    let cancel = CancellationToken::new();
+    let limits = BatchLimits {
+        max_events,
+        max_bytes: 1 << 20,
+    };
+    let driver = Driver::new(sink, store.clone(), "run", limits, cancel.clone()).with_delays(FAST);
+    let task = tokio::spawn(driver.run());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.pending("run", "fake").await.unwrap() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn delivers_everything_and_prunes_the_spool() {
+    let (_d, store, ids) = store_with(25).await;
+    let sink = Arc::new(FakeSink::default());
+    drive(&store, sink.clone(), 10).await;
+    assert_eq!(sink.delivered(), ids);
+    assert_eq!(*sink.sends.lock().unwrap(), vec![10, 10, 5]);
+    assert_eq!(store.pending("run", "fake").await.unwrap(), 0);
+    let st = store.sink_states().await.unwrap();
+    assert_eq!(st[0].pending_events, 0);
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried_until_they_pass() {
+    let (_d, store, ids) = store_with(5).await;
+    let sink = Arc::new(
+        FakeSink::default()
+            .then(|_| {
+                Err(SinkError::Retryable {
+                    reason: "503".into(),
+                    after: None,
+                })
+            })
+            .then(|_| {
+                Err(SinkError::Retryable {
+                    reason: "timeout".into(),
+                    after: Some(Duration::from_millis(5)),
+                })
+            }),
+    );
+    drive(&store, sink.clone(), 100).await;
+    assert_eq!(sink.delivered(), ids);
+    assert_eq!(sink.sends.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn only_retry_items_are_resent_and_rejected_ones_are_dead_lettered() {
+    let (_d, store, ids) = store_with(4).await;
+    let sink = Arc::new(FakeSink::default().then(|b| {
+        assert_eq!(b.events.len(), 4);
+        Ok(Ack {
+            items: vec![
+                ItemOutcome::Delivered,
+                ItemOutcome::Retry { after: None },
+                ItemOutcome::Rejected {
+                    reason: "mapper_parsing_exception: bad field".into(),
+                },
+                ItemOutcome::Duplicate,
+            ],
+        })
+    }));
+    drive(&store, sink.clone(), 100).await;
+    assert_eq!(
+        *sink.sends.lock().unwrap(),
+        vec![4, 1],
+        "only the retry item is resent"
+    );
+    assert_eq!(
+        sink.delivered(),
+        vec![ids[0].clone(), ids[1].clone(), ids[3].clone()]
+    );
+    let dead = store.dead_letters(Some("fake"), 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, ids[2]);
+    assert!(dead[0].reason.contains("mapper_parsing_exception"));
+    assert_eq!(store.pending("run", "fake").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn too_large_halves_and_dead_letters_a_single_oversized_event() {
+    let (_d, store, ids) = store_with(8).await;
+    let sink = Arc::new(FakeSink {
+        max_batch: Some(3),
+        too_large_ids: vec!["id0005".into()],
+        ..FakeSink::default()
+    });
+    drive(&store, sink.clone(), 8).await;
+    let expected: Vec<String> = ids.iter().filter(|i| *i != "id0005").cloned().collect();
+    assert_eq!(sink.delivered(), expected);
+    let dead = store.dead_letters(None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, "id0005");
+    assert!(dead[0].reason.contains("413"));
+    assert!(sink.sends.lock().unwrap().iter().all(|&n| n <= 8));
+}
+
+#[tokio::test]
+async fn a_blocked_sink_keeps_its_data_and_resumes_when_healthy() {
+    let (_d, store, ids) = store_with(3).await;
+    let sink = Arc::new(
+        FakeSink {
+            healthy_after: Mutex::new(2),
+            ..FakeSink::default()
+        }
+        .then(|_| {
+            Err(SinkError::Blocked {
+                reason: "HEC token disabled".into(),
+            })
+        }),
+    );
+    drive(&store, sink.clone(), 100).await;
+    assert_eq!(sink.delivered(), ids);
+    assert_eq!(
+        *sink.healthy_after.lock().unwrap(),
+        0,
+        "probed health until it recovered"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_outcome_count_is_not_taken_as_delivery() {
+    let (_d, store, ids) = store_with(3).await;
+    let sink = Arc::new(FakeSink::default().then(|_| Ok(Ack::all_delivered(1))));
+    drive(&store, sink.clone(), 100).await;
+    assert_eq!(
+        sink.delivered().len(),
+        4,
+        "first (bogus) answer counted 1, then all 3 resent"
+    );
+    let mut d = sink.delivered();
+    d.dedup();
+    assert_eq!(d, ids);
+}
+
+#[tokio::test]
+async fn cancellation_stops_a_retrying_driver_without_settling() {
+    let (_d, store, _ids) = store_with(3).await;
+    let sink = Arc::new(FakeSink::default());
+    for _ in 0..1000 {
+        sink.script.lock().unwrap().push_back(Box::new(|_| {
+            Err(SinkError::Retryable {
+                reason: "down".into(),
+                after: None,
+            })
+        }));
+    }
+    let cancel = CancellationToken::new();
+    let limits = BatchLimits {
+        max_events: 10,
+        max_bytes: 1 << 20,
+    };
+    let driver =
+        Driver::new(sink.clone(), store.clone(), "run", limits, cancel.clone()).with_delays(FAST);
+    let task = tokio::spawn(driver.run());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.pending("run", "fake").await.unwrap(),
+        3,
+        "nothing settled"
+    );
+}

@@ -1,0 +1,115 @@
+//! Sinks: where events go, behind one small trait.
+//!
+//! A sink only sends and classifies: it turns a reply into per-event [`ItemOutcome`]s or a
+//! batch-level [`SinkError`]. [`driver`] owns everything else: reading batches from the spool,
+//! the one retry loop, splitting on `TooLarge`, pausing a blocked sink, dead letters, and moving
+//! the sink's offset only over settled events.
+
+pub mod driver;
+pub mod stdout;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::SinkConfig;
+use crate::store::SpooledEvent;
+
+/// A batch of spooled events, in spool order.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The events.
+    pub events: Vec<SpooledEvent>,
+}
+
+/// Per-event verdicts of one send, in the batch's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ack {
+    /// One outcome per event.
+    pub items: Vec<ItemOutcome>,
+}
+
+impl Ack {
+    /// Every event delivered.
+    pub fn all_delivered(n: usize) -> Ack {
+        Ack {
+            items: vec![ItemOutcome::Delivered; n],
+        }
+    }
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemOutcome {
+    /// Stored by the destination.
+    Delivered,
+    /// The destination already had it (an earlier attempt got through): counts as delivered.
+    Duplicate,
+    /// Not stored this time; send it again (after `after`, if the destination said).
+    Retry {
+        /// Requested pause.
+        after: Option<Duration>,
+    },
+    /// The destination will never take this event: it goes to the dead-letter table.
+    Rejected {
+        /// Why, for the operator.
+        reason: String,
+    },
+}
+
+/// A failure of a whole send.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SinkError {
+    /// Try the same batch again later (timeouts, 429, 5xx, busy).
+    #[error("retryable: {reason}")]
+    Retryable {
+        /// What happened.
+        reason: String,
+        /// Requested pause.
+        after: Option<Duration>,
+    },
+    /// The request was too large (413): the driver halves the batch.
+    #[error("payload too large")]
+    TooLarge,
+    /// The sink cannot work until an operator acts (bad token, missing index): pause, keep data.
+    #[error("blocked: {reason}")]
+    Blocked {
+        /// The cause and the fix.
+        reason: String,
+    },
+}
+
+/// A destination for exported events. Implementations classify; [`driver`] retries.
+#[async_trait::async_trait]
+pub trait Sink: Send + Sync {
+    /// Stable name for logs, metrics and the store.
+    fn name(&self) -> &str;
+    /// Sends one batch. Must be safe to call again with the same events.
+    async fn send(&self, batch: &Batch) -> Result<Ack, SinkError>;
+    /// What `check` and a blocked driver call: the same endpoint and credentials, writing nothing.
+    async fn healthcheck(&self) -> Result<(), SinkError>;
+}
+
+/// Limits on what the driver hands a sink in one batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Most events per batch.
+    pub max_events: usize,
+    /// Most body bytes per batch (before encoding).
+    pub max_bytes: usize,
+}
+
+/// Builds the configured sink.
+pub fn build(cfg: &SinkConfig) -> (Arc<dyn Sink>, BatchLimits) {
+    match cfg {
+        SinkConfig::Stdout {
+            name,
+            batch_max_events,
+        } => (
+            Arc::new(stdout::StdoutSink::new(name.clone())),
+            BatchLimits {
+                max_events: *batch_max_events,
+                max_bytes: 16 * 1024 * 1024,
+            },
+        ),
+    }
+}

@@ -1,0 +1,551 @@
+//! The feed API client: authentication, the corp's rate budget, retries and error classes.
+//!
+//! One `FeedClient` per corp: its governor quota is the corp's shared request budget. Every
+//! request waits on the quota first, then goes out; rate limits and transient failures are
+//! retried here (exponential backoff with full jitter, `Retry-After` wins when the API sends it)
+//! up to `api.max_attempts`; everything else is returned classified, and the scheduler decides.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use tracing::{debug, warn};
+use url::Url;
+
+use super::SourceError;
+use super::model::{ErrorWire, EventHead, PageWire, SiteWire, SitesWire};
+use crate::config::{ApiConfig, AuthMode, Credentials};
+use crate::store::NewEvent;
+
+const USER_AGENT: &str = concat!("sigsci-export/", env!("CARGO_PKG_VERSION"));
+
+/// One page of a window: its new events and where the next page is.
+#[derive(Debug)]
+pub struct Page {
+    /// Records, as the API sent them.
+    pub events: Vec<NewEvent>,
+    /// The next page's relative URI; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// The feed client of one corp.
+#[derive(Clone)]
+pub struct FeedClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    creds: Credentials,
+    corp: String,
+    limiter: DefaultDirectRateLimiter,
+    page_limit: u32,
+    max_attempts: u32,
+    min_delay: Duration,
+    max_delay: Duration,
+    /// Set once the API answered 414 to a GET with a `next` token: from then on the POST form is
+    /// used directly, as the official add-on does.
+    post_next: AtomicBool,
+}
+
+impl std::fmt::Debug for FeedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedClient")
+            .field("base", &self.inner.base.as_str())
+            .field("corp", &self.inner.corp)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one request asks for.
+enum Target<'a> {
+    Window {
+        site: &'a str,
+        from: i64,
+        until: i64,
+    },
+    Next {
+        uri: &'a str,
+    },
+    Sites,
+}
+
+impl FeedClient {
+    /// Builds the client: TLS (rustls, certificate checks always on, optional extra CA file),
+    /// timeouts, no redirects (a redirect is a misconfiguration to report, not to follow).
+    pub fn new(api: &ApiConfig) -> Result<FeedClient, SourceError> {
+        Self::with_retry_delays(api, Duration::from_millis(500), Duration::from_secs(60))
+    }
+
+    /// As [`FeedClient::new`] with another backoff range (tests use milliseconds).
+    pub fn with_retry_delays(
+        api: &ApiConfig,
+        min_delay: Duration,
+        max_delay: Duration,
+    ) -> Result<FeedClient, SourceError> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(api.timeout)
+            .connect_timeout(Duration::from_secs(15).min(api.timeout))
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(api.base_url.scheme() == "https");
+        if let Some(ca) = &api.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| SourceError::Setup {
+                reason: format!("cannot read api.ca_file `{}`: {e}", ca.display()),
+            })?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SourceError::Setup {
+                    reason: format!("api.ca_file `{}` is not a PEM bundle: {e}", ca.display()),
+                })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| SourceError::Setup {
+            reason: format!("cannot build the HTTP client: {e}"),
+        })?;
+        let quota = Quota::per_minute(api.requests_per_minute).allow_burst(api.burst);
+        Ok(FeedClient {
+            inner: Arc::new(Inner {
+                http,
+                base: api.base_url.clone(),
+                creds: api.auth.clone(),
+                corp: api.corp.clone(),
+                limiter: RateLimiter::direct(quota),
+                page_limit: api.page_limit,
+                max_attempts: api.max_attempts,
+                min_delay,
+                max_delay,
+                post_next: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The corp this client polls.
+    pub fn corp(&self) -> &str {
+        &self.inner.corp
+    }
+
+    /// Lists the corp's sites (for `sites = ["*"]`).
+    pub async fn list_sites(&self) -> Result<Vec<SiteWire>, SourceError> {
+        let parsed: SitesWire = self
+            .request_with_retries(&Target::Sites, |body| {
+                serde_json::from_slice(body).map_err(|e| SourceError::Transient {
+                    reason: format!("unparseable site list: {e}"),
+                })
+            })
+            .await?;
+        Ok(parsed.data)
+    }
+
+    /// First page of the window `[from, until)` of `site`.
+    pub async fn first_page(&self, site: &str, from: i64, until: i64) -> Result<Page, SourceError> {
+        self.request_with_retries(&Target::Window { site, from, until }, |body| {
+            parse_page(body, from)
+        })
+        .await
+    }
+
+    /// The page a previous page's `next.uri` points at. `from` is the window start, used as the
+    /// timestamp of a record whose own is missing or unreadable.
+    pub async fn next_page(&self, uri: &str, from: i64) -> Result<Page, SourceError> {
+        self.request_with_retries(&Target::Next { uri }, |body| parse_page(body, from))
+            .await
+    }
+
+    /// Walks the window `[from, until)` of `site`, page by page.
+    pub fn window(&self, site: &str, from: i64, until: i64) -> WindowFetch {
+        WindowFetch {
+            client: self.clone(),
+            site: site.to_string(),
+            from,
+            until,
+            next: None,
+            started: false,
+            done: false,
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Sends `target` and parses the reply with `parse`, retrying both: a truncated or garbled
+    /// body is as transient as a 503.
+    async fn request_with_retries<T>(
+        &self,
+        target: &Target<'_>,
+        parse: impl Fn(&[u8]) -> Result<T, SourceError>,
+    ) -> Result<T, SourceError> {
+        let inner = &self.inner;
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(inner.min_delay)
+            .with_max_delay(inner.max_delay)
+            .with_factor(2.0)
+            .with_max_times(inner.max_attempts.saturating_sub(1) as usize);
+        (|| async {
+            inner.limiter.until_ready().await;
+            let body = self.request_once(target).await?;
+            parse(&body)
+        })
+        .retry(backoff.build())
+        .when(SourceError::is_retryable)
+        .adjust(|err, delay| {
+            // Full jitter on our own schedule; the server's Retry-After, when given, wins.
+            delay.map(|d| err.retry_after().unwrap_or_else(|| full_jitter(d)))
+        })
+        .notify(|err, delay| {
+            warn!(corp = %inner.corp, error = %err, retry_in_ms = delay.as_millis() as u64, "API request failed; retrying.");
+        })
+        .sleep(tokio::time::sleep)
+        .await
+    }
+
+    async fn request_once(&self, target: &Target<'_>) -> Result<bytes::Bytes, SourceError> {
+        let inner = &self.inner;
+        let (method, url, form) = match target {
+            Target::Sites => (
+                Method::GET,
+                self.url(&format!("corps/{}/sites", inner.corp)),
+                None,
+            ),
+            Target::Window { site, from, until } => {
+                let mut url = self.url(&format!("corps/{}/sites/{site}/feed/requests", inner.corp));
+                url.query_pairs_mut()
+                    .append_pair("from", &from.to_string())
+                    .append_pair("until", &until.to_string())
+                    .append_pair("limit", &inner.page_limit.to_string());
+                (Method::GET, url, None)
+            }
+            Target::Next { uri } => {
+                let url = self.resolve(uri)?;
+                if inner.post_next.load(Ordering::Relaxed) {
+                    let (path_url, token) = split_next(&url)?;
+                    (Method::POST, path_url, Some(token))
+                } else {
+                    (Method::GET, url, None)
+                }
+            }
+        };
+        let resp = self
+            .send(method.clone(), url.clone(), form.as_deref())
+            .await?;
+        let resp = if resp.status() == StatusCode::URI_TOO_LONG
+            && matches!(target, Target::Next { .. })
+            && form.is_none()
+        {
+            // The token does not fit in a URL: the API takes it as a form body instead.
+            debug!(corp = %inner.corp, "414 on a next URI; switching to the POST form.");
+            inner.post_next.store(true, Ordering::Relaxed);
+            let (path_url, token) = split_next(&url)?;
+            self.send(Method::POST, path_url, Some(&token)).await?
+        } else {
+            resp
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(|e| SourceError::Transient {
+            reason: format!("reading the reply body failed: {}", without_url(&e)),
+        })?;
+        if status == StatusCode::OK {
+            return Ok(body);
+        }
+        Err(classify(
+            status,
+            &headers,
+            &body,
+            target,
+            &inner.creds,
+            &inner.corp,
+        ))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        form_next: Option<&str>,
+    ) -> Result<reqwest::Response, SourceError> {
+        let creds = &self.inner.creds;
+        let mut req = self.inner.http.request(method, url);
+        req = match creds.mode {
+            AuthMode::Token => req
+                .header("x-api-user", &creds.email)
+                .header("x-api-token", creds.token.expose()),
+            AuthMode::Basic => req.basic_auth(&creds.email, Some(creds.token.expose())),
+        };
+        req = req.header(reqwest::header::ACCEPT, "application/json");
+        if let Some(token) = form_next {
+            let body = format!(
+                "next={}",
+                url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+            );
+            req = req
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(body);
+        }
+        req.send().await.map_err(|e| SourceError::Transient {
+            reason: if e.is_timeout() {
+                format!("request timed out: {}", without_url(&e))
+            } else if e.is_connect() {
+                format!("cannot connect to {}: {}", self.inner.base, without_url(&e))
+            } else {
+                without_url(&e)
+            },
+        })
+    }
+
+    fn url(&self, rel: &str) -> Url {
+        let mut url = self.inner.base.clone();
+        let path = format!("{}/{rel}", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url
+    }
+
+    /// `next.uri` is absolute-path (`/api/v0/corps/...`). Keep any prefix the configured base
+    /// has in front of `/api/v0` (a path-routing proxy), and the base's scheme and host.
+    fn resolve(&self, uri: &str) -> Result<Url, SourceError> {
+        let base = &self.inner.base;
+        let prefix = base
+            .path()
+            .trim_end_matches('/')
+            .strip_suffix("/api/v0")
+            .unwrap_or("");
+        let joined = if uri.starts_with('/') && !prefix.is_empty() {
+            format!("{prefix}{uri}")
+        } else {
+            uri.to_string()
+        };
+        base.join(&joined).map_err(|e| SourceError::Transient {
+            reason: format!("the API sent an unusable next URI ({e})"),
+        })
+    }
+}
+
+/// Splits a next URL into the feed path (for the POST form) and the token.
+fn split_next(url: &Url) -> Result<(Url, String), SourceError> {
+    let token = url
+        .query_pairs()
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| SourceError::Transient {
+            reason: "the API's next URI has no `next` parameter".to_string(),
+        })?;
+    let mut path_url = url.clone();
+    path_url.set_query(None);
+    Ok((path_url, token))
+}
+
+fn full_jitter(d: Duration) -> Duration {
+    let max = d.as_millis().min(u64::MAX as u128) as u64;
+    Duration::from_millis(rand::rng().random_range(0..=max))
+}
+
+/// reqwest's messages include the URL; ours never carry credentials in URLs, but keep messages
+/// short and about the cause.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+fn message(body: &[u8]) -> String {
+    if let Ok(ErrorWire { message: Some(m) }) = serde_json::from_slice::<ErrorWire>(body) {
+        return m;
+    }
+    // A proxy may answer HTML or nothing: show a short, single-line excerpt.
+    let text = String::from_utf8_lossy(body);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.is_empty() {
+        "empty body".to_string()
+    } else {
+        one_line.chars().take(160).collect()
+    }
+}
+
+fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v: &HeaderValue = headers.get(RETRY_AFTER)?;
+    let s = v.to_str().ok()?.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(3600)));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(s).ok()?;
+    let secs = (when.timestamp() - crate::time::now()).clamp(0, 3600);
+    Some(Duration::from_secs(secs as u64))
+}
+
+fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    target: &Target<'_>,
+    creds: &Credentials,
+    corp: &str,
+) -> SourceError {
+    let msg = message(body);
+    let site = match target {
+        Target::Window { site, .. } => Some(*site),
+        _ => None,
+    };
+    match status.as_u16() {
+        429 => SourceError::RateLimited {
+            reason: format!("HTTP 429: {msg}"),
+            after: parse_retry_after(headers),
+        },
+        // The API signals throttling as a 400 too; only the message tells them apart.
+        400 if msg.to_ascii_lowercase().contains("rate limit") => SourceError::RateLimited {
+            reason: format!("HTTP 400: {msg}"),
+            after: parse_retry_after(headers),
+        },
+        400 if matches!(target, Target::Next { .. }) => SourceError::NextExpired { reason: msg },
+        400 => SourceError::BadWindow { reason: msg },
+        401 => SourceError::Auth {
+            reason: format!(
+                "HTTP 401 for API user `{}`: the token is wrong, expired, disabled by an owner, or \
+                 restricted to other source IPs; no data moves until it is fixed (API: {msg})",
+                creds.email
+            ),
+        },
+        403 => SourceError::Auth {
+            reason: format!(
+                "HTTP 403 for API user `{}`: the user lacks access to corp `{corp}`{}; grant the \
+                 user a role on it (API: {msg})",
+                creds.email,
+                site.map(|s| format!(" or site `{s}`")).unwrap_or_default()
+            ),
+        },
+        404 => SourceError::NotFound {
+            reason: match site {
+                Some(s) => format!(
+                    "HTTP 404: corp `{corp}` or site `{s}` not found; use API names as in \
+                     `GET /corps/{corp}/sites` (`name`), not display names (API: {msg})"
+                ),
+                None => format!(
+                    "HTTP 404: corp `{corp}` not found; use the corp's API name (API: {msg})"
+                ),
+            },
+        },
+        300..=399 => SourceError::Transient {
+            reason: format!(
+                "HTTP {} redirect to `{}`: api.base_url probably points at the dashboard or a \
+                 login page instead of the API",
+                status.as_u16(),
+                headers
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("?")
+            ),
+        },
+        _ if status.is_server_error() || status.as_u16() == 408 => SourceError::Transient {
+            reason: format!("HTTP {}: {msg}", status.as_u16()),
+        },
+        _ => SourceError::BadWindow {
+            reason: format!("unexpected HTTP {}: {msg}", status.as_u16()),
+        },
+    }
+}
+
+/// Parses a page, keeping every record's exact JSON. A reply that does not parse (a truncated
+/// body, an HTML error page with status 200) is transient: retried, never taken as empty.
+fn parse_page(body: &[u8], window_from: i64) -> Result<Page, SourceError> {
+    let wire: PageWire<'_> = serde_json::from_slice(body).map_err(|e| SourceError::Transient {
+        reason: format!("unparseable feed page ({} bytes): {e}", body.len()),
+    })?;
+    let raw = wire.data.ok_or_else(|| SourceError::Transient {
+        reason: "feed page without a `data` array".to_string(),
+    })?;
+    let mut events = Vec::with_capacity(raw.len());
+    for rec in raw {
+        let head: EventHead<'_> =
+            serde_json::from_str(rec.get()).map_err(|e| SourceError::Transient {
+                reason: format!("feed record is not an object: {e}"),
+            })?;
+        let id = head
+            .id
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| SourceError::Transient {
+                reason: "feed record without an `id`; refusing the page rather than guessing"
+                    .into(),
+            })?;
+        let ts = head
+            .timestamp
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.timestamp())
+            .unwrap_or(window_from);
+        events.push(NewEvent {
+            id: id.into_owned(),
+            ts,
+            body: rec.get().to_string(),
+        });
+    }
+    let next = wire
+        .next
+        .and_then(|n| n.uri)
+        .filter(|u| !u.trim().is_empty());
+    Ok(Page { events, next })
+}
+
+/// Iterates the pages of one window and drops ids already seen in it (the API may repeat an id
+/// on a later page). The spool dedupes again across windows and restarts.
+#[derive(Debug)]
+pub struct WindowFetch {
+    client: FeedClient,
+    site: String,
+    from: i64,
+    until: i64,
+    next: Option<String>,
+    started: bool,
+    done: bool,
+    seen: HashSet<String>,
+}
+
+impl WindowFetch {
+    /// The window's start.
+    pub fn from(&self) -> i64 {
+        self.from
+    }
+
+    /// The window's end (exclusive).
+    pub fn until(&self) -> i64 {
+        self.until
+    }
+
+    /// The next page's new events, `Ok(None)` once the window is exhausted. The returned flag is
+    /// true when this page is the window's last.
+    pub async fn next_page(&mut self) -> Result<Option<(Vec<NewEvent>, bool)>, SourceError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = if !self.started {
+            self.client
+                .first_page(&self.site, self.from, self.until)
+                .await?
+        } else {
+            match &self.next {
+                Some(uri) => self.client.next_page(uri, self.from).await?,
+                None => return Ok(None),
+            }
+        };
+        self.started = true;
+        self.next = page.next;
+        self.done = self.next.is_none();
+        let mut events = page.events;
+        events.retain(|e| self.seen.insert(e.id.clone()));
+        Ok(Some((events, self.done)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,509 @@
+//! The synchronous store: one `rusqlite::Connection` and plain blocking methods.
+//!
+//! [`super::Store`] runs these on tokio's blocking pool; tests may call them directly.
+//! Every write is one `BEGIN IMMEDIATE` transaction: it takes the write lock up front, so a
+//! concurrent writer (another process on the same file) makes us wait for `busy_timeout`
+//! instead of failing mid-transaction with `SQLITE_BUSY` on the read-to-write upgrade.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use super::schema;
+use super::{
+    CommitOutcome, CursorRow, DeadLetter, NewEvent, SinkState, SiteKey, SpooledEvent, StoreError,
+};
+
+/// How long a statement waits for another connection's lock before failing with
+/// `SQLITE_BUSY`. Writers hold the lock for one page or one settle: milliseconds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Enough for every distinct statement below, so none is ever re-prepared.
+const STATEMENT_CACHE: usize = 32;
+
+/// Internal error of a method body: an SQLite error still lacking the operation and path
+/// (added once by [`SyncStore::finish`]), or a finished [`StoreError`].
+enum Fail {
+    Sql(rusqlite::Error),
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for Fail {
+    fn from(e: rusqlite::Error) -> Self {
+        Fail::Sql(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+/// Unix seconds now, for `updated_at` / `at` columns (informational only: ordering never
+/// depends on the wall clock).
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Clamp a Rust length to an SQLite integer.
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The synchronous store. Not `Sync`: [`super::Store`] keeps it behind a mutex.
+pub(super) struct SyncStore {
+    conn: Connection,
+    path: PathBuf,
+    /// Test failpoint: make `commit_page` fail after its inserts, before the cursor update.
+    #[cfg(test)]
+    pub(super) fail_before_cursor: bool,
+}
+
+impl SyncStore {
+    /// Open or create the database, configure it and migrate it.
+    pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        // No SQLITE_OPEN_URI: the path is a plain file name, whatever characters it holds.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| StoreError::Sqlite {
+                op: "open",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let mut store = Self::new(conn, path);
+        let configured = store.configure_writer();
+        store.finish("open", configured)?;
+        schema::migrate(&mut store.conn, path)?;
+        Ok(store)
+    }
+
+    /// Open an existing database read-only; no migrations.
+    pub(super) fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        // Without SQLITE_OPEN_CREATE a missing file is an error rather than a new empty DB.
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| StoreError::Sqlite {
+                op: "open read-only",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let store = Self::new(conn, path);
+        let configured = store.conn.busy_timeout(BUSY_TIMEOUT).map_err(Fail::from);
+        store.finish("open read-only", configured)?;
+        let found = schema::read_version(&store.conn, path)?;
+        let supported = schema::supported_version();
+        if found < supported {
+            return Err(StoreError::OlderSchema {
+                path: path.to_path_buf(),
+                found,
+                supported,
+            });
+        }
+        Ok(store)
+    }
+
+    fn new(conn: Connection, path: &Path) -> Self {
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        SyncStore {
+            conn,
+            path: path.to_path_buf(),
+            #[cfg(test)]
+            fail_before_cursor: false,
+        }
+    }
+
+    fn configure_writer(&self) -> Result<(), Fail> {
+        let conn = &self.conn;
+        // First, so that switching the journal mode waits for other connections' locks.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL: `status` can read while `run` writes, and commits append instead of rewriting.
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            // Some file systems (certain network mounts) refuse WAL. Correctness does not
+            // depend on it, only concurrent `status` reads do, so keep going and say so.
+            tracing::warn!(path = %self.path.display(), journal_mode = %mode,
+                "the spool database could not switch to WAL mode; `status` may block while `run` writes");
+        }
+        // NORMAL rather than FULL: in WAL mode NORMAL never corrupts the database; a power
+        // loss (not a process crash) can only roll back the last few commits, as a whole and
+        // in order. Both commits are built to be redone: a lost cursor commit re-fetches its
+        // page (still served by the API, de-duplicated by `seen`, which rolls back with it), a
+        // lost sink offset resends a batch (at least once). FULL would add an fsync to every
+        // page and every settle for no change in what can be lost for good.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // The schema declares no foreign keys today; enabled so that any added later are
+        // enforced rather than silently ignored (SQLite's default is off).
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(())
+    }
+
+    /// The database file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Turn a method body's result into the public error, naming the operation and file.
+    fn finish<T>(&self, op: &'static str, result: Result<T, Fail>) -> Result<T, StoreError> {
+        result.map_err(|fail| match fail {
+            Fail::Sql(source) => StoreError::Sqlite {
+                op,
+                path: self.path.clone(),
+                source,
+            },
+            Fail::Store(e) => e,
+        })
+    }
+
+    pub(super) fn register_sinks(&mut self, ns: &str, sinks: &[String]) -> Result<(), StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let now = now();
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE sink_offsets SET active = 0 WHERE ns = ?1 AND active = 1",
+                params![ns],
+            )?;
+            {
+                let mut upsert = tx.prepare_cached(
+                    "INSERT INTO sink_offsets (ns, sink, offset_seq, active, updated_at)
+                     VALUES (?1, ?2, 0, 1, ?3)
+                     ON CONFLICT (ns, sink) DO UPDATE SET active = 1",
+                )?;
+                for sink in sinks {
+                    upsert.execute(params![ns, sink, now])?;
+                }
+            }
+            // A sink that left may have been the one holding rows back.
+            prune_spool(&tx, ns)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        self.finish("register_sinks", result)
+    }
+
+    pub(super) fn cursor(&mut self, key: &SiteKey) -> Result<Option<i64>, StoreError> {
+        let result = read_cursor(&self.conn, key).map_err(Fail::from);
+        self.finish("cursor", result)
+    }
+
+    pub(super) fn commit_page(
+        &mut self,
+        key: &SiteKey,
+        events: &[NewEvent],
+        fetched_at: i64,
+        new_cursor: Option<i64>,
+    ) -> Result<CommitOutcome, StoreError> {
+        #[cfg(test)]
+        let fail_before_cursor = self.fail_before_cursor;
+        let result = (|| -> Result<_, Fail> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Checked first (inside the transaction, so nothing can move it meanwhile): a
+            // refused cursor writes nothing at all.
+            if let Some(requested) = new_cursor {
+                if let Some(current) = read_cursor(&tx, key)? {
+                    if requested < current {
+                        return Err(Fail::Store(StoreError::CursorBackwards {
+                            key: key.clone(),
+                            current,
+                            requested,
+                        }));
+                    }
+                }
+            }
+            let mut outcome = CommitOutcome::default();
+            {
+                // `seen` decides: a row goes into the spool only if its id was new. This
+                // also drops duplicates within `events`, as the second insert conflicts.
+                let mut mark_seen = tx.prepare_cached(
+                    "INSERT INTO seen (ns, corp, site, id, ts) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT DO NOTHING",
+                )?;
+                let mut spool = tx.prepare_cached(
+                    "INSERT INTO spool (ns, corp, site, id, ts, fetched_at, bytes, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for ev in events {
+                    let new =
+                        mark_seen.execute(params![key.ns, key.corp, key.site, ev.id, ev.ts])?;
+                    if new == 0 {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    spool.execute(params![
+                        key.ns,
+                        key.corp,
+                        key.site,
+                        ev.id,
+                        ev.ts,
+                        fetched_at,
+                        to_i64(ev.body.len()),
+                        ev.body,
+                    ])?;
+                    outcome.inserted += 1;
+                }
+            }
+            #[cfg(test)]
+            if fail_before_cursor {
+                // A genuine SQLite error, travelling the same path as a real one.
+                tx.execute_batch("SELECT * FROM failpoint_before_cursor_update")?;
+            }
+            if let Some(cursor) = new_cursor {
+                tx.prepare_cached(
+                    "INSERT INTO cursors (ns, corp, site, cursor, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (ns, corp, site)
+                     DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                )?
+                .execute(params![key.ns, key.corp, key.site, cursor, now()])?;
+            }
+            tx.commit()?;
+            Ok(outcome)
+        })();
+        self.finish("commit_page", result)
+    }
+
+    pub(super) fn read_batch(
+        &mut self,
+        ns: &str,
+        sink: &str,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<SpooledEvent>, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let offset = sink_offset(&self.conn, ns, sink)?;
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT seq, corp, site, id, ts, fetched_at, bytes, body
+                 FROM spool WHERE ns = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(params![ns, offset, to_i64(max_events)])?;
+            let mut batch = Vec::new();
+            let mut total: usize = 0;
+            while let Some(row) = rows.next()? {
+                let bytes = usize::try_from(row.get::<_, i64>(6)?).unwrap_or(0);
+                if !batch.is_empty() && total.saturating_add(bytes) > max_bytes {
+                    break;
+                }
+                total = total.saturating_add(bytes);
+                batch.push(SpooledEvent {
+                    seq: row.get(0)?,
+                    corp: row.get(1)?,
+                    site: row.get(2)?,
+                    id: row.get(3)?,
+                    ts: row.get(4)?,
+                    fetched_at: row.get(5)?,
+                    body: row.get(7)?,
+                });
+            }
+            Ok(batch)
+        })();
+        self.finish("read_batch", result)
+    }
+
+    pub(super) fn settle(
+        &mut self,
+        ns: &str,
+        sink: &str,
+        upto_seq: i64,
+        dead: &[(SpooledEvent, String)],
+    ) -> Result<(), StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let now = now();
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let offset = sink_offset(&tx, ns, sink)?;
+            if upto_seq <= offset {
+                // Already settled (a retried or stale call): nothing to write.
+                return Ok(());
+            }
+            // The highest seq ever assigned (any namespace). Settling beyond it would skip
+            // events that do not exist yet.
+            let max: i64 = tx
+                .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'spool'")?
+                .query_row([], |row| row.get(0))
+                .optional()?
+                .unwrap_or(0);
+            if upto_seq > max {
+                return Err(Fail::Store(StoreError::OffsetBeyondSpool {
+                    ns: ns.to_owned(),
+                    sink: sink.to_owned(),
+                    upto: upto_seq,
+                    max,
+                }));
+            }
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO dead_letters (ns, sink, corp, site, id, ts, body, reason, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?;
+                for (ev, reason) in dead {
+                    // Only the range this call settles: makes a repeated settle idempotent.
+                    if ev.seq <= offset || ev.seq > upto_seq {
+                        continue;
+                    }
+                    insert.execute(params![
+                        ns, sink, ev.corp, ev.site, ev.id, ev.ts, ev.body, reason, now
+                    ])?;
+                }
+            }
+            tx.prepare_cached(
+                "UPDATE sink_offsets SET offset_seq = ?3, updated_at = ?4
+                 WHERE ns = ?1 AND sink = ?2",
+            )?
+            .execute(params![ns, sink, upto_seq, now])?;
+            prune_spool(&tx, ns)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        self.finish("settle", result)
+    }
+
+    pub(super) fn pending(&mut self, ns: &str, sink: &str) -> Result<i64, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let offset = sink_offset(&self.conn, ns, sink)?;
+            let n = self
+                .conn
+                .prepare_cached("SELECT COUNT(*) FROM spool WHERE ns = ?1 AND seq > ?2")?
+                .query_row(params![ns, offset], |row| row.get(0))?;
+            Ok(n)
+        })();
+        self.finish("pending", result)
+    }
+
+    pub(super) fn prune_seen(&mut self, before_ts: i64) -> Result<usize, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute("DELETE FROM seen WHERE ts < ?1", params![before_ts])?;
+            tx.commit()?;
+            Ok(n)
+        })();
+        self.finish("prune_seen", result)
+    }
+
+    pub(super) fn cursors(&mut self) -> Result<Vec<CursorRow>, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT ns, corp, site, cursor, updated_at FROM cursors ORDER BY ns, corp, site",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok(CursorRow {
+                    key: SiteKey {
+                        ns: row.get(0)?,
+                        corp: row.get(1)?,
+                        site: row.get(2)?,
+                    },
+                    cursor: row.get(3)?,
+                    updated_at: row.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })();
+        self.finish("cursors", result)
+    }
+
+    pub(super) fn sink_states(&mut self) -> Result<Vec<SinkState>, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            // One statement, one snapshot: offsets and backlog agree with each other. The
+            // spool side only reads the covering index (ns, seq, bytes, fetched_at).
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT o.ns, o.sink, o.offset_seq,
+                        COUNT(s.seq), COALESCE(SUM(s.bytes), 0), MIN(s.fetched_at),
+                        (SELECT COUNT(*) FROM dead_letters d WHERE d.ns = o.ns AND d.sink = o.sink)
+                 FROM sink_offsets o
+                 LEFT JOIN spool s ON s.ns = o.ns AND s.seq > o.offset_seq
+                 WHERE o.active = 1
+                 GROUP BY o.ns, o.sink
+                 ORDER BY o.ns, o.sink",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok(SinkState {
+                    ns: row.get(0)?,
+                    sink: row.get(1)?,
+                    offset: row.get(2)?,
+                    pending_events: row.get(3)?,
+                    pending_bytes: row.get(4)?,
+                    oldest_pending_fetched_at: row.get(5)?,
+                    dead_letters: row.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })();
+        self.finish("sink_states", result)
+    }
+
+    pub(super) fn dead_letters(
+        &mut self,
+        sink: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT dl_id, ns, sink, corp, site, id, ts, body, reason, at
+                 FROM dead_letters WHERE ?1 IS NULL OR sink = ?1
+                 ORDER BY dl_id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![sink, to_i64(limit)], |row| {
+                Ok(DeadLetter {
+                    rowid: row.get(0)?,
+                    ns: row.get(1)?,
+                    sink: row.get(2)?,
+                    corp: row.get(3)?,
+                    site: row.get(4)?,
+                    id: row.get(5)?,
+                    ts: row.get(6)?,
+                    body: row.get(7)?,
+                    reason: row.get(8)?,
+                    at: row.get(9)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })();
+        self.finish("dead_letters", result)
+    }
+}
+
+fn read_cursor(conn: &Connection, key: &SiteKey) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT cursor FROM cursors WHERE ns = ?1 AND corp = ?2 AND site = ?3")?
+        .query_row(params![key.ns, key.corp, key.site], |row| row.get(0))
+        .optional()
+}
+
+/// The sink's offset; [`StoreError::UnknownSink`] if it was never registered in `ns`.
+fn sink_offset(conn: &Connection, ns: &str, sink: &str) -> Result<i64, Fail> {
+    conn.prepare_cached("SELECT offset_seq FROM sink_offsets WHERE ns = ?1 AND sink = ?2")?
+        .query_row(params![ns, sink], |row| row.get(0))
+        .optional()?
+        .ok_or_else(|| {
+            Fail::Store(StoreError::UnknownSink {
+                ns: ns.to_owned(),
+                sink: sink.to_owned(),
+            })
+        })
+}
+
+/// Delete the spool rows of `ns` every active sink has passed. With no active sink the
+/// minimum is NULL, the comparison is never true, and nothing is deleted: rows wait for a
+/// sink rather than vanish undelivered.
+fn prune_spool(conn: &Connection, ns: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM spool WHERE ns = ?1 AND seq <=
+            (SELECT MIN(offset_seq) FROM sink_offsets WHERE ns = ?1 AND active = 1)",
+    )?
+    .execute(params![ns])
+}

@@ -1,0 +1,496 @@
+//! The SQLite spool: the only durable state of the daemon.
+//!
+//! This module owns one SQLite database (WAL mode) with
+//!
+//! * `spool`: events fetched from the feed API and not yet passed by every active sink,
+//!   numbered by a `seq` that is never reused (`AUTOINCREMENT`), so sink offsets stay valid
+//!   after rows are deleted;
+//! * `seen`: the upstream request ids already spooled, per (namespace, corp, site), kept after
+//!   delivery so a re-fetched page never spools an event twice;
+//! * `cursors`: the source position of every (namespace, corp, site);
+//! * `sink_offsets`: every sink's position in the spool of a namespace;
+//! * `dead_letters`: events a sink rejected for good, with the reason.
+//!
+//! # Two commits, never one
+//!
+//! 1. **Source cursor.** [`Store::commit_page`] stores a page's events *and* moves the site's
+//!    cursor in one transaction. A crash before that commit loses both, so the page is fetched
+//!    again; a crash after it loses neither. Because events are keyed by their request id in
+//!    `seen`, the re-fetch inserts no duplicates.
+//! 2. **Sink offset.** [`Store::settle`] moves one sink's offset (and writes its dead letters) in
+//!    one transaction, after the sink acknowledged the batch. A crash between send and settle
+//!    resends the batch: at least once. Spool rows are deleted in the same transaction once every
+//!    active sink has passed them, so a slow or failing sink never loses data and never stalls
+//!    the poller or the other sinks.
+//!
+//! Keeping the two commits apart is what decouples the API (which only serves a recent window)
+//! from the sinks (which may be down for longer than that window).
+//!
+//! # Threading
+//!
+//! The SQL work lives in a synchronous type (`db::SyncStore`) with plain methods. [`Store`] wraps
+//! it in `Arc<Mutex<..>>` and runs every call on tokio's blocking pool
+//! ([`tokio::task::spawn_blocking`]), so a slow disk or a busy lock never stalls the async
+//! workers. The mutex is taken inside the blocking task and released before the task ends:
+//! no lock is ever held across an `.await`.
+
+mod db;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Notify;
+
+use db::SyncStore;
+
+/// Everything that can go wrong in the store.
+///
+/// The messages name the operation and the database file; the underlying cause is available
+/// through [`std::error::Error::source`] (print with `{:#}` in `anyhow` to see the chain).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An SQLite call failed.
+    #[error("store operation `{op}` failed on {path}")]
+    Sqlite {
+        /// The store operation that failed (`commit_page`, `settle`, ...).
+        op: &'static str,
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite reported.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A file-system operation (creating the database's directory) failed.
+    #[error("cannot create the directory {path} for the spool database")]
+    Io {
+        /// The directory that could not be created.
+        path: PathBuf,
+        /// What the operating system reported.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A schema migration step failed; the database stays at the previous version.
+    #[error("migrating {path} to schema version {version} failed")]
+    Migration {
+        /// The database file.
+        path: PathBuf,
+        /// The version the failed step would have produced.
+        version: i64,
+        /// What SQLite reported.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer build of sigsci-export.
+    #[error(
+        "{path} has schema version {found} but this build supports at most {supported}; \
+         upgrade sigsci-export or point `spool.path` to another file"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The version found in the file (`PRAGMA user_version`).
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// A read-only open found a database that was never migrated to this build's schema
+    /// (a read-only open cannot migrate it).
+    #[error(
+        "{path} has schema version {found} but this build needs {supported}; \
+         start `sigsci-export run` once to migrate it"
+    )]
+    OlderSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: i64,
+        /// The version this build needs.
+        supported: i64,
+    },
+    /// The blocking task that ran the SQL panicked or was cancelled at runtime shutdown.
+    #[error("the blocking task running store operation `{op}` did not finish")]
+    Join {
+        /// The store operation.
+        op: &'static str,
+        /// The panic or cancellation.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// [`Store::commit_page`] was asked to move a cursor backwards; nothing was written.
+    #[error("the cursor of {key} would move backwards from {current} to {requested}")]
+    CursorBackwards {
+        /// The site.
+        key: SiteKey,
+        /// The stored cursor.
+        current: i64,
+        /// The rejected new value.
+        requested: i64,
+    },
+    /// The sink was never declared with [`Store::register_sinks`] in that namespace.
+    #[error("sink `{sink}` is not registered in namespace `{ns}`")]
+    UnknownSink {
+        /// The namespace.
+        ns: String,
+        /// The sink name.
+        sink: String,
+    },
+    /// [`Store::settle`] was asked to move past the highest `seq` ever assigned: that would
+    /// skip events that do not exist yet, so it is refused and nothing is written.
+    #[error(
+        "sink `{sink}` in namespace `{ns}` cannot settle up to seq {upto}: the highest seq ever spooled is {max}"
+    )]
+    OffsetBeyondSpool {
+        /// The namespace.
+        ns: String,
+        /// The sink name.
+        sink: String,
+        /// The rejected offset.
+        upto: i64,
+        /// The highest seq assigned so far.
+        max: i64,
+    },
+}
+
+/// Identifies one source position: cursor namespace (`"run"` or
+/// `"backfill:<from>-<until>"`), corp and site.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SiteKey {
+    /// Cursor namespace: `run` for the service, one per range for backfills, so a backfill
+    /// never moves the service's cursors and has its own sink offsets.
+    pub ns: String,
+    /// Corp name.
+    pub corp: String,
+    /// Site name.
+    pub site: String,
+}
+
+impl fmt::Display for SiteKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.ns, self.corp, self.site)
+    }
+}
+
+/// One event ready to spool: the upstream request id, its timestamp (Unix secs) and the exact
+/// JSON text the API sent.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    /// Upstream request id, the de-duplication key within a site.
+    pub id: String,
+    /// Request timestamp, Unix seconds (drives [`Store::prune_seen`]).
+    pub ts: i64,
+    /// The JSON text exactly as the API sent it.
+    pub body: String,
+}
+
+/// An event in the spool as sinks read it.
+#[derive(Clone, Debug)]
+pub struct SpooledEvent {
+    /// Position in the namespace's spool; offsets refer to it. Never reused.
+    pub seq: i64,
+    /// Corp name.
+    pub corp: String,
+    /// Site name.
+    pub site: String,
+    /// Upstream request id.
+    pub id: String,
+    /// Request timestamp, Unix seconds.
+    pub ts: i64,
+    /// When the page holding this event was fetched, Unix seconds.
+    pub fetched_at: i64,
+    /// The JSON text exactly as the API sent it.
+    pub body: String,
+}
+
+/// What [`Store::commit_page`] did with a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CommitOutcome {
+    /// Events newly spooled.
+    pub inserted: usize,
+    /// Events dropped because their id was already seen (earlier page, window or restart, or
+    /// earlier in the same page).
+    pub duplicates: usize,
+}
+
+/// Where one site stands (for status/logging).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CursorRow {
+    /// The site.
+    pub key: SiteKey,
+    /// The stored source cursor.
+    pub cursor: i64,
+    /// When it was last written, Unix seconds.
+    pub updated_at: i64,
+}
+
+/// One sink's position in one namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SinkState {
+    /// The namespace.
+    pub ns: String,
+    /// The sink name.
+    pub sink: String,
+    /// Every event with `seq <= offset` is settled for this sink.
+    pub offset: i64,
+    /// Spooled events after the offset.
+    pub pending_events: i64,
+    /// Total body bytes of those events.
+    pub pending_bytes: i64,
+    /// The oldest `fetched_at` among them (`None` when nothing is pending).
+    pub oldest_pending_fetched_at: Option<i64>,
+    /// Dead letters recorded for this sink in this namespace.
+    pub dead_letters: i64,
+}
+
+/// An event a sink rejected for good, with the reason.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    /// Identifies the dead letter (for listing and replay); never reused.
+    pub rowid: i64,
+    /// The namespace.
+    pub ns: String,
+    /// The sink that rejected the event.
+    pub sink: String,
+    /// Corp name.
+    pub corp: String,
+    /// Site name.
+    pub site: String,
+    /// Upstream request id.
+    pub id: String,
+    /// Request timestamp, Unix seconds.
+    pub ts: i64,
+    /// The JSON text exactly as the API sent it.
+    pub body: String,
+    /// Why the sink rejected it.
+    pub reason: String,
+    /// When it was dead-lettered, Unix seconds.
+    pub at: i64,
+}
+
+/// Handle to the spool database. Cheap to clone (an `Arc` inside); all clones share one
+/// connection and one change notification.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    path: PathBuf,
+    db: Mutex<SyncStore>,
+    changed: Arc<Notify>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Open or create the database at `path` (creating parent directories), in WAL mode,
+    /// and migrate it to the current schema.
+    ///
+    /// This blocks (file I/O, possibly a migration); call it at start-up, before serving.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        SyncStore::open(path).map(Store::from_sync)
+    }
+
+    /// Open an existing database read-only, for `status` while `run` holds it open for
+    /// writing (WAL lets readers and the writer proceed together). Runs no migrations;
+    /// fails if the file does not exist or its schema is not this build's. Every write
+    /// method returns an error.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        SyncStore::open_read_only(path).map(Store::from_sync)
+    }
+
+    fn from_sync(db: SyncStore) -> Store {
+        Store {
+            shared: Arc::new(Shared {
+                path: db.path().to_path_buf(),
+                db: Mutex::new(db),
+                changed: Arc::new(Notify::new()),
+            }),
+        }
+    }
+
+    /// Run `f` on the blocking pool with the connection locked.
+    async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SyncStore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock means an earlier call panicked while holding it. Its open
+            // transaction (if any) was rolled back when the `Transaction` dropped during the
+            // unwind, and SQLite itself is consistent, so the connection is safe to reuse.
+            let mut db = shared.db.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut db)
+        })
+        .await
+        .map_err(|source| StoreError::Join { op, source })?
+    }
+
+    /// Declare the sinks active in namespace `ns`: creates offset rows at 0 for new ones and
+    /// forgets nothing (a sink configured again later resumes at its old offset). Only
+    /// active sinks hold back deletion of spool rows; sinks of `ns` not in `sinks` become
+    /// inactive, and rows that only they were holding back are deleted right away.
+    pub async fn register_sinks(&self, ns: &str, sinks: &[String]) -> Result<(), StoreError> {
+        let ns = ns.to_owned();
+        let sinks = sinks.to_vec();
+        self.run("register_sinks", move |db| db.register_sinks(&ns, &sinks))
+            .await
+    }
+
+    /// The stored cursor of a site, `None` before its first committed page.
+    pub async fn cursor(&self, key: &SiteKey) -> Result<Option<i64>, StoreError> {
+        let key = key.clone();
+        self.run("cursor", move |db| db.cursor(&key)).await
+    }
+
+    /// In ONE transaction: spool the page's events whose id was not seen before for this
+    /// (ns, corp, site) — duplicates within `events` included — and, if `new_cursor` is
+    /// `Some`, move the site's cursor to it. `fetched_at` (Unix secs) is stored on every row.
+    ///
+    /// A cursor smaller than the stored one is refused with [`StoreError::CursorBackwards`]
+    /// and nothing is written. After a commit that inserted events, [`Store::changed`] is
+    /// notified.
+    pub async fn commit_page(
+        &self,
+        key: &SiteKey,
+        events: Vec<NewEvent>,
+        fetched_at: i64,
+        new_cursor: Option<i64>,
+    ) -> Result<CommitOutcome, StoreError> {
+        let key = key.clone();
+        let outcome = self
+            .run("commit_page", move |db| {
+                db.commit_page(&key, &events, fetched_at, new_cursor)
+            })
+            .await?;
+        if outcome.inserted > 0 {
+            self.shared.changed.notify_waiters();
+        }
+        Ok(outcome)
+    }
+
+    /// Up to `max_events` spooled events of `ns` after the sink's offset, in `seq` order,
+    /// stopping before the total body bytes would exceed `max_bytes` — but always at least
+    /// one event if any is pending (an oversize event must still reach the sink, which may
+    /// then dead-letter it). `max_events == 0` returns nothing.
+    pub async fn read_batch(
+        &self,
+        ns: &str,
+        sink: &str,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<SpooledEvent>, StoreError> {
+        let ns = ns.to_owned();
+        let sink = sink.to_owned();
+        self.run("read_batch", move |db| {
+            db.read_batch(&ns, &sink, max_events, max_bytes)
+        })
+        .await
+    }
+
+    /// In ONE transaction: write this sink's dead letters (event + reason), move its offset to
+    /// `upto_seq`, then delete the spool rows of `ns` that every active sink has passed.
+    ///
+    /// Idempotent: the offset never moves backwards, and dead letters are only written for
+    /// events in the newly settled range (`offset < seq <= upto_seq`), so repeating a settle
+    /// after a crash or retry writes nothing twice. Dead letters outside that range are
+    /// ignored (those events stay pending and will be read again).
+    pub async fn settle(
+        &self,
+        ns: &str,
+        sink: &str,
+        upto_seq: i64,
+        dead: Vec<(SpooledEvent, String)>,
+    ) -> Result<(), StoreError> {
+        let ns = ns.to_owned();
+        let sink = sink.to_owned();
+        self.run("settle", move |db| db.settle(&ns, &sink, upto_seq, &dead))
+            .await
+    }
+
+    /// Number of spooled events of `ns` after the sink's offset.
+    pub async fn pending(&self, ns: &str, sink: &str) -> Result<i64, StoreError> {
+        let ns = ns.to_owned();
+        let sink = sink.to_owned();
+        self.run("pending", move |db| db.pending(&ns, &sink)).await
+    }
+
+    /// Forget `seen` ids with `ts < before_ts`; returns how many were forgotten. Call it
+    /// periodically with a bound older than the API's retention: the API cannot serve those
+    /// events again, so their ids are no longer needed for de-duplication.
+    pub async fn prune_seen(&self, before_ts: i64) -> Result<usize, StoreError> {
+        self.run("prune_seen", move |db| db.prune_seen(before_ts))
+            .await
+    }
+
+    /// Every stored cursor, ordered by namespace, corp and site.
+    pub async fn cursors(&self) -> Result<Vec<CursorRow>, StoreError> {
+        self.run("cursors", |db| db.cursors()).await
+    }
+
+    /// The state of every active sink, ordered by namespace and sink. Sinks no longer
+    /// registered are left out (their dead letters remain listed by [`Store::dead_letters`]).
+    pub async fn sink_states(&self) -> Result<Vec<SinkState>, StoreError> {
+        self.run("sink_states", |db| db.sink_states()).await
+    }
+
+    /// Up to `limit` dead letters, oldest first, of one sink or (with `None`) of all sinks.
+    pub async fn dead_letters(
+        &self,
+        sink: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let sink = sink.map(str::to_owned);
+        self.run("dead_letters", move |db| {
+            db.dead_letters(sink.as_deref(), limit)
+        })
+        .await
+    }
+
+    /// A handle notified (with [`Notify::notify_waiters`]) after every
+    /// [`Store::commit_page`] that inserted events, so sink drivers can sleep instead of
+    /// polling.
+    ///
+    /// `notify_waiters` stores no permit, so a driver must register interest *before* it
+    /// looks at the spool, or it can miss a commit that lands in between:
+    ///
+    /// ```ignore
+    /// let changed = store.changed();
+    /// loop {
+    ///     let notified = changed.notified();
+    ///     tokio::pin!(notified);
+    ///     notified.as_mut().enable();           // interest registered from here on
+    ///     let batch = store.read_batch(ns, sink, 500, 5 << 20).await?;
+    ///     if batch.is_empty() {
+    ///         notified.await;                    // (plus a timeout / shutdown in a select!)
+    ///         continue;
+    ///     }
+    ///     // send, settle ...
+    /// }
+    /// ```
+    pub fn changed(&self) -> Arc<Notify> {
+        Arc::clone(&self.shared.changed)
+    }
+
+    /// Make the next `commit_page` calls fail after the inserts and before the cursor update
+    /// (test-only failpoint proving the transaction is atomic).
+    #[cfg(test)]
+    fn set_fail_before_cursor(&self, on: bool) {
+        let mut db = self
+            .shared
+            .db
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        db.fail_before_cursor = on;
+    }
+}

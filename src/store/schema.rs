@@ -1,0 +1,162 @@
+//! Schema versions and migrations.
+//!
+//! The schema version lives in `PRAGMA user_version` (0 = empty file). `MIGRATIONS[i]` turns
+//! version `i` into version `i + 1`; each step runs in its own transaction together with the
+//! `user_version` bump, so a crash mid-migration leaves the previous version intact. Steps are
+//! append-only: never edit a released step, add a new one.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Migration steps, applied in order.
+const MIGRATIONS: &[&str] = &[
+    // Version 1.
+    r#"
+    -- Events waiting for at least one active sink. AUTOINCREMENT: a seq is never reused, even
+    -- after the newest rows were deleted, so a stored sink offset can never point "into" rows
+    -- spooled later.
+    CREATE TABLE spool (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        ns         TEXT    NOT NULL,
+        corp       TEXT    NOT NULL,
+        site       TEXT    NOT NULL,
+        id         TEXT    NOT NULL,
+        ts         INTEGER NOT NULL,
+        fetched_at INTEGER NOT NULL,
+        bytes      INTEGER NOT NULL,   -- byte length of body (length() counts characters)
+        body       TEXT    NOT NULL    -- last: the other columns are read without touching it
+    );
+    -- Serves read_batch (ns, seq > offset) and, covering bytes and fetched_at, lets status
+    -- and pruning count backlog without reading the bodies.
+    CREATE INDEX spool_ns_seq ON spool (ns, seq, bytes, fetched_at);
+
+    -- Request ids already spooled, kept after delivery so re-fetched pages add no duplicates.
+    CREATE TABLE seen (
+        ns   TEXT    NOT NULL,
+        corp TEXT    NOT NULL,
+        site TEXT    NOT NULL,
+        id   TEXT    NOT NULL,
+        ts   INTEGER NOT NULL,
+        PRIMARY KEY (ns, corp, site, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX seen_ts ON seen (ts);
+
+    CREATE TABLE cursors (
+        ns         TEXT    NOT NULL,
+        corp       TEXT    NOT NULL,
+        site       TEXT    NOT NULL,
+        cursor     INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (ns, corp, site)
+    ) WITHOUT ROWID;
+
+    -- offset_seq: every spool row of ns with seq <= offset_seq is settled for this sink.
+    -- active: declared by the latest register_sinks of ns; only active sinks hold back pruning.
+    CREATE TABLE sink_offsets (
+        ns         TEXT    NOT NULL,
+        sink       TEXT    NOT NULL,
+        offset_seq INTEGER NOT NULL DEFAULT 0,
+        active     INTEGER NOT NULL DEFAULT 1,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (ns, sink)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE dead_letters (
+        dl_id  INTEGER PRIMARY KEY AUTOINCREMENT,
+        ns     TEXT    NOT NULL,
+        sink   TEXT    NOT NULL,
+        corp   TEXT    NOT NULL,
+        site   TEXT    NOT NULL,
+        id     TEXT    NOT NULL,
+        ts     INTEGER NOT NULL,
+        body   TEXT    NOT NULL,
+        reason TEXT    NOT NULL,
+        at     INTEGER NOT NULL
+    );
+    CREATE INDEX dead_letters_sink ON dead_letters (sink, dl_id);
+    CREATE INDEX dead_letters_ns_sink ON dead_letters (ns, sink);
+    "#,
+];
+
+/// The schema version this build writes and reads.
+pub(super) fn supported_version() -> i64 {
+    // A handful of steps: the cast cannot truncate.
+    MIGRATIONS.len() as i64
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// Bring the database up to [`supported_version`], one transaction per step.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let supported = supported_version();
+    loop {
+        let next = read_version(conn, path)?.saturating_add(1);
+        let migration_err = |source| StoreError::Migration {
+            path: path.to_path_buf(),
+            version: next,
+            source,
+        };
+        // IMMEDIATE takes the write lock before we look at the version again: two processes
+        // opening a fresh file at once then migrate one after the other instead of both
+        // running step 1.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(migration_err)?;
+        let current = user_version(&tx).map_err(migration_err)?;
+        check_not_newer(current, path)?;
+        let Some(step) = usize::try_from(current)
+            .ok()
+            .and_then(|i| MIGRATIONS.get(i))
+        else {
+            // current == supported (a negative version was rejected by read_version).
+            return Ok(());
+        };
+        let to = current + 1;
+        let migration_err = |source| StoreError::Migration {
+            path: path.to_path_buf(),
+            version: to,
+            source,
+        };
+        tx.execute_batch(step).map_err(migration_err)?;
+        tx.pragma_update(None, "user_version", to)
+            .map_err(migration_err)?;
+        tx.commit().map_err(migration_err)?;
+        tracing::info!(path = %path.display(), version = to, supported, "migrated spool schema");
+    }
+}
+
+/// The file's schema version, refusing one newer than this build (or a nonsensical negative
+/// one, which no build writes).
+pub(super) fn read_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    let found = user_version(conn).map_err(|source| StoreError::Sqlite {
+        op: "read schema version",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    check_not_newer(found, path)?;
+    if found < 0 {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: supported_version(),
+        });
+    }
+    Ok(found)
+}
+
+fn check_not_newer(found: i64, path: &Path) -> Result<(), StoreError> {
+    let supported = supported_version();
+    if found > supported {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        });
+    }
+    Ok(())
+}

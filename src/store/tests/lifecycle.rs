@@ -1,0 +1,282 @@
+//! Opening, reopening, migrations, read-only access, notification and concurrency.
+
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::super::db::SyncStore;
+use super::super::schema;
+use super::*;
+
+#[tokio::test]
+async fn cursor_never_moves_backwards_and_survives_reopen() {
+    let (_dir, path) = tmp();
+    let k = key("run", "www");
+    {
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.cursor(&k).await.unwrap(), None);
+        store
+            .commit_page(&k, evs(&["a"]), 1, Some(100))
+            .await
+            .unwrap();
+        // Same value is fine (a page that did not advance the window), None leaves it.
+        store
+            .commit_page(&k, evs(&["b"]), 1, Some(100))
+            .await
+            .unwrap();
+        store.commit_page(&k, evs(&["c"]), 1, None).await.unwrap();
+        let err = store
+            .commit_page(&k, evs(&["d"]), 1, Some(99))
+            .await
+            .unwrap_err();
+        match err {
+            StoreError::CursorBackwards {
+                key,
+                current,
+                requested,
+            } => {
+                assert_eq!((key, current, requested), (k.clone(), 100, 99));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // The refused page wrote nothing, not even its events.
+        assert_eq!(count(&path, "SELECT COUNT(*) FROM spool WHERE id = 'd'"), 0);
+        assert_eq!(count(&path, "SELECT COUNT(*) FROM seen WHERE id = 'd'"), 0);
+        store.commit_page(&k, vec![], 1, Some(150)).await.unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.cursor(&k).await.unwrap(), Some(150));
+    assert_eq!(store.cursor(&key("run", "api")).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn reopen_keeps_everything_and_seq_is_never_reused() {
+    let (_dir, path) = tmp();
+    let k = key("run", "www");
+    let last_seq;
+    {
+        let store = Store::open(&path).unwrap();
+        store
+            .register_sinks("run", &sinks(&["a", "b"]))
+            .await
+            .unwrap();
+        store
+            .commit_page(&k, evs(&["1", "2", "3"]), 5, Some(42))
+            .await
+            .unwrap();
+        let batch = store.read_batch("run", "a", 10, usize::MAX).await.unwrap();
+        last_seq = batch[2].seq;
+        store
+            .settle("run", "a", last_seq, vec![(batch[0].clone(), "bad".into())])
+            .await
+            .unwrap();
+        store.settle("run", "b", last_seq, vec![]).await.unwrap();
+        assert_eq!(count(&path, "SELECT COUNT(*) FROM spool"), 0);
+    } // dropped: the "restart"
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.cursor(&k).await.unwrap(), Some(42));
+    assert_eq!(store.dead_letters(None, 10).await.unwrap().len(), 1);
+    let states = store.sink_states().await.unwrap();
+    assert!(states.iter().all(|s| s.offset == last_seq), "{states:?}");
+    // seen survived: the re-fetched page is all duplicates.
+    let out = store
+        .commit_page(&k, evs(&["1", "2", "3", "4"]), 6, Some(43))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        CommitOutcome {
+            inserted: 1,
+            duplicates: 3
+        }
+    );
+    // The emptied spool does not hand out old seqs again.
+    let batch = store.read_batch("run", "a", 10, usize::MAX).await.unwrap();
+    assert_eq!(batch.len(), 1);
+    assert!(batch[0].seq > last_seq);
+}
+
+#[test]
+fn migrations_are_idempotent_and_versioned() {
+    let (_dir, path) = tmp();
+    drop(SyncStore::open(&path).unwrap());
+    drop(SyncStore::open(&path).unwrap());
+    let mut conn = Connection::open(&path).unwrap();
+    schema::migrate(&mut conn, &path).unwrap();
+    let v: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, schema::supported_version());
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let (_dir, path) = tmp();
+    drop(SyncStore::open(&path).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    for result in [Store::open(&path), Store::open_read_only(&path)] {
+        match result {
+            Err(StoreError::NewerSchema {
+                found, supported, ..
+            }) => {
+                assert_eq!((found, supported), (99, schema::supported_version()));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn open_creates_parent_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b/state.db");
+    Store::open(&path).unwrap();
+    assert!(path.exists());
+}
+
+#[tokio::test]
+async fn read_only_reads_while_writer_is_open_and_rejects_writes() {
+    let (_dir, path) = tmp();
+    assert!(
+        Store::open_read_only(&path).is_err(),
+        "missing file must be an error"
+    );
+    assert!(!path.exists(), "read-only open must not create the file");
+
+    let writer = Store::open(&path).unwrap();
+    writer.register_sinks("run", &sinks(&["s"])).await.unwrap();
+    let k = key("run", "www");
+    writer
+        .commit_page(&k, evs(&["1", "2"]), 5, Some(10))
+        .await
+        .unwrap();
+
+    let reader = Store::open_read_only(&path).unwrap();
+    assert_eq!(reader.cursor(&k).await.unwrap(), Some(10));
+    assert_eq!(reader.pending("run", "s").await.unwrap(), 2);
+    // The writer keeps going while the reader is open, and the reader sees the new commit.
+    writer
+        .commit_page(&k, evs(&["3"]), 6, Some(20))
+        .await
+        .unwrap();
+    assert_eq!(reader.cursor(&k).await.unwrap(), Some(20));
+    assert_eq!(reader.sink_states().await.unwrap()[0].pending_events, 3);
+
+    assert!(
+        reader
+            .commit_page(&k, evs(&["4"]), 7, Some(30))
+            .await
+            .is_err()
+    );
+    assert!(reader.register_sinks("run", &sinks(&["t"])).await.is_err());
+    assert!(reader.settle("run", "s", 1, vec![]).await.is_err());
+    assert!(reader.prune_seen(i64::MAX).await.is_err());
+    assert_eq!(writer.cursor(&k).await.unwrap(), Some(20));
+    assert_eq!(writer.pending("run", "s").await.unwrap(), 3);
+
+    // Also after the writer has gone (status while the service is stopped).
+    drop(writer);
+    drop(reader);
+    let reader = Store::open_read_only(&path).unwrap();
+    assert_eq!(reader.cursors().await.unwrap().len(), 1);
+}
+
+#[test]
+fn read_only_refuses_an_unmigrated_file() {
+    let (_dir, path) = tmp();
+    drop(Connection::open(&path).unwrap());
+    match Store::open_read_only(&path) {
+        Err(StoreError::OlderSchema { found: 0, .. }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn changed_is_notified_after_inserting_commits() {
+    let (_dir, path) = tmp();
+    let store = Store::open(&path).unwrap();
+    let changed = store.changed();
+    let k = key("run", "www");
+
+    let notified = changed.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    store.commit_page(&k, evs(&["1"]), 1, None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), notified)
+        .await
+        .expect("notified");
+
+    // A page of duplicates wakes nobody.
+    let notified = changed.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    store.commit_page(&k, evs(&["1"]), 1, None).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), notified)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_and_reader() {
+    const PAGES: i64 = 50;
+    const PER_PAGE: i64 = 20;
+    let (_dir, path) = tmp();
+    let store = Store::open(&path).unwrap();
+    store.register_sinks("run", &sinks(&["s"])).await.unwrap();
+
+    let writer = |site: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let k = key("run", site);
+            for p in 0..PAGES {
+                let page = (0..PER_PAGE)
+                    .map(|i| ev(&format!("{site}-{p}-{i}"), p))
+                    .collect();
+                store.commit_page(&k, page, p, Some(p)).await.unwrap();
+            }
+        })
+    };
+    let (w1, w2) = (writer("www"), writer("api"));
+
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let total = 2 * PAGES * PER_PAGE;
+            let mut got = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while (got.len() as i64) < total {
+                assert!(tokio::time::Instant::now() < deadline, "reader timed out");
+                let batch = store.read_batch("run", "s", 64, 1 << 20).await.unwrap();
+                let Some(last) = batch.last() else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                };
+                store.settle("run", "s", last.seq, vec![]).await.unwrap();
+                got.extend(batch.into_iter().map(|e| e.seq));
+            }
+            got
+        })
+    };
+    w1.await.unwrap();
+    w2.await.unwrap();
+    let got = reader.await.unwrap();
+    assert_eq!(got.len() as i64, 2 * PAGES * PER_PAGE);
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "seq order, no repeats");
+    assert_eq!(
+        store.cursor(&key("run", "www")).await.unwrap(),
+        Some(PAGES - 1)
+    );
+    assert_eq!(
+        store.cursor(&key("run", "api")).await.unwrap(),
+        Some(PAGES - 1)
+    );
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM spool"), 0);
+}

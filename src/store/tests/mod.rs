@@ -1,0 +1,54 @@
+//! Tests of the store, against real SQLite files in temporary directories.
+
+mod lifecycle;
+mod spool;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+use tempfile::TempDir;
+
+use super::*;
+
+fn tmp() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.db");
+    (dir, path)
+}
+
+fn key(ns: &str, site: &str) -> SiteKey {
+    SiteKey {
+        ns: ns.into(),
+        corp: "acme".into(),
+        site: site.into(),
+    }
+}
+
+fn ev(id: &str, ts: i64) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        ts,
+        body: format!(r#"{{"id":"{id}","timestamp":{ts}}}"#),
+    }
+}
+
+fn evs(ids: &[&str]) -> Vec<NewEvent> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| ev(id, 1_000 + i as i64))
+        .collect()
+}
+
+fn sinks(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Count rows with an independent connection, so the check does not trust the store itself.
+fn count(path: &Path, sql: &str) -> i64 {
+    let conn = Connection::open(path).expect("inspect connection");
+    conn.query_row(sql, [], |r| r.get(0)).expect("count query")
+}
+
+fn ids(batch: &[SpooledEvent]) -> Vec<&str> {
+    batch.iter().map(|e| e.id.as_str()).collect()
+}

@@ -1,0 +1,478 @@
+//! Commits, de-duplication, batches, settling and status numbers.
+
+use super::*;
+
+#[tokio::test]
+async fn commit_page_is_atomic() {
+    let (_dir, path) = tmp();
+    let store = Store::open(&path).unwrap();
+    let k = key("run", "www");
+    store
+        .commit_page(&k, evs(&["a"]), 10, Some(100))
+        .await
+        .unwrap();
+
+    store.set_fail_before_cursor(true);
+    let err = store
+        .commit_page(&k, evs(&["b", "c"]), 11, Some(200))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Sqlite {
+                op: "commit_page",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM spool"), 1);
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM seen"), 1);
+    assert_eq!(store.cursor(&k).await.unwrap(), Some(100));
+
+    // Without the failpoint the same page lands whole: events and cursor together.
+    store.set_fail_before_cursor(false);
+    let out = store
+        .commit_page(&k, evs(&["b", "c"]), 11, Some(200))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        CommitOutcome {
+            inserted: 2,
+            duplicates: 0
+        }
+    );
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM spool"), 3);
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM seen"), 3);
+    assert_eq!(store.cursor(&k).await.unwrap(), Some(200));
+}
+
+#[tokio::test]
+async fn dedupe_within_page_across_pages_and_after_delivery() {
+    let (_dir, path) = tmp();
+    let store = Store::open(&path).unwrap();
+    store.register_sinks("run", &sinks(&["s"])).await.unwrap();
+    let k = key("run", "www");
+
+    let out = store
+        .commit_page(&k, evs(&["a", "b", "a"]), 1, Some(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        CommitOutcome {
+            inserted: 2,
+            duplicates: 1
+        }
+    );
+    let out = store
+        .commit_page(&k, evs(&["b", "c"]), 2, Some(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        CommitOutcome {
+            inserted: 1,
+            duplicates: 1
+        }
+    );
+
+    // Deliver everything; the spool empties but `seen` remembers.
+    let batch = store.read_batch("run", "s", 100, usize::MAX).await.unwrap();
+    assert_eq!(ids(&batch), ["a", "b", "c"]);
+    store
+        .settle("run", "s", batch[2].seq, vec![])
+        .await
+        .unwrap();
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM spool"), 0);
+    let out = store
+        .commit_page(&k, evs(&["a", "c", "d"]), 3, Some(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        CommitOutcome {
+            inserted: 1,
+            duplicates: 2
+        }
+    );
+
+    // The same id in another site or another namespace is a different event.
+    let out = store
+        .commit_page(&key("run", "api"), evs(&["a"]), 4, None)
+        .await
+        .unwrap();
+    assert_eq!(out.inserted, 1);
+    let out = store
+        .commit_page(&key("backfill:1-2", "www"), evs(&["a"]), 4, None)
+        .await
+        .unwrap();
+    assert_eq!(out.inserted, 1);
+    let other_corp = SiteKey {
+        corp: "other".into(),
+        ..key("run", "www")
+    };
+    assert_eq!(
+        store
+            .commit_page(&other_corp, evs(&["a"]), 4, None)
+            .await
+            .unwrap()
+            .inserted,
+        1
+    );
+}
+
+#[tokio::test]
+async fn prune_seen_forgets_old_ids() {
+    let (_dir, path) = tmp();
+    let store = Store::open(&path).unwrap();
+    let k = key("run", "www");
+    store
+        .commit_page(&k, vec![ev("old", 100), ev("new", 200)], 1, None)
+        .await
+        .unwrap();
+    assert_eq!(store.prune_seen(150).await.unwrap(), 1);
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM seen"), 1);
+    // Only the forgotten id can come in again.
+    let out = store
+        .commit_page(&k, vec![ev("old", 100), ev("new", 200)], 2, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        CommitOutcome {
+            inserted: 1,
+            duplicates: 1
+        }
+    );
+}
+
+#[tokio::test]
+async fn read_batch_respects_offset_order_and_limits() {
+    let (_dir, path) = tmp();
+    let store = Store::open(&path).unwrap();
+    store.register_sinks("run", &sinks(&["s"])).await.unwrap();
+    let k = key("run", "www");
+    let page: Vec<NewEvent> = (0..5)
+        .map(|i| NewEvent {
+            id: format!("e{i}"),
+            ts: i,
+            body: "x".repeat(10),
+        })
+        .collect();
+    store.commit_page(&k, page, 7, None).await.unwrap();
+    // Another namespace's events never show up.
+    store
+        .commit_page(&key("other", "www"), evs(&["zz"]), 7, None)
+        .await
+        .unwrap();
+
+    let all = store.read_batch("run", "s", 100, usize::MAX).await.unwrap();
+    assert_eq!(ids(&all), ["e0", "e1", "e2", "e3", "e4"]);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        (
+            all[0].corp.as_str(),
+            all[0].site.as_str(),
+            all[0].fetched_at
+        ),
+        ("acme", "www", 7)
+    );
+
+    assert_eq!(
+        ids(&store.read_batch("run", "s", 2, usize::MAX).await.unwrap()),
+        ["e0", "e1"]
+    );
+    // 25 bytes fit two 10-byte bodies, not three; exactly 30 fits three.
+    assert_eq!(
+        store.read_batch("run", "s", 100, 25).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        store.read_batch("run", "s", 100, 30).await.unwrap().len(),
+        3
+    );
+    // One event larger than max_bytes still comes out alone.
+    assert_eq!(
+        ids(&store.read_batch("run", "s", 100, 3).await.unwrap()),
+        ["e0"]
+    );
+    assert!(
+        store
+            .read_batch("run", "s", 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store.settle("run", "s", all[1].seq, vec![]).await.unwrap();
+    assert_eq!(
+        ids(&store.read_batch("run", "s", 100, usize::MAX).await.unwrap()),
+        ["e2", "e3", "e4"]
+    );
+    store.settle("run", "s", all[4].seq, vec![]).await.unwrap();
+    assert!(
+        store
+            .read_batch("run", "s", 100, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let err = store.read_batch("run", "nope", 1, 1).await.unwrap_err();
+    assert!(matches!(err, StoreError::UnknownSink { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn settle_moves_offsets_writes_dead_letters_and_prunes() {
+    let (_dir, path) = tmp();
+    let spool_rows = || count(&path, "SELECT COUNT(*) FROM spool");
+    let store = Store::open(&path).unwrap();
+    store
+        .register_sinks("run", &sinks(&["a", "b"]))
+        .await
+        .unwrap();
+    store
+        .commit_page(&key("run", "www"), evs(&["1", "2", "3", "4"]), 5, None)
+        .await
+        .unwrap();
+    let batch = store.read_batch("run", "a", 100, usize::MAX).await.unwrap();
+    let seq = |i: usize| batch[i].seq;
+    assert_eq!(store.pending("run", "a").await.unwrap(), 4);
+
+    // "a" passes 3 events, one of them rejected; "b" has not moved: nothing is pruned.
+    store
+        .settle(
+            "run",
+            "a",
+            seq(2),
+            vec![(batch[1].clone(), "mapping conflict".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.pending("run", "a").await.unwrap(), 1);
+    assert_eq!(store.pending("run", "b").await.unwrap(), 4);
+    assert_eq!(spool_rows(), 4);
+
+    // Retried (stale) settles change nothing and write no second dead letter.
+    store
+        .settle(
+            "run",
+            "a",
+            seq(2),
+            vec![(batch[1].clone(), "mapping conflict".into())],
+        )
+        .await
+        .unwrap();
+    store.settle("run", "a", seq(0), vec![]).await.unwrap();
+    assert_eq!(store.pending("run", "a").await.unwrap(), 1);
+    let dl = store.dead_letters(Some("a"), 10).await.unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(
+        (
+            dl[0].ns.as_str(),
+            dl[0].sink.as_str(),
+            dl[0].id.as_str(),
+            dl[0].reason.as_str()
+        ),
+        ("run", "a", "2", "mapping conflict")
+    );
+    assert_eq!((dl[0].corp.as_str(), dl[0].site.as_str()), ("acme", "www"));
+    assert_eq!(dl[0].body, batch[1].body);
+    assert_eq!(dl[0].ts, batch[1].ts);
+
+    // "b" passes 2: rows up to min(offsets) = seq(1) go.
+    store.settle("run", "b", seq(1), vec![]).await.unwrap();
+    assert_eq!(spool_rows(), 2);
+    // Still readable for both sinks after pruning.
+    assert_eq!(
+        ids(&store.read_batch("run", "a", 10, usize::MAX).await.unwrap()),
+        ["4"]
+    );
+    assert_eq!(
+        ids(&store.read_batch("run", "b", 10, usize::MAX).await.unwrap()),
+        ["3", "4"]
+    );
+
+    // "b" is removed from the config: it must not hold rows back any more.
+    store.register_sinks("run", &sinks(&["a"])).await.unwrap();
+    assert_eq!(spool_rows(), 1);
+    store.settle("run", "a", seq(3), vec![]).await.unwrap();
+    assert_eq!(spool_rows(), 0);
+    assert_eq!(store.pending("run", "a").await.unwrap(), 0);
+
+    // Settling past anything ever spooled is refused.
+    let err = store
+        .settle("run", "a", seq(3) + 100, vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::OffsetBeyondSpool { .. }),
+        "{err:?}"
+    );
+    let err = store
+        .settle("run", "ghost", seq(3), vec![])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownSink { .. }), "{err:?}");
+
+    // Re-registering "b" later keeps its old offset (forgets nothing).
+    store
+        .register_sinks("run", &sinks(&["a", "b"]))
+        .await
+        .unwrap();
+    let states = store.sink_states().await.unwrap();
+    let b = states.iter().find(|s| s.sink == "b").unwrap();
+    assert_eq!(b.offset, seq(1));
+}
+
+#[tokio::test]
+async fn new_sink_and_other_namespaces_do_not_interfere() {
+    let (_dir, path) = tmp();
+    let store = Store::open(&path).unwrap();
+    store.register_sinks("run", &sinks(&["a"])).await.unwrap();
+    store
+        .register_sinks("backfill:1-2", &sinks(&["a"]))
+        .await
+        .unwrap();
+    store
+        .commit_page(&key("run", "www"), evs(&["1", "2"]), 5, None)
+        .await
+        .unwrap();
+    store
+        .commit_page(&key("backfill:1-2", "www"), evs(&["1"]), 5, None)
+        .await
+        .unwrap();
+    let run = store.read_batch("run", "a", 10, usize::MAX).await.unwrap();
+    store.settle("run", "a", run[1].seq, vec![]).await.unwrap();
+    // The backfill namespace keeps its own offset and its rows.
+    assert_eq!(store.pending("backfill:1-2", "a").await.unwrap(), 1);
+    assert_eq!(
+        count(
+            &path,
+            "SELECT COUNT(*) FROM spool WHERE ns = 'backfill:1-2'"
+        ),
+        1
+    );
+    // A namespace whose sinks all left keeps its rows: nothing is deleted undelivered.
+    store.register_sinks("backfill:1-2", &[]).await.unwrap();
+    assert_eq!(
+        count(
+            &path,
+            "SELECT COUNT(*) FROM spool WHERE ns = 'backfill:1-2'"
+        ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn status_reports_cursors_sinks_and_dead_letters() {
+    let (_dir, path) = tmp();
+    let store = Store::open(&path).unwrap();
+    store
+        .register_sinks("run", &sinks(&["elastic", "splunk"]))
+        .await
+        .unwrap();
+    let (www, api) = (key("run", "www"), key("run", "api"));
+    store
+        .commit_page(
+            &www,
+            vec![NewEvent {
+                id: "1".into(),
+                ts: 1,
+                body: "aaaa".into(),
+            }],
+            100,
+            Some(10),
+        )
+        .await
+        .unwrap();
+    store
+        .commit_page(
+            &api,
+            vec![
+                NewEvent {
+                    id: "2".into(),
+                    ts: 2,
+                    body: "bbbbbb".into(),
+                },
+                NewEvent {
+                    id: "3".into(),
+                    ts: 3,
+                    body: "é".into(),
+                }, // 2 bytes, 1 character
+            ],
+            200,
+            Some(20),
+        )
+        .await
+        .unwrap();
+
+    let cursors = store.cursors().await.unwrap();
+    assert_eq!(
+        cursors
+            .iter()
+            .map(|c| (c.key.site.as_str(), c.cursor))
+            .collect::<Vec<_>>(),
+        [("api", 20), ("www", 10)]
+    );
+    assert!(cursors.iter().all(|c| c.updated_at > 0));
+
+    let batch = store
+        .read_batch("run", "splunk", 10, usize::MAX)
+        .await
+        .unwrap();
+    store
+        .settle(
+            "run",
+            "splunk",
+            batch[1].seq,
+            vec![(batch[0].clone(), "too big".into())],
+        )
+        .await
+        .unwrap();
+
+    let states = store.sink_states().await.unwrap();
+    assert_eq!(
+        states,
+        [
+            SinkState {
+                ns: "run".into(),
+                sink: "elastic".into(),
+                offset: 0,
+                pending_events: 3,
+                pending_bytes: 12,
+                oldest_pending_fetched_at: Some(100),
+                dead_letters: 0,
+            },
+            SinkState {
+                ns: "run".into(),
+                sink: "splunk".into(),
+                offset: batch[1].seq,
+                pending_events: 1,
+                pending_bytes: 2,
+                oldest_pending_fetched_at: Some(200),
+                dead_letters: 1,
+            },
+        ]
+    );
+    store
+        .settle("run", "splunk", batch[2].seq, vec![])
+        .await
+        .unwrap();
+    let splunk = &store.sink_states().await.unwrap()[1];
+    assert_eq!((splunk.pending_events, splunk.pending_bytes), (0, 0));
+    assert_eq!(splunk.oldest_pending_fetched_at, None);
+
+    assert_eq!(store.dead_letters(None, 10).await.unwrap().len(), 1);
+    assert!(
+        store
+            .dead_letters(Some("elastic"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.dead_letters(None, 0).await.unwrap().is_empty());
+}

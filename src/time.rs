@@ -1,0 +1,110 @@
+//! Time helpers shared by the CLI, the config and the scheduler: parsing user-given instants
+//! (`now`, `-6h`, RFC 3339), minute alignment (the feed API only accepts full minutes) and
+//! formatting Unix seconds for humans.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// Current Unix time in seconds.
+pub fn now() -> i64 {
+    Utc::now().timestamp()
+}
+
+/// Rounds down to a full minute, as the feed API requires for `from` and `until`.
+pub fn align_down(t: i64) -> i64 {
+    t - t.rem_euclid(60)
+}
+
+/// Formats Unix seconds as RFC 3339 UTC (`2026-11-24T01:02:00Z`).
+pub fn fmt(t: i64) -> String {
+    DateTime::<Utc>::from_timestamp(t, 0)
+        .map(|d| d.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_else(|| format!("@{t}"))
+}
+
+/// Parses an instant: `now`, a relative offset into the past (`-90s`, `-30m`, `-6h`, `-2d`,
+/// optionally chained: `-1h30m`), or an RFC 3339 timestamp. Returns Unix seconds.
+pub fn parse_instant(s: &str, now: i64) -> Result<i64, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("now") {
+        return Ok(now);
+    }
+    if let Some(rel) = s.strip_prefix('-') {
+        return parse_duration_secs(rel).map(|d| now - d);
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.timestamp())
+        .map_err(|e| {
+            format!(
+                "`{s}` is not a time: use RFC 3339 (2026-11-24T01:00:00Z), `now` or `-6h` ({e})"
+            )
+        })
+}
+
+/// Parses `90s`, `30m`, `6h`, `2d`, `1h30m` into seconds.
+pub fn parse_duration_secs(s: &str) -> Result<i64, String> {
+    let mut total: i64 = 0;
+    let mut num = String::new();
+    let mut any = false;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(format!("`{s}`: unknown unit `{c}` (use s, m, h or d)")),
+        };
+        let n: i64 = num
+            .parse()
+            .map_err(|_| format!("`{s}`: expected a number before `{c}`"))?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("`{s}`: too large"))?;
+        num.clear();
+        any = true;
+    }
+    if !num.is_empty() || !any {
+        return Err(format!(
+            "`{s}`: expected a duration such as 90s, 30m, 6h or 2d"
+        ));
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_relative_absolute_and_now() {
+        let now = 1_800_000_000;
+        assert_eq!(parse_instant("now", now), Ok(now));
+        assert_eq!(parse_instant("-6h", now), Ok(now - 6 * 3600));
+        assert_eq!(parse_instant("-1h30m", now), Ok(now - 5400));
+        assert_eq!(parse_instant("-2d", now), Ok(now - 2 * 86_400));
+        assert_eq!(
+            parse_instant("2026-11-24T01:02:03Z", now),
+            Ok(1_795_482_123)
+        );
+        assert!(parse_instant("yesterday", now).is_err());
+        assert!(parse_instant("-6x", now).is_err());
+        assert!(parse_instant("-h", now).is_err());
+        assert!(parse_instant("-", now).is_err());
+    }
+
+    #[test]
+    fn aligns_to_minutes() {
+        assert_eq!(align_down(119), 60);
+        assert_eq!(align_down(120), 120);
+        assert_eq!(align_down(-1), -60);
+    }
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(fmt(1_795_482_123), "2026-11-24T01:02:03Z");
+    }
+}
