@@ -18,7 +18,7 @@ use sigsci_export::source::SourceError;
 use sigsci_export::source::client::FeedClient;
 use sigsci_export::store::Store;
 use sigsci_export::{shutdown, telemetry, time};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 /// How a command failed, which decides the exit code.
 enum Failure {
@@ -151,7 +151,7 @@ async fn backfill(cfg: Config, from: &str, until: &str, sites: Vec<String>) -> R
     let from_t = time::align_down(from_t);
     let latest = time::align_down(now - cfg.poll.delay_secs);
     let until_t = if time::align_down(until_t) > latest {
-        warn!(requested = %time::fmt(until_t), until = %time::fmt(latest), "--until is too recent: the API serves data older than the poll delay only; clamping.");
+        info!(requested = %time::fmt(until_t), until = %time::fmt(latest), "--until is later than now - poll.delay_secs, the newest data the API serves; ending there.");
         latest
     } else {
         time::align_down(until_t)

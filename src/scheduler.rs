@@ -382,11 +382,17 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
     };
     info!(site = %site, cursor = %fmt(cursor), "Site poller started.");
     let mut failures: u32 = 0;
+    // Logged once per catch-up, so an operator sees a backlog drain without per-window noise.
+    let mut caught_up = false;
     while !ctx.cancel.is_cancelled() {
         let now = crate::time::now();
         let horizon = align_down(now - poll.delay_secs);
         cursor = skip_lost_range(&ctx, &key, cursor, horizon).await?;
         if cursor >= horizon {
+            if !caught_up {
+                caught_up = true;
+                info!(site = %site, cursor = %fmt(cursor), interval_secs = poll.interval_secs, "Site caught up; polling at the interval.");
+            }
             if !sleep_or_cancel(&ctx.cancel, Duration::from_secs(poll.interval_secs as u64)).await {
                 break;
             }
@@ -396,6 +402,9 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
         match fetch_window(&ctx, &key, cursor, until).await {
             Ok(Some(n)) => {
                 debug!(site = %site, from = %fmt(cursor), until = %fmt(until), events = n, "Window exported.");
+                if until - cursor > poll.interval_secs.max(60) {
+                    caught_up = false; // a backlog: announce when it is gone
+                }
                 cursor = until;
                 failures = 0;
             }

@@ -46,6 +46,26 @@ pub(super) fn json(body: &str) -> Value {
 }
 
 /// Follow a feed from `first` to the end; returns the pages' ids.
+/// The `next.uri` of the first page of `site`'s window `[from, until)` with page size `limit`.
+pub(super) async fn first_next_uri(
+    sim: &Simulator,
+    site: &str,
+    from: i64,
+    until: i64,
+    limit: u32,
+) -> String {
+    let (_, body) = get(&feed_url(
+        sim,
+        site,
+        &format!("from={from}&until={until}&limit={limit}"),
+    ))
+    .await;
+    json(&body)["next"]["uri"]
+        .as_str()
+        .expect("next.uri")
+        .to_string()
+}
+
 pub(super) async fn fetch_all(sim: &Simulator, first: &str) -> Vec<Vec<String>> {
     let mut pages = Vec::new();
     let mut url = first.to_string();
@@ -258,16 +278,7 @@ async fn unknown_next_is_400() {
 async fn next_token_for_another_site_is_400() {
     let sim = start(SimConfig::default()).await;
     let (from, until) = window(&sim, 5);
-    let (_, body) = get(&feed_url(
-        &sim,
-        "www",
-        &format!("from={from}&until={until}&limit=1"),
-    ))
-    .await;
-    let uri = json(&body)["next"]["uri"]
-        .as_str()
-        .expect("uri")
-        .to_string();
+    let uri = first_next_uri(&sim, "www", from, until, 1).await;
     let token = uri.split("next=").nth(1).expect("token");
     let (status, _) = get(&feed_url(&sim, "api", &format!("next={token}"))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -281,16 +292,7 @@ async fn expired_next_is_400_and_reuse_within_ttl_works() {
     })
     .await;
     let (from, until) = window(&sim, 5);
-    let (_, body) = get(&feed_url(
-        &sim,
-        "www",
-        &format!("from={from}&until={until}&limit=10"),
-    ))
-    .await;
-    let uri = json(&body)["next"]["uri"]
-        .as_str()
-        .expect("uri")
-        .to_string();
+    let uri = first_next_uri(&sim, "www", from, until, 10).await;
     let url = format!("http://{}{uri}", sim.addr());
     // A token may be used more than once while valid: a client retry sees the same page.
     let (s1, b1) = get(&url).await;

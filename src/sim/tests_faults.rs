@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::tests::{TOKEN, USER, feed_url, fetch_all, get, json, start, window};
+use super::tests::{TOKEN, USER, feed_url, fetch_all, first_next_uri, get, json, start, window};
 use super::*;
 
 /// A valid first-page URL over a small window (cheap to serve).
@@ -279,16 +279,7 @@ async fn clock_offset_moves_now_and_validation() {
 async fn clock_jump_expires_next_tokens() {
     let sim = start(SimConfig::default()).await;
     let (from, until) = window(&sim, 5);
-    let (_, body) = get(&feed_url(
-        &sim,
-        "www",
-        &format!("from={from}&until={until}&limit=5"),
-    ))
-    .await;
-    let uri = json(&body)["next"]["uri"]
-        .as_str()
-        .expect("uri")
-        .to_string();
+    let uri = first_next_uri(&sim, "www", from, until, 5).await;
     sim.set_clock_offset(61);
     let (status, body) = get(&format!("http://{}{uri}", sim.addr())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -78,8 +78,8 @@ pub(crate) struct Output {
     pub(crate) stderr: String,
 }
 
-/// Runs the binary to completion (at most `limit`), capturing both streams.
-pub(crate) async fn run(args: &[&str], envs: &[(&str, &str)], limit: Duration) -> Output {
+/// The binary with piped output, no stdin, and none of the developer's SIGSCI_* variables.
+fn command(args: &[&str], envs: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(bin());
     cmd.args(args)
         .env_remove("SIGSCI_EMAIL")
@@ -92,7 +92,12 @@ pub(crate) async fn run(args: &[&str], envs: &[(&str, &str)], limit: Duration) -
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().expect("binary starts");
+    cmd
+}
+
+/// Runs the binary to completion (at most `limit`), capturing both streams.
+pub(crate) async fn run(args: &[&str], envs: &[(&str, &str)], limit: Duration) -> Output {
+    let child = command(args, envs).spawn().expect("binary starts");
     let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
         .unwrap_or_else(|_| {
@@ -117,17 +122,7 @@ pub(crate) struct Running {
 }
 
 pub(crate) fn spawn(args: &[&str], lines: Arc<Mutex<Vec<String>>>) -> Running {
-    let mut child = Command::new(bin())
-        .args(args)
-        .env_remove("SIGSCI_EMAIL")
-        .env_remove("SIGSCI_TOKEN")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("binary starts");
+    let mut child = command(args, &[]).spawn().expect("binary starts");
     let stdout = child.stdout.take().unwrap();
     let mut stderr_pipe = child.stderr.take().unwrap();
     let stderr = Arc::new(Mutex::new(String::new()));
