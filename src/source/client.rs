@@ -104,12 +104,25 @@ impl FeedClient {
                 reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SourceError::Setup {
                     reason: format!("api.ca_file `{}` is not a PEM bundle: {e}", ca.display()),
                 })?;
+            if certs.is_empty() {
+                return Err(SourceError::Setup {
+                    reason: format!("api.ca_file `{}` holds no certificate", ca.display()),
+                });
+            }
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
         }
         let http = builder.build().map_err(|e| SourceError::Setup {
-            reason: format!("cannot build the HTTP client: {e}"),
+            reason: match &api.ca_file {
+                // The only input that can make the build fail is a certificate it cannot use.
+                Some(ca) => format!(
+                    "api.ca_file `{}` is not a usable PEM certificate bundle: {}",
+                    ca.display(),
+                    without_url(&e)
+                ),
+                None => format!("cannot build the HTTP client: {}", without_url(&e)),
+            },
         })?;
         let quota = Quota::per_minute(api.requests_per_minute).allow_burst(api.burst);
         Ok(FeedClient {

@@ -327,3 +327,45 @@ fn retry_after_parses_seconds_and_dates() {
     h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
     assert_eq!(parse_retry_after(&h), None);
 }
+
+#[tokio::test]
+async fn extra_ca_file_is_loaded_and_garbage_is_a_setup_error() {
+    let s = sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let mut a = api(&s);
+    a.ca_file = Some(bad);
+    let err = FeedClient::new(&a).unwrap_err();
+    assert!(matches!(err, SourceError::Setup { .. }), "{err:?}");
+    assert!(err.to_string().contains("bad.pem"), "{err}");
+    a.ca_file = Some(dir.path().join("missing.pem"));
+    assert!(matches!(
+        FeedClient::new(&a).unwrap_err(),
+        SourceError::Setup { .. }
+    ));
+    // A real bundle (Debian's, where present) is accepted next to the built-in roots.
+    let system = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if system.is_file() {
+        a.ca_file = Some(system.to_path_buf());
+        FeedClient::new(&a).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn redirects_are_reported_not_followed() {
+    let s = sim(SimConfig::default()).await;
+    s.script([Fault::RedirectToLogin]);
+    let mut a = api(&s);
+    a.max_attempts = 1;
+    let (from, until) = window(&s);
+    let err = fetch_all(&client(&a), "www", from, until)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("redirect"), "{err}");
+    assert!(err.to_string().contains("base_url"), "{err}");
+}
