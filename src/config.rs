@@ -750,6 +750,7 @@ mod tests {
         let example = example.replace("[api]", "[api]\ntoken = \"x\"");
         parse(&example).unwrap();
         parse(DEMO_DEFAULT).unwrap();
+        parse(include_str!("../config/simulator.toml")).unwrap();
     }
 
     #[test]
