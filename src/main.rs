@@ -209,8 +209,13 @@ async fn backfill(cfg: Config, from: &str, until: &str, sites: Vec<String>) -> R
         pb.finish_and_clear();
     }
     if !report.completed {
+        // Progress is kept per exact range, so name it absolutely: a relative `--from -6h` given
+        // again later would be a different range and start over.
         return Err(Failure::Runtime(anyhow::anyhow!(
-            "backfill interrupted before every sink acknowledged the range; run the same command again to resume"
+            "backfill interrupted before every sink acknowledged the range; to resume, run \
+             `sigsci-export backfill --from {} --until {}` with the same config and sites",
+            time::fmt(from_t),
+            time::fmt(until_t)
         )));
     }
     info!(sites = ?report.sites, events = report.events, "Backfill finished.");

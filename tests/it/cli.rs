@@ -210,3 +210,82 @@ async fn demo_streams_events_with_no_setup() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(events(&lines.lock().unwrap()).len() >= 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_backfill_says_how_to_resume_and_resumes() {
+    let faults = sigsci_export::sim::FaultConfig {
+        latency_ms: 150,
+        ..Default::default()
+    };
+    let sim = start_sim(SimConfig {
+        faults,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &sim,
+        "demo-token",
+        "page_limit = 100",
+        "[poll]\nmax_window_secs = 600",
+    );
+    let c = cfg.to_str().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let child = spawn(
+        &["backfill", "-c", c, "--from", "-3h", "--until", "-2h"],
+        lines.clone(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || !lines
+            .lock()
+            .unwrap()
+            .is_empty())
+        .await
+    );
+    let (code, stderr) = child.terminate(Duration::from_secs(20)).await;
+    assert_eq!(
+        code,
+        Some(1),
+        "an unfinished backfill is not a success:\n{stderr}"
+    );
+    let hint = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("to resume"))
+        .expect("a resume hint");
+    let from = hint
+        .split("--from ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .expect("--from in the hint");
+    let until = hint
+        .split("--until ")
+        .nth(1)
+        .and_then(|r| r.split('`').next())
+        .expect("--until in the hint");
+    let again = run(
+        &["backfill", "-c", c, "--from", from, "--until", until],
+        &[],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    lines
+        .lock()
+        .unwrap()
+        .extend(again.stdout.lines().map(String::from));
+    let got = counts(&events(&lines.lock().unwrap()));
+    let (from, until) = (
+        sigsci_export::time::parse_instant(from, 0).unwrap(),
+        sigsci_export::time::parse_instant(until, 0).unwrap(),
+    );
+    for site in ["www", "api"] {
+        for id in sim.ground_truth(site, from, until) {
+            assert!(
+                got.contains_key(&(site.to_string(), id.clone())),
+                "{site}/{id} missing after resume"
+            );
+        }
+    }
+}
