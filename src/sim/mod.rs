@@ -10,6 +10,10 @@
 //! `(seed, corp, site, minute)` on demand ([`data`]), so nothing is stored and
 //! [`Simulator::ground_truth`] can say exactly which ids a window must yield.
 //!
+//! Not modelled: records that arrive late (after the 5-minute mark). They would make a window's
+//! contents depend on when it is fetched, so `ground_truth` could no longer be a pure function
+//! of the seed; `poll.delay_secs` is the exporter's answer to them in production.
+//!
 //! Layout: `data.rs` (what happened when, paging plans), `events.rs` (the request objects),
 //! `server.rs` (routes, auth, validation, tokens, rate limit), `faults.rs` (fault injection).
 
