@@ -231,15 +231,11 @@ pub async fn backfill(
         }
     }
     if let Err(e) = result {
-        drivers_cancel.cancel();
-        tracker.close();
-        tracker.wait().await;
+        stop(&drivers_cancel, &tracker).await;
         return Err(e);
     }
     if cancel.is_cancelled() {
-        drivers_cancel.cancel();
-        tracker.close();
-        tracker.wait().await;
+        stop(&drivers_cancel, &tracker).await;
         return fatal.take().map_or(Ok(report), Err);
     }
     if let Some(pb) = &progress {
@@ -260,9 +256,7 @@ pub async fn backfill(
             _ = cancel.cancelled() => break,
         }
     }
-    drivers_cancel.cancel();
-    tracker.close();
-    tracker.wait().await;
+    stop(&drivers_cancel, &tracker).await;
     if let Some(e) = fatal.take() {
         return Err(e);
     }
@@ -276,6 +270,13 @@ pub async fn backfill(
         );
     }
     Ok(report)
+}
+
+/// Tells the sink drivers to stop after their current send and waits for them.
+async fn stop(drivers_cancel: &CancellationToken, tracker: &TaskTracker) {
+    drivers_cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
 }
 
 async fn start_drivers(

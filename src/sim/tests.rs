@@ -46,6 +46,22 @@ pub(super) fn json(body: &str) -> Value {
 }
 
 /// Follow a feed from `first` to the end; returns the pages' ids.
+/// GETs the window `[from, until)` of `site`; `extra` is appended to the query (`&limit=5`).
+pub(super) async fn get_window(
+    sim: &Simulator,
+    site: &str,
+    from: i64,
+    until: i64,
+    extra: &str,
+) -> (StatusCode, String) {
+    get(&feed_url(
+        sim,
+        site,
+        &format!("from={from}&until={until}{extra}"),
+    ))
+    .await
+}
+
 /// The `next.uri` of the first page of `site`'s window `[from, until)` with page size `limit`.
 pub(super) async fn first_next_uri(
     sim: &Simulator,
@@ -54,12 +70,7 @@ pub(super) async fn first_next_uri(
     until: i64,
     limit: u32,
 ) -> String {
-    let (_, body) = get(&feed_url(
-        sim,
-        site,
-        &format!("from={from}&until={until}&limit={limit}"),
-    ))
-    .await;
+    let (_, body) = get_window(sim, site, from, until, &format!("&limit={limit}")).await;
     json(&body)["next"]["uri"]
         .as_str()
         .expect("next.uri")

@@ -51,21 +51,26 @@ async fn scripted_429_with_and_without_retry_after() {
 }
 
 #[tokio::test]
-async fn scripted_rate_limit_400() {
-    let sim = start(SimConfig::default()).await;
-    sim.script([Fault::RateLimit400]);
-    let (status, body) = get(&page_url(&sim)).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(json(&body)["message"], "Rate limit exceeded");
-}
-
-#[tokio::test]
-async fn scripted_500() {
-    let sim = start(SimConfig::default()).await;
-    sim.script([Fault::ServerError]);
-    let (status, body) = get(&page_url(&sim)).await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(json(&body)["message"], "Internal Server Error");
+async fn scripted_json_errors_have_their_status_and_message() {
+    let cases = [
+        (
+            Fault::RateLimit400,
+            StatusCode::BAD_REQUEST,
+            "Rate limit exceeded",
+        ),
+        (
+            Fault::ServerError,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+        ),
+    ];
+    for (fault, want_status, want_message) in cases {
+        let sim = start(SimConfig::default()).await;
+        sim.script([fault.clone()]);
+        let (status, body) = get(&page_url(&sim)).await;
+        assert_eq!(status, want_status, "{fault:?}");
+        assert_eq!(json(&body)["message"], want_message, "{fault:?}");
+    }
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::tests::{TOKEN, USER, feed_url, fetch_all, get, json, start, window};
+use super::tests::{TOKEN, USER, feed_url, fetch_all, get, get_window, json, start, window};
 use super::*;
 
 #[tokio::test]
@@ -44,12 +44,7 @@ async fn pagination_yields_ground_truth_with_cross_page_duplicates() {
 async fn records_have_every_field_and_stay_in_the_window() {
     let sim = start(SimConfig::default()).await;
     let (from, until) = window(&sim, 10);
-    let (_, body) = get(&feed_url(
-        &sim,
-        "www",
-        &format!("from={from}&until={until}"),
-    ))
-    .await;
+    let (_, body) = get_window(&sim, "www", from, until, "").await;
     let v = json(&body);
     assert_eq!(v["next"]["uri"], "", "one page holds 10 minutes");
     let data = v["data"].as_array().expect("data");
@@ -105,12 +100,7 @@ async fn omit_last_next_drops_the_field() {
     })
     .await;
     let (from, until) = window(&sim, 2);
-    let (status, body) = get(&feed_url(
-        &sim,
-        "www",
-        &format!("from={from}&until={until}"),
-    ))
-    .await;
+    let (status, body) = get_window(&sim, "www", from, until, "").await;
     assert_eq!(status, StatusCode::OK);
     let v = json(&body);
     assert!(v.get("next").is_none(), "{v}");
@@ -139,12 +129,7 @@ async fn long_next_is_414_on_get_but_works_as_post_form() {
     })
     .await;
     let (from, until) = window(&sim, 10);
-    let (_, body) = get(&feed_url(
-        &sim,
-        "www",
-        &format!("from={from}&until={until}&limit=50"),
-    ))
-    .await;
+    let (_, body) = get_window(&sim, "www", from, until, "&limit=50").await;
     let first = json(&body);
     let uri = first["next"]["uri"].as_str().expect("uri").to_string();
     let token = uri.split("next=").nth(1).expect("token").to_string();
@@ -175,12 +160,7 @@ async fn long_next_is_414_on_get_but_works_as_post_form() {
 async fn post_form_follows_a_whole_window() {
     let sim = start(SimConfig::default()).await;
     let (from, until) = window(&sim, 15);
-    let (_, body) = get(&feed_url(
-        &sim,
-        "api",
-        &format!("from={from}&until={until}&limit=200"),
-    ))
-    .await;
+    let (_, body) = get_window(&sim, "api", from, until, "&limit=200").await;
     let mut v = json(&body);
     let mut ids: HashSet<String> = HashSet::new();
     loop {
@@ -274,12 +254,7 @@ async fn empty_last_page_has_empty_next_uri() {
     })
     .await;
     let (from, until) = window(&silent, 3);
-    let (_, body) = get(&feed_url(
-        &silent,
-        "www",
-        &format!("from={from}&until={until}"),
-    ))
-    .await;
+    let (_, body) = get_window(&silent, "www", from, until, "").await;
     let v = json(&body);
     assert_eq!(v["next"]["uri"], "");
     assert_eq!(v["data"].as_array().map(Vec::len), Some(0));
@@ -315,12 +290,7 @@ async fn without_shuffle_or_duplicates_the_feed_is_in_timestamp_order() {
     })
     .await;
     let (from, until) = window(&sim, 10);
-    let (_, body) = get(&feed_url(
-        &sim,
-        "www",
-        &format!("from={from}&until={until}"),
-    ))
-    .await;
+    let (_, body) = get_window(&sim, "www", from, until, "").await;
     let v = json(&body);
     let ts: Vec<&str> = v["data"]
         .as_array()

@@ -114,6 +114,8 @@ impl Driver {
     /// Delivers one batch completely (or until cancelled), settling progress as it goes.
     async fn deliver(&self, events: Vec<SpooledEvent>) -> Result<(), StoreError> {
         let name = self.sink.name();
+        let full = Batch { events };
+        let events = &full.events;
         let mut outcome: Vec<Option<Final>> = (0..events.len()).map(|_| None).collect();
         let mut committed = 0usize; // events[..committed] are settled in the store
         let mut backoff = self.backoff();
@@ -135,10 +137,18 @@ impl Driver {
             if self.cancel.is_cancelled() {
                 break;
             }
-            let batch = Batch {
-                events: chunk.iter().map(|&i| events[i].clone()).collect(),
+            // The common case sends the whole batch as read: no copy. Only a split or a
+            // partial retry builds a smaller batch.
+            let sub;
+            let batch = if chunk.len() == full.events.len() {
+                &full
+            } else {
+                sub = Batch {
+                    events: chunk.iter().map(|&i| events[i].clone()).collect(),
+                };
+                &sub
             };
-            match self.sink.send(&batch).await {
+            match self.sink.send(batch).await {
                 Ok(ack) if ack.items.len() == chunk.len() => {
                     if blocked {
                         info!(sink = %name, "Sink recovered; delivering again.");
@@ -161,7 +171,7 @@ impl Driver {
                             }
                         }
                     }
-                    committed = self.settle_prefix(&events, &mut outcome, committed).await?;
+                    committed = self.settle_prefix(events, &mut outcome, committed).await?;
                     if retried.is_empty() {
                         backoff = self.backoff();
                     } else {
@@ -185,7 +195,7 @@ impl Driver {
                     let reason = "event larger than the sink accepts (HTTP 413)".to_string();
                     warn!(sink = %name, id = %events[i].id, bytes = events[i].body.len(), "Single event too large for the sink; dead-lettered.");
                     outcome[i] = Some(Final::Dead(reason));
-                    committed = self.settle_prefix(&events, &mut outcome, committed).await?;
+                    committed = self.settle_prefix(events, &mut outcome, committed).await?;
                 }
                 Err(SinkError::TooLarge) => {
                     let mut first = chunk;

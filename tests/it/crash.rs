@@ -61,13 +61,8 @@ async fn run_survives_three_sigkills_without_gaps() {
                 .map(move |id| (s.to_string(), id))
         })
         .collect();
-    let child = spawn(&args, lines.clone());
-    let caught_up = wait_until(Duration::from_secs(120), || {
-        let got = counts(&events(&lines.lock().unwrap()));
-        want.iter().all(|k| got.contains_key(k))
-    })
-    .await;
-    let (code, stderr) = child.terminate(Duration::from_secs(30)).await;
+    let (caught_up, code, stderr) =
+        run_until_delivered(&args, &lines, &want, Duration::from_secs(120)).await;
     assert!(
         caught_up,
         "not every id arrived; stderr of the last run:\n{stderr}"
@@ -120,13 +115,8 @@ async fn run_survives_three_sigkills_without_gaps() {
     }
     drop(store);
     // And the next start delivers what SIGTERM left spooled: every covered id reaches stdout.
-    let child = spawn(&args, lines.clone());
-    let delivered = wait_until(Duration::from_secs(60), || {
-        let got = counts(&events(&lines.lock().unwrap()));
-        covered.iter().all(|k| got.contains_key(k))
-    })
-    .await;
-    let (code, stderr) = child.terminate(Duration::from_secs(30)).await;
+    let (delivered, code, stderr) =
+        run_until_delivered(&args, &lines, &covered, Duration::from_secs(60)).await;
     assert!(
         delivered,
         "spooled events were not delivered after restart:\n{stderr}"
@@ -138,4 +128,22 @@ async fn run_survives_three_sigkills_without_gaps() {
         "delivered {} distinct events, {dups} repeats after kills",
         got.len()
     );
+}
+
+/// Starts `run`, waits (at most `limit`) until every `(site, id)` of `want` is on stdout, then
+/// sends SIGTERM. Returns whether all arrived, the exit code and stderr.
+async fn run_until_delivered(
+    args: &[&str],
+    lines: &Arc<Mutex<Vec<String>>>,
+    want: &[(String, String)],
+    limit: Duration,
+) -> (bool, Option<i32>, String) {
+    let child = spawn(args, lines.clone());
+    let arrived = wait_until(limit, || {
+        let got = counts(&events(&lines.lock().unwrap()));
+        want.iter().all(|k| got.contains_key(k))
+    })
+    .await;
+    let (code, stderr) = child.terminate(Duration::from_secs(30)).await;
+    (arrived, code, stderr)
 }

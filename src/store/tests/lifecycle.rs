@@ -55,16 +55,7 @@ async fn reopen_keeps_everything_and_seq_is_never_reused() {
     let k = key("run", "www");
     let last_seq;
     {
-        let store = Store::open(&path).unwrap();
-        store
-            .register_sinks("run", &sinks(&["a", "b"]))
-            .await
-            .unwrap();
-        store
-            .commit_page(&k, evs(&["1", "2", "3"]), 5, Some(42))
-            .await
-            .unwrap();
-        let batch = store.read_batch("run", "a", 10, usize::MAX).await.unwrap();
+        let (store, batch) = spooled_for_a_and_b(&path, &["1", "2", "3"], Some(42)).await;
         last_seq = batch[2].seq;
         store
             .settle("run", "a", last_seq, vec![(batch[0].clone(), "bad".into())])

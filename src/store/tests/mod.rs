@@ -52,3 +52,23 @@ fn count(path: &Path, sql: &str) -> i64 {
 fn ids(batch: &[SpooledEvent]) -> Vec<&str> {
     batch.iter().map(|e| e.id.as_str()).collect()
 }
+
+/// Opens `path` with sinks "a" and "b" in namespace "run", spools `ids` for site "www" (moving
+/// the cursor to `cursor` if given) and returns the store with sink "a"'s first batch.
+async fn spooled_for_a_and_b(
+    path: &Path,
+    ids: &[&str],
+    cursor: Option<i64>,
+) -> (Store, Vec<SpooledEvent>) {
+    let store = Store::open(path).unwrap();
+    store
+        .register_sinks("run", &sinks(&["a", "b"]))
+        .await
+        .unwrap();
+    store
+        .commit_page(&key("run", "www"), evs(ids), 5, cursor)
+        .await
+        .unwrap();
+    let batch = store.read_batch("run", "a", 100, usize::MAX).await.unwrap();
+    (store, batch)
+}

@@ -229,16 +229,7 @@ async fn read_batch_respects_offset_order_and_limits() {
 async fn settle_moves_offsets_writes_dead_letters_and_prunes() {
     let (_dir, path) = tmp();
     let spool_rows = || count(&path, "SELECT COUNT(*) FROM spool");
-    let store = Store::open(&path).unwrap();
-    store
-        .register_sinks("run", &sinks(&["a", "b"]))
-        .await
-        .unwrap();
-    store
-        .commit_page(&key("run", "www"), evs(&["1", "2", "3", "4"]), 5, None)
-        .await
-        .unwrap();
-    let batch = store.read_batch("run", "a", 100, usize::MAX).await.unwrap();
+    let (store, batch) = spooled_for_a_and_b(&path, &["1", "2", "3", "4"], None).await;
     let seq = |i: usize| batch[i].seq;
     assert_eq!(store.pending("run", "a").await.unwrap(), 4);
 
