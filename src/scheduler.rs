@@ -39,6 +39,9 @@ pub enum RunError {
     /// A feed error that retrying cannot fix (backfill: auth, not found, refused window).
     #[error("{0}")]
     Source(#[from] SourceError),
+    /// A sink could not be set up.
+    #[error("{0}")]
+    Sink(#[from] crate::sink::BuildError),
 }
 
 /// The first fatal error of any task; recording it also cancels `stop` (everything).
@@ -290,7 +293,7 @@ async fn start_drivers(
     let names: Vec<String> = cfg.sinks.iter().map(|s| s.name().to_string()).collect();
     store.register_sinks(ns, &names).await?;
     for sink_cfg in &cfg.sinks {
-        let (sink, limits) = crate::sink::build(sink_cfg);
+        let (sink, limits) = crate::sink::build(sink_cfg, store).await?;
         let driver = Driver::new(sink, store.clone(), ns, limits, cancel.clone());
         let fatal = fatal.clone();
         tracker.spawn(async move {

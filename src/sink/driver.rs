@@ -105,6 +105,24 @@ impl Driver {
                 }
                 continue;
             }
+            let events = if self.limits.linger.is_zero() || self.is_full(&events) {
+                events
+            } else {
+                // A partial batch: give the source `linger` to add to it, so a trickle does
+                // not become one tiny request per page.
+                tokio::select! {
+                    _ = tokio::time::sleep(self.limits.linger) => {}
+                    _ = self.cancel.cancelled() => break,
+                }
+                self.store
+                    .read_batch(
+                        &self.ns,
+                        &name,
+                        self.limits.max_events,
+                        self.limits.max_bytes,
+                    )
+                    .await?
+            };
             self.deliver(events).await?;
         }
         info!(sink = %name, ns = %self.ns, "Sink driver stopped.");
@@ -190,17 +208,21 @@ impl Driver {
                     }
                     queue.push_front(chunk);
                 }
-                Err(SinkError::TooLarge) if chunk.len() == 1 => {
+                Err(e @ (SinkError::TooLarge | SinkError::Invalid { .. })) if chunk.len() == 1 => {
                     let i = chunk[0];
-                    let reason = "event larger than the sink accepts (HTTP 413)".to_string();
-                    warn!(sink = %name, id = %events[i].id, bytes = events[i].body.len(), "Single event too large for the sink; dead-lettered.");
+                    let reason = match e {
+                        SinkError::Invalid { reason } => reason,
+                        _ => "event larger than the sink accepts (HTTP 413)".to_string(),
+                    };
+                    warn!(sink = %name, id = %events[i].id, bytes = events[i].body.len(), %reason, "Sink refuses this single event; dead-lettered.");
                     outcome[i] = Some(Final::Dead(reason));
                     committed = self.settle_prefix(events, &mut outcome, committed).await?;
                 }
-                Err(SinkError::TooLarge) => {
+                Err(e @ (SinkError::TooLarge | SinkError::Invalid { .. })) => {
+                    // Bisect: the halves that pass are settled, the bad event ends up alone.
                     let mut first = chunk;
                     let second = first.split_off(first.len() / 2);
-                    debug!(sink = %name, halves = ?(first.len(), second.len()), "Batch too large; halving.");
+                    debug!(sink = %name, error = %e, halves = ?(first.len(), second.len()), "Sink refused the batch as a whole; halving.");
                     queue.push_front(second);
                     queue.push_front(first);
                 }
@@ -222,6 +244,11 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    fn is_full(&self, events: &[SpooledEvent]) -> bool {
+        events.len() >= self.limits.max_events
+            || events.iter().map(|e| e.body.len()).sum::<usize>() * 2 >= self.limits.max_bytes
     }
 
     /// Settles the longest settled prefix past `committed`; returns the new `committed`.

@@ -6,24 +6,30 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
 use super::{Ack, Batch, Sink, SinkError};
-use crate::pipeline;
+use crate::pipeline::Shaper;
 
 /// Writes events to standard output (or any writer, in tests).
 pub struct StdoutSink {
     name: String,
+    shaper: Shaper,
     out: Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
 }
 
 impl StdoutSink {
     /// A sink writing to the process's stdout.
-    pub fn new(name: String) -> Self {
-        Self::with_writer(name, Box::new(tokio::io::stdout()))
+    pub fn new(name: String, shaper: Shaper) -> Self {
+        Self::with_writer(name, shaper, Box::new(tokio::io::stdout()))
     }
 
     /// A sink writing to `out`.
-    pub fn with_writer(name: String, out: Box<dyn AsyncWrite + Send + Unpin>) -> Self {
+    pub fn with_writer(
+        name: String,
+        shaper: Shaper,
+        out: Box<dyn AsyncWrite + Send + Unpin>,
+    ) -> Self {
         StdoutSink {
             name,
+            shaper,
             out: Mutex::new(out),
         }
     }
@@ -38,7 +44,7 @@ impl Sink for StdoutSink {
     async fn send(&self, batch: &Batch) -> Result<Ack, SinkError> {
         let mut buf = Vec::with_capacity(batch.events.iter().map(|e| e.body.len() + 96).sum());
         for ev in &batch.events {
-            pipeline::write_raw(ev, &mut buf);
+            self.shaper.write(ev, &mut buf);
             buf.push(b'\n');
         }
         let mut out = self.out.lock().await;

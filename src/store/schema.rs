@@ -79,6 +79,63 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX dead_letters_sink ON dead_letters (sink, dl_id);
     CREATE INDEX dead_letters_ns_sink ON dead_letters (ns, sink);
     "#,
+    // Version 2: state for network sinks and operations.
+    r#"
+    -- Small per-sink facts that must survive restarts (the HEC ack channel GUID).
+    CREATE TABLE sink_meta (
+        sink  TEXT NOT NULL,
+        key   TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (sink, key)
+    ) WITHOUT ROWID;
+
+    -- HEC requests answered with an ackId whose indexer acknowledgement is still pending.
+    -- seqs: the spool seqs the request carried (comma-separated), so a restart can wait for
+    -- the ack instead of resending.
+    CREATE TABLE hec_acks (
+        sink    TEXT    NOT NULL,
+        channel TEXT    NOT NULL,
+        ack_id  INTEGER NOT NULL,
+        seqs    TEXT    NOT NULL,
+        sent_at INTEGER NOT NULL,
+        PRIMARY KEY (sink, channel, ack_id)
+    );
+
+    -- Ranges of the feed that could not be fetched any more (older than its retention).
+    CREATE TABLE gaps (
+        ns          TEXT    NOT NULL,
+        corp        TEXT    NOT NULL,
+        site        TEXT    NOT NULL,
+        from_ts     INTEGER NOT NULL,
+        until_ts    INTEGER NOT NULL,
+        recorded_at INTEGER NOT NULL,
+        PRIMARY KEY (ns, corp, site, from_ts)
+    ) WITHOUT ROWID;
+
+    -- The last fetch error of each site, for `status`.
+    CREATE TABLE site_errors (
+        ns    TEXT    NOT NULL,
+        corp  TEXT    NOT NULL,
+        site  TEXT    NOT NULL,
+        error TEXT    NOT NULL,
+        at    INTEGER NOT NULL,
+        PRIMARY KEY (ns, corp, site)
+    ) WITHOUT ROWID;
+
+    -- Undelivered events dropped because the spool was full (when_full = "drop_oldest").
+    CREATE TABLE spool_drops (
+        drop_id  INTEGER PRIMARY KEY AUTOINCREMENT,
+        ns       TEXT    NOT NULL,
+        events   INTEGER NOT NULL,
+        bytes    INTEGER NOT NULL,
+        from_seq INTEGER NOT NULL,
+        to_seq   INTEGER NOT NULL,
+        at       INTEGER NOT NULL
+    );
+
+    -- A replayed dead letter is spooled again for the one sink that rejected it; NULL = all.
+    ALTER TABLE spool ADD COLUMN target TEXT;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

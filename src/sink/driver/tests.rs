@@ -113,6 +113,7 @@ async fn drive(store: &Store, sink: Arc<FakeSink>, max_events: usize) {
     let limits = BatchLimits {
         max_events,
         max_bytes: 1 << 20,
+        linger: Duration::ZERO,
     };
     let driver = Driver::new(sink, store.clone(), "run", limits, cancel.clone()).with_delays(FAST);
     let task = tokio::spawn(driver.run());
@@ -264,6 +265,7 @@ async fn cancellation_stops_a_retrying_driver_without_settling() {
     let limits = BatchLimits {
         max_events: 10,
         max_bytes: 1 << 20,
+        linger: Duration::ZERO,
     };
     let driver =
         Driver::new(sink.clone(), store.clone(), "run", limits, cancel.clone()).with_delays(FAST);

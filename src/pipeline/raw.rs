@@ -1,13 +1,8 @@
-//! Event shaping: pure functions from a spooled event to the bytes a sink sends.
-//!
-//! The spool keeps each record exactly as the API sent it; shaping happens on the way out so
-//! each sink can pick its own format. `raw` is the API's JSON unchanged plus one key,
-//! [`META_KEY`], holding where and when the exporter got it.
+//! The `raw` format: the API's JSON unchanged plus one key, [`META_KEY`], holding where and
+//! when the exporter got it.
 
+use super::META_KEY;
 use crate::store::SpooledEvent;
-
-/// The one key the exporter adds to a record: `{"corp", "site", "fetched_at"}`.
-pub const META_KEY: &str = "sigsci_export";
 
 /// Appends `ev` in the `raw` format (one JSON object, no newline) to `out`.
 ///

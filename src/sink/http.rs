@@ -1,0 +1,323 @@
+//! HTTP plumbing shared by the network sinks: the client, gzip, transport-error
+//! classification, `Retry-After`, and cutting a batch into requests bounded by encoded bytes
+//! that are sent a few at a time.
+//!
+//! Each sink still owns its protocol: what a request looks like and what a reply means. Only
+//! what would otherwise be written twice lives here.
+
+use std::future::Future;
+use std::io::Write;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::header::HeaderMap;
+
+use super::{Ack, BuildError, ItemOutcome, SinkError};
+use crate::store::SpooledEvent;
+
+/// A client for one sink: rustls with the system's roots plus `ca_file`, certificates always
+/// checked, redirects never followed (a redirect means a wrong URL, such as Splunk's web port
+/// instead of HEC's), and `timeout` per request.
+pub(crate) fn client(
+    sink: &str,
+    timeout: Duration,
+    ca_file: Option<&Path>,
+) -> Result<reqwest::Client, BuildError> {
+    let fail = |reason: String| BuildError {
+        sink: sink.to_string(),
+        reason,
+    };
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10).min(timeout))
+        .user_agent(concat!("sigsci-export/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| fail(format!("cannot read ca_file `{}`: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            fail(format!(
+                "ca_file `{}` is not a PEM certificate bundle: {e}",
+                path.display()
+            ))
+        })?;
+        if certs.is_empty() {
+            return Err(fail(format!(
+                "ca_file `{}` contains no certificate",
+                path.display()
+            )));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))
+}
+
+/// gzip at level 1: most of the size win for a fraction of the CPU (Filebeat's default).
+pub(crate) fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4 + 64),
+        flate2::Compression::new(1),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = enc.write_all(body);
+    enc.finish().unwrap_or_default()
+}
+
+/// A failed exchange (no HTTP status): timeouts, refused connections, resets, TLS. All are
+/// retryable; the reason never contains the URL (it may carry credentials in a query string).
+pub(crate) fn transport_error(e: reqwest::Error) -> SinkError {
+    let what = if e.is_timeout() {
+        "request timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "reading the reply failed"
+    } else {
+        "request failed"
+    };
+    // reqwest's Display hides the cause (e.g. "connection refused"): add the innermost one.
+    let cause = innermost_cause(&e);
+    let mut reason = format!("{what}: {}", e.without_url());
+    if let Some(cause) = cause {
+        reason.push_str(&format!(" ({cause})"));
+    }
+    SinkError::Retryable {
+        reason,
+        after: None,
+    }
+}
+
+fn innermost_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = e.source()?;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    Some(cur.to_string())
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from these services and ignored).
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(3600)))
+}
+
+/// The first bytes of a reply body, printable, for error messages about unexpected replies.
+pub(crate) fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let one_line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if body.len() > 200 {
+        format!("{}…", one_line.trim())
+    } else {
+        one_line.trim().to_string()
+    }
+}
+
+/// Part of a batch encoded as one request body.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    /// Which events of the batch it carries.
+    pub range: Range<usize>,
+    /// The encoded (uncompressed) body.
+    pub body: Vec<u8>,
+}
+
+/// Encodes `events` in order into bodies of at most `max_bytes`; an event that alone is larger
+/// goes in a body of its own (the destination then decides, usually with a 413).
+pub(crate) fn chunk(
+    events: &[SpooledEvent],
+    max_bytes: usize,
+    mut encode: impl FnMut(&SpooledEvent, &mut Vec<u8>),
+) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut body =
+        Vec::with_capacity(max_bytes.min(events.iter().map(|e| e.body.len() + 256).sum()));
+    for (i, ev) in events.iter().enumerate() {
+        let mark = body.len();
+        encode(ev, &mut body);
+        if body.len() > max_bytes && i > start {
+            let tail = body.split_off(mark);
+            chunks.push(Chunk {
+                range: start..i,
+                body: std::mem::replace(&mut body, tail),
+            });
+            start = i;
+        }
+    }
+    if start < events.len() {
+        chunks.push(Chunk {
+            range: start..events.len(),
+            body,
+        });
+    }
+    chunks
+}
+
+/// Sends `chunks` with at most `in_flight` requests at a time and merges the outcomes into one
+/// [`Ack`] for the `total` events of the batch, in order.
+///
+/// A chunk that fails as a whole leaves its events to be retried while the others keep their
+/// outcomes, so one failed request never resends what another one delivered. Only when every
+/// chunk failed is the (first) error returned as the batch's: the driver then applies its
+/// batch-level handling (backoff, halving on 413, bisecting invalid data, pausing when blocked).
+pub(crate) async fn send_all<F, Fut>(
+    chunks: Vec<Chunk>,
+    total: usize,
+    in_flight: usize,
+    send: F,
+) -> Result<Ack, SinkError>
+where
+    F: Fn(Chunk) -> Fut,
+    Fut: Future<Output = Result<Ack, SinkError>>,
+{
+    let ranges: Vec<Range<usize>> = chunks.iter().map(|c| c.range.clone()).collect();
+    let results: Vec<Result<Ack, SinkError>> = futures_util::stream::iter(chunks)
+        .map(send)
+        .buffered(in_flight.max(1))
+        .collect()
+        .await;
+    if let Some(first) = results.iter().find_map(|r| r.as_ref().err())
+        && results.iter().all(|r| r.is_err())
+    {
+        return Err(first.clone());
+    }
+    let mut items = vec![ItemOutcome::Retry { after: None }; total];
+    for (range, result) in ranges.into_iter().zip(results) {
+        match result {
+            Ok(ack) if ack.items.len() == range.len() => {
+                for (slot, item) in items[range].iter_mut().zip(ack.items) {
+                    *slot = item;
+                }
+            }
+            // Wrong count (a bug) or a failed request: those events are retried.
+            Ok(_) => {}
+            Err(e) => {
+                let after = match e {
+                    SinkError::Retryable { after, .. } => after,
+                    _ => None,
+                };
+                for slot in &mut items[range] {
+                    *slot = ItemOutcome::Retry { after };
+                }
+            }
+        }
+    }
+    Ok(Ack { items })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: i64, body: &str) -> SpooledEvent {
+        SpooledEvent {
+            seq,
+            corp: "acme".into(),
+            site: "www".into(),
+            id: format!("id{seq}"),
+            ts: 0,
+            fetched_at: 0,
+            body: body.into(),
+        }
+    }
+
+    fn copy(ev: &SpooledEvent, out: &mut Vec<u8>) {
+        out.extend_from_slice(ev.body.as_bytes());
+    }
+
+    #[test]
+    fn chunks_stay_under_the_byte_limit_and_keep_order() {
+        let events: Vec<_> = (0..10).map(|i| ev(i, "0123456789")).collect();
+        let chunks = chunk(&events, 35, copy);
+        let ranges: Vec<_> = chunks.iter().map(|c| c.range.clone()).collect();
+        assert_eq!(ranges, vec![0..3, 3..6, 6..9, 9..10]);
+        assert!(chunks.iter().all(|c| c.body.len() <= 35));
+        let joined: Vec<u8> = chunks.into_iter().flat_map(|c| c.body).collect();
+        assert_eq!(joined.len(), 100);
+    }
+
+    #[test]
+    fn an_oversized_event_goes_alone() {
+        let events = vec![ev(0, "ab"), ev(1, &"x".repeat(50)), ev(2, "cd")];
+        let ranges: Vec<_> = chunk(&events, 10, copy)
+            .into_iter()
+            .map(|c| c.range)
+            .collect();
+        assert_eq!(ranges, vec![0..1, 1..2, 2..3]);
+    }
+
+    #[tokio::test]
+    async fn one_failed_request_retries_only_its_events() {
+        let events: Vec<_> = (0..6).map(|i| ev(i, "0123456789")).collect();
+        let chunks = chunk(&events, 20, copy);
+        assert_eq!(chunks.len(), 3);
+        let ack = send_all(chunks, 6, 2, |c: Chunk| async move {
+            if c.range.start == 2 {
+                Err(SinkError::Retryable {
+                    reason: "503".into(),
+                    after: Some(Duration::from_secs(3)),
+                })
+            } else {
+                Ok(Ack::all_delivered(c.range.len()))
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(ack.items[0], ItemOutcome::Delivered);
+        assert_eq!(
+            ack.items[2],
+            ItemOutcome::Retry {
+                after: Some(Duration::from_secs(3))
+            }
+        );
+        assert_eq!(ack.items[5], ItemOutcome::Delivered);
+    }
+
+    #[tokio::test]
+    async fn every_request_failing_is_the_batch_error() {
+        let events: Vec<_> = (0..4).map(|i| ev(i, "0123456789")).collect();
+        let chunks = chunk(&events, 20, copy);
+        let err = send_all(chunks, 4, 4, |_c: Chunk| async { Err(SinkError::TooLarge) })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SinkError::TooLarge));
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        use std::io::Read;
+        let body = b"{\"event\":1}{\"event\":2}".repeat(100);
+        let packed = gzip(&body);
+        assert!(packed.len() < body.len());
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&packed[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, body);
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+}
