@@ -62,6 +62,36 @@ pub enum Command {
         #[arg(long = "site")]
         sites: Vec<String>,
     },
+    /// Validate the config exactly as `run` does; unless --offline, also call the feed API once
+    /// per site and every sink's healthcheck. One line per check. Exit 0 all good, 1 a check
+    /// failed, 2 bad config.
+    Check {
+        /// Config file.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only validate the config and the state directory; contact nothing.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Show where every site and sink stands, from the state file (read-only; safe while `run`
+    /// is running).
+    Status {
+        /// Config file (for the state file's path).
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect or re-queue events a sink rejected for good.
+    DeadLetters {
+        /// Config file (for the state file's path).
+        #[command(flatten)]
+        config: ConfigArg,
+        /// What to do.
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
     /// Serve the built-in feed API simulator (for demos and tests).
     Simulate {
         /// Address to listen on.
@@ -135,4 +165,34 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// `dead-letters` actions.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterAction {
+    /// List dead letters, oldest first: id, sink, site, request id, reason.
+    List {
+        /// Only this sink's.
+        #[arg(long)]
+        sink: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line, with the event itself.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back in the spool for the sink that rejected them; the running service
+    /// (`run`) delivers them. Needs --sink, --id or --all.
+    Replay {
+        /// Only this sink's.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Only these dead-letter ids (from `list`; repeatable).
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
 }

@@ -61,6 +61,9 @@ pub struct RawConfig {
     /// The on-disk state: cursors, spool, sink offsets, dead letters.
     #[serde(default)]
     pub spool: RawSpool,
+    /// The admin endpoint: /metrics, /healthz, /readyz.
+    #[serde(default)]
+    pub admin: RawAdmin,
     /// Where events go. At least one.
     #[serde(default)]
     pub sinks: Vec<RawSink>,
@@ -179,14 +182,61 @@ pub struct RawSpool {
     /// The SQLite state file. Default `/var/lib/sigsci-export/state.db`.
     #[serde(default = "default_spool_path")]
     pub path: PathBuf,
+    /// Most body bytes of undelivered events kept in the spool. Default 1 GiB.
+    #[serde(default = "default_spool_max_bytes")]
+    pub max_bytes: u64,
+    /// What happens when the spool is full: `block` (default: pause polling, alert) or
+    /// `drop_oldest` (delete the oldest undelivered events, counted and recorded).
+    #[serde(default)]
+    pub when_full: WhenFull,
 }
 
 impl Default for RawSpool {
     fn default() -> Self {
         RawSpool {
             path: default_spool_path(),
+            max_bytes: default_spool_max_bytes(),
+            when_full: WhenFull::default(),
         }
     }
+}
+
+/// What to do when the spool reaches `spool.max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Stop polling until sinks catch up (ERROR logged, `sigsci_export_spool_full` = 1). Nothing
+    /// is dropped here, but a block longer than the API's retention loses data upstream.
+    #[default]
+    Block,
+    /// Delete the oldest undelivered events to make room, recording each drop.
+    DropOldest,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address of the admin endpoint (`/metrics`, `/healthz`, `/readyz`). Default
+    /// `127.0.0.1:9187`; port 0 picks a free port (logged); an empty string disables it.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9187".to_string()
+}
+
+fn default_spool_max_bytes() -> u64 {
+    1 << 30
 }
 
 /// One `[[sinks]]` entry; `type` picks the kind.
@@ -265,6 +315,8 @@ pub struct Config {
     pub poll: PollConfig,
     /// State file location.
     pub spool: SpoolConfig,
+    /// Admin endpoint.
+    pub admin: AdminConfig,
     /// Sinks, names unique.
     pub sinks: Vec<SinkConfig>,
 }
@@ -334,6 +386,17 @@ pub struct PollConfig {
 pub struct SpoolConfig {
     /// SQLite file.
     pub path: PathBuf,
+    /// Most body bytes of undelivered events.
+    pub max_bytes: u64,
+    /// Policy when full.
+    pub when_full: WhenFull,
+}
+
+/// Validated `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Where to serve the admin endpoint; `None` = disabled.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// One validated sink.
@@ -376,13 +439,35 @@ impl Config {
         if raw.spool.path.as_os_str().is_empty() {
             return Err(ConfigError::new("spool.path", "must not be empty"));
         }
+        if raw.spool.max_bytes < 1 << 20 {
+            return Err(ConfigError::new(
+                "spool.max_bytes",
+                "must be at least 1048576 (1 MiB); size it to hold what the sinks may fall behind",
+            ));
+        }
+        let listen = raw.admin.listen.trim();
+        let admin = AdminConfig {
+            listen: if listen.is_empty() {
+                None
+            } else {
+                Some(listen.parse().map_err(|_| {
+                    ConfigError::new(
+                        "admin.listen",
+                        format!("`{listen}` is not an IP:port address (e.g. 127.0.0.1:9187)"),
+                    )
+                })?)
+            },
+        };
         let sinks = validate_sinks(raw.sinks)?;
         Ok(Config {
             api,
             poll,
             spool: SpoolConfig {
                 path: raw.spool.path,
+                max_bytes: raw.spool.max_bytes,
+                when_full: raw.spool.when_full,
             },
+            admin,
             sinks,
         })
     }
@@ -660,6 +745,30 @@ pub fn sink_secret_env(sink: &str, field: &str) -> String {
             .collect()
     };
     format!("SIGSCI_EXPORT_SINK_{}_{}", up(sink), up(field))
+}
+
+/// Keys whose value is a secret when written inline in the config file.
+const SECRET_KEYS: &[&str] = &["token", "password", "api_key", "bearer_token"];
+
+/// A warning when the config file holds a secret inline and other users can read it.
+/// (`*_file` paths, systemd credentials or the environment keep secrets out of the file.)
+pub fn secret_permissions_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    if mode & 0o004 == 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let key = text.lines().find_map(|l| {
+        let (k, _) = l.trim_start().split_once('=')?;
+        let k = k.trim();
+        SECRET_KEYS.contains(&k).then(|| k.to_string())
+    })?;
+    Some(format!(
+        "`{}` holds a secret (`{key}`) and is readable by every user (mode {:o});          chmod 600 it, or use {key}_file / the environment instead",
+        path.display(),
+        mode & 0o777
+    ))
 }
 
 fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {

@@ -18,6 +18,8 @@
 //! [`store`], [`pipeline`], [`sink`]; around them [`cli`], [`telemetry`], [`shutdown`],
 //! [`time`], and [`sim`], the feed API simulator used by `demo` and the tests.
 
+pub mod admin;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod pipeline;
@@ -27,6 +29,9 @@ pub mod shutdown;
 pub mod sim;
 pub mod sink;
 pub mod source;
+pub mod spool_limit;
+pub mod status;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod time;

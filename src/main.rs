@@ -10,14 +10,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use sigsci_export::cli::{Cli, Command, ConfigArg};
+use sigsci_export::cli::{Cli, Command, ConfigArg, DeadLetterAction};
 use sigsci_export::config::{self, Config, ConfigError};
 use sigsci_export::scheduler;
 use sigsci_export::sim::{FaultConfig, SimConfig, Simulator};
 use sigsci_export::source::SourceError;
 use sigsci_export::source::client::FeedClient;
 use sigsci_export::store::Store;
-use sigsci_export::{shutdown, telemetry, time};
+use sigsci_export::{admin, check, shutdown, status, telemetry, time};
 use tracing::{error, info};
 
 /// How a command failed, which decides the exit code.
@@ -72,6 +72,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
         Command::Run { config, grace_secs } => {
             let cfg = load_file(&config)?;
+            if let Some(w) = config::secret_permissions_warning(&config.path) {
+                tracing::warn!("{w}");
+            }
             run(cfg, Duration::from_secs(grace_secs)).await
         }
         Command::Backfill {
@@ -82,6 +85,18 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => {
             let cfg = load_file(&config)?;
             backfill(cfg, &from, &until, sites).await
+        }
+        Command::Check { config, offline } => {
+            let cfg = load_file(&config)?;
+            check_cmd(&cfg, &config, offline).await
+        }
+        Command::Status { config, json } => {
+            let cfg = load_file(&config)?;
+            status_cmd(&cfg, json).await
+        }
+        Command::DeadLetters { config, action } => {
+            let cfg = load_file(&config)?;
+            dead_letters_cmd(&cfg, action).await
         }
         Command::Simulate {
             listen,
@@ -134,6 +149,20 @@ async fn run(cfg: Config, grace: Duration) -> Result<(), Failure> {
     let client = client(&cfg)?;
     let store = open_store(&cfg)?;
     let cancel = shutdown::install();
+    if let Some(addr) = cfg.admin.listen {
+        let listener = admin::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on admin.listen = {addr} (in use? set another port, or \"\" to disable)"))?;
+        let bound = listener.local_addr().context("admin listener address")?;
+        info!(admin = %bound, "Admin endpoint: /metrics, /healthz, /readyz.");
+        let handle = admin::install_recorder();
+        let admin_cancel = cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = admin::serve(listener, handle, admin_cancel).await {
+                error!(error = %e, "Admin endpoint failed; metrics and health are unavailable.");
+            }
+        });
+    }
     info!(corp = %cfg.api.corp, sinks = cfg.sinks.len(), state = %cfg.spool.path.display(), "sigsci-export running.");
     scheduler::run(Arc::new(cfg), client, store, cancel, grace)
         .await
@@ -220,6 +249,113 @@ async fn backfill(cfg: Config, from: &str, until: &str, sites: Vec<String>) -> R
     }
     info!(sites = ?report.sites, events = report.events, "Backfill finished.");
     Ok(())
+}
+
+async fn check_cmd(cfg: &Config, arg: &ConfigArg, offline: bool) -> Result<(), Failure> {
+    let lines = check::run(cfg, Some(&arg.path), offline).await;
+    let mut failed = 0;
+    for l in &lines {
+        println!("{l}");
+        if l.verdict == check::Verdict::Fail {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "{failed} check(s) failed"
+        )));
+    }
+    Ok(())
+}
+
+fn open_read_only(cfg: &Config) -> Result<Store, Failure> {
+    Store::open_read_only(&cfg.spool.path)
+        .with_context(|| {
+            format!(
+                "cannot read the state file `{}` (has `run` or `backfill` been started with this config?)",
+                cfg.spool.path.display()
+            )
+        })
+        .map_err(Failure::Runtime)
+}
+
+async fn status_cmd(cfg: &Config, json: bool) -> Result<(), Failure> {
+    let store = open_read_only(cfg)?;
+    let report = status::report(&store, &cfg.spool.path.display().to_string(), time::now())
+        .await
+        .context("reading the state file")?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("encoding the report")?
+        );
+    } else {
+        print!("{}", status::render_text(&report));
+    }
+    Ok(())
+}
+
+async fn dead_letters_cmd(cfg: &Config, action: DeadLetterAction) -> Result<(), Failure> {
+    match action {
+        DeadLetterAction::List { sink, limit, json } => {
+            let store = open_read_only(cfg)?;
+            let letters = store
+                .dead_letters(sink.as_deref(), limit)
+                .await
+                .context("reading dead letters")?;
+            for d in &letters {
+                if json {
+                    let body: serde_json::Value = serde_json::from_str(&d.body)
+                        .unwrap_or_else(|_| serde_json::Value::String(d.body.clone()));
+                    let line = serde_json::json!({
+                        "dl_id": d.rowid, "ns": d.ns, "sink": d.sink, "corp": d.corp,
+                        "site": d.site, "id": d.id, "ts": time::fmt(d.ts),
+                        "reason": d.reason, "at": time::fmt(d.at), "event": body,
+                    });
+                    println!("{line}");
+                } else {
+                    println!(
+                        "{}\t{}\t{}/{}\t{}\t{}\t{}",
+                        d.rowid,
+                        d.sink,
+                        d.corp,
+                        d.site,
+                        d.id,
+                        time::fmt(d.at),
+                        d.reason
+                    );
+                }
+            }
+            if !json {
+                eprintln!("{} dead letter(s) shown", letters.len());
+            }
+            Ok(())
+        }
+        DeadLetterAction::Replay { sink, ids, all } => {
+            if sink.is_none() && ids.is_empty() && !all {
+                return Err(Failure::Config(
+                    "dead-letters replay: say which: --sink NAME, --id N (repeatable) or --all"
+                        .to_string(),
+                ));
+            }
+            if let Some(s) = &sink {
+                if !cfg.sinks.iter().any(|c| c.name() == s) {
+                    return Err(Failure::Config(format!(
+                        "dead-letters replay: no sink named `{s}` in the config"
+                    )));
+                }
+            }
+            let store = open_store(cfg)?;
+            let n = store
+                .replay_dead_letters(scheduler::RUN_NS, sink.as_deref(), ids)
+                .await
+                .context("re-queueing dead letters")?;
+            println!(
+                "{n} dead letter(s) re-queued; the running service (`sigsci-export run`) delivers them to the sink that rejected each"
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn simulate(cfg: SimConfig, listen: std::net::SocketAddr) -> Result<(), Failure> {

@@ -21,7 +21,9 @@ use crate::config::{Config, Sites};
 use crate::sink::driver::Driver;
 use crate::source::SourceError;
 use crate::source::client::FeedClient;
+use crate::spool_limit::SpoolLimit;
 use crate::store::{SiteKey, Store, StoreError};
+use crate::telemetry::metrics;
 use crate::time::{align_down, fmt};
 
 /// Cursor namespace of the live `run` command.
@@ -79,6 +81,7 @@ struct Ctx {
     client: FeedClient,
     store: Store,
     cancel: CancellationToken,
+    limit: Arc<SpoolLimit>,
 }
 
 /// Runs live mode until `cancel` fires. Returns once every task has stopped (or `grace` ran out).
@@ -97,6 +100,11 @@ pub async fn run(
         client,
         store: store.clone(),
         cancel: cancel.clone(),
+        limit: Arc::new(SpoolLimit::new(
+            store.clone(),
+            cfg.spool.max_bytes,
+            cfg.spool.when_full,
+        )),
     };
     match &cfg.api.sites {
         Sites::List(sites) => {
@@ -114,7 +122,11 @@ pub async fn run(
         cfg.api.retention_secs,
         cancel.clone(),
     ));
+    tracker.spawn(sample_loop(store.clone(), cancel.clone()));
+    tracker.spawn(heartbeat_loop(cancel.clone()));
+    crate::systemd::ready();
     cancel.cancelled().await;
+    crate::systemd::stopping();
     info!("Shutting down: no new fetches; waiting for in-flight work.");
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -137,6 +149,45 @@ async fn prune_seen_loop(store: Store, retention_secs: i64, cancel: Cancellation
             Err(e) => warn!(error = %e, "Pruning old de-duplication ids failed; will retry."),
         }
         if !sleep_or_cancel(&cancel, Duration::from_secs(600)).await {
+            return;
+        }
+    }
+}
+
+/// Publishes what only the store knows (backlogs, spool size) as gauges, every 10 s.
+async fn sample_loop(store: Store, cancel: CancellationToken) {
+    loop {
+        match store.sink_states().await {
+            Ok(states) => {
+                let now = crate::time::now();
+                for s in states.iter().filter(|s| s.ns == RUN_NS) {
+                    metrics::sink_backlog(
+                        &s.sink,
+                        s.pending_events,
+                        s.pending_bytes,
+                        s.oldest_pending_fetched_at.map(|t| now - t),
+                    );
+                }
+            }
+            Err(e) => warn!(error = %e, "Reading sink backlogs for metrics failed."),
+        }
+        match store.spool_bytes().await {
+            Ok(b) => metrics::spool_bytes(b),
+            Err(e) => warn!(error = %e, "Reading the spool size for metrics failed."),
+        }
+        if !sleep_or_cancel(&cancel, Duration::from_secs(10)).await {
+            return;
+        }
+    }
+}
+
+/// Proves the runtime still schedules work: feeds `/healthz` and the systemd watchdog.
+async fn heartbeat_loop(cancel: CancellationToken) {
+    let every = crate::systemd::watchdog_interval().unwrap_or(Duration::from_secs(10));
+    loop {
+        crate::admin::heartbeat();
+        crate::systemd::watchdog();
+        if !sleep_or_cancel(&cancel, every).await {
             return;
         }
     }
@@ -193,6 +244,11 @@ pub async fn backfill(
         client,
         store: store.clone(),
         cancel: cancel.clone(),
+        limit: Arc::new(SpoolLimit::new(
+            store.clone(),
+            cfg.spool.max_bytes,
+            cfg.spool.when_full,
+        )),
     };
     if let Some(pb) = &progress {
         pb.set_length(((until - from) / 60) as u64 * sites.len() as u64);
@@ -359,6 +415,10 @@ async fn skip_lost_range(
         lost_seconds = oldest - cursor,
         "Data lost: the feed no longer serves this range (older than its retention); continuing from the oldest fetchable minute."
     );
+    // Recorded before the cursor jumps: a crash in between records it again (idempotent),
+    // never jumps without a record.
+    ctx.store.record_gap(key, cursor, oldest).await?;
+    metrics::lost(&key.site, oldest - cursor);
     ctx.store
         .commit_page(key, Vec::new(), crate::time::now(), Some(oldest))
         .await?;
@@ -402,6 +462,10 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
             }
             continue;
         }
+        metrics::site_lag(&site, now - cursor);
+        if !ctx.limit.wait_for_room(&ctx.cancel).await? {
+            break;
+        }
         let until = horizon.min(cursor + poll.max_window_secs);
         match fetch_window(&ctx, &key, cursor, until).await {
             Ok(Some(n)) => {
@@ -410,12 +474,22 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
                     caught_up = false; // a backlog: announce when it is gone
                 }
                 cursor = until;
+                metrics::site_lag(&site, crate::time::now() - cursor);
+                if failures > 0 {
+                    metrics::site_failing(&site, false);
+                    metrics::corp_blocked(&key.corp, None);
+                }
                 failures = 0;
             }
             Ok(None) => break, // cancelled
             Err(WindowError::Store(e)) => return Err(e.into()),
             Err(WindowError::Source(e)) => {
                 failures = failures.saturating_add(1);
+                metrics::site_failing(&site, true);
+                if matches!(e, SourceError::Auth { .. }) {
+                    metrics::corp_blocked(&key.corp, Some(&e.to_string()));
+                }
+                ctx.store.set_site_error(&key, &e.to_string()).await?;
                 let pause = after_failure(&e, &site, cursor, until, failures, poll.interval_secs);
                 if !sleep_or_cancel(&ctx.cancel, pause).await {
                     break;
@@ -483,6 +557,9 @@ async fn backfill_site(
         if let Some(pb) = &progress {
             pb.inc(((cursor - before) / 60) as u64);
         }
+        if !ctx.limit.wait_for_room(&ctx.cancel).await? {
+            break;
+        }
         let end = until.min(cursor + ctx.cfg.poll.max_window_secs);
         match fetch_window(&ctx, &key, cursor, end).await {
             Ok(Some(n)) => {
@@ -548,6 +625,7 @@ async fn fetch_window(
             .await
             .map_err(WindowError::Store)?;
         total += outcome.inserted as u64;
+        metrics::page_committed(&key.site, outcome.inserted, outcome.duplicates);
         if last {
             return Ok(Some(total));
         }

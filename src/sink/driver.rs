@@ -19,6 +19,16 @@ use tracing::{debug, error, info, warn};
 
 use super::{Batch, BatchLimits, ItemOutcome, Sink, SinkError};
 use crate::store::{SpooledEvent, Store, StoreError};
+use crate::telemetry::metrics;
+
+fn error_kind(e: &SinkError) -> &'static str {
+    match e {
+        SinkError::Retryable { .. } => "retryable",
+        SinkError::TooLarge => "too_large",
+        SinkError::Invalid { .. } => "invalid",
+        SinkError::Blocked { .. } => "blocked",
+    }
+}
 
 /// Backoff bounds of the driver.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +94,8 @@ impl Driver {
         let name = self.sink.name().to_string();
         let changed = self.store.changed();
         info!(sink = %name, ns = %self.ns, "Sink driver started.");
+        // A block recorded by an earlier process is stale until this one sees it again.
+        self.mark_blocked(None).await?;
         while !self.cancel.is_cancelled() {
             // Register interest before reading, so a commit between the read and the wait is not
             // missed; the timeout is a safety net, not the mechanism.
@@ -166,20 +178,31 @@ impl Driver {
                 };
                 &sub
             };
-            match self.sink.send(batch).await {
+            let started = std::time::Instant::now();
+            let sent = self.sink.send(batch).await;
+            metrics::sink_send(name, started.elapsed(), sent.as_ref().err().map(error_kind));
+            match sent {
                 Ok(ack) if ack.items.len() == chunk.len() => {
                     if blocked {
                         info!(sink = %name, "Sink recovered; delivering again.");
                         blocked = false;
+                        self.mark_blocked(None).await?;
                     }
                     let mut retry_after: Option<Duration> = None;
                     let mut retried = Vec::new();
+                    let (mut delivered, mut duplicate, mut dead) = (0, 0, 0);
                     for (&i, item) in chunk.iter().zip(ack.items) {
                         match item {
-                            ItemOutcome::Delivered | ItemOutcome::Duplicate => {
+                            ItemOutcome::Delivered => {
+                                delivered += 1;
+                                outcome[i] = Some(Final::Done)
+                            }
+                            ItemOutcome::Duplicate => {
+                                duplicate += 1;
                                 outcome[i] = Some(Final::Done)
                             }
                             ItemOutcome::Rejected { reason } => {
+                                dead += 1;
                                 warn!(sink = %name, id = %events[i].id, site = %events[i].site, %reason, "Event rejected by the sink; dead-lettered.");
                                 outcome[i] = Some(Final::Dead(reason))
                             }
@@ -189,6 +212,7 @@ impl Driver {
                             }
                         }
                     }
+                    metrics::sink_outcomes(name, delivered, duplicate, retried.len(), dead);
                     committed = self.settle_prefix(events, &mut outcome, committed).await?;
                     if retried.is_empty() {
                         backoff = self.backoff();
@@ -215,6 +239,7 @@ impl Driver {
                         _ => "event larger than the sink accepts (HTTP 413)".to_string(),
                     };
                     warn!(sink = %name, id = %events[i].id, bytes = events[i].body.len(), %reason, "Sink refuses this single event; dead-lettered.");
+                    metrics::sink_outcomes(name, 0, 0, 0, 1);
                     outcome[i] = Some(Final::Dead(reason));
                     committed = self.settle_prefix(events, &mut outcome, committed).await?;
                 }
@@ -228,13 +253,17 @@ impl Driver {
                 }
                 Err(SinkError::Retryable { reason, after }) => {
                     warn!(sink = %name, %reason, events = chunk.len(), "Send failed; will retry.");
+                    metrics::sink_outcomes(name, 0, 0, chunk.len(), 0);
                     if !self.pause(&mut backoff, after).await {
                         break;
                     }
                     queue.push_front(chunk);
                 }
                 Err(SinkError::Blocked { reason }) => {
-                    error!(sink = %name, %reason, pending_events = events.len() - committed, "Sink blocked: delivery paused, events kept in the spool until it recovers.");
+                    if !blocked {
+                        error!(sink = %name, %reason, pending_events = events.len() - committed, "Sink blocked: delivery paused, events kept in the spool until it recovers.");
+                        self.mark_blocked(Some(&reason)).await?;
+                    }
                     blocked = true;
                     if !self.wait_healthy(&mut backoff).await {
                         break;
@@ -244,6 +273,12 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// Records (or clears) the blocked state where `status` and `/readyz` see it.
+    async fn mark_blocked(&self, reason: Option<&str>) -> Result<(), StoreError> {
+        metrics::sink_blocked(self.sink.name(), reason);
+        self.store.set_blocked(self.sink.name(), reason).await
     }
 
     fn is_full(&self, events: &[SpooledEvent]) -> bool {

@@ -267,14 +267,11 @@ impl FeedClient {
         if status == StatusCode::OK {
             return Ok(body);
         }
-        Err(classify(
-            status,
-            &headers,
-            &body,
-            target,
-            &inner.creds,
-            &inner.corp,
-        ))
+        let err = classify(status, &headers, &body, target, &inner.creds, &inner.corp);
+        if matches!(err, SourceError::RateLimited { .. }) {
+            crate::telemetry::metrics::api_rate_limited();
+        }
+        Err(err)
     }
 
     async fn send(
@@ -304,7 +301,13 @@ impl FeedClient {
                 )
                 .body(body);
         }
-        req.send().await.map_err(|e| SourceError::Transient {
+        let started = std::time::Instant::now();
+        let sent = req.send().await;
+        crate::telemetry::metrics::api_request(
+            sent.as_ref().ok().map(|r| r.status().as_u16()),
+            started.elapsed(),
+        );
+        sent.map_err(|e| SourceError::Transient {
             reason: if e.is_timeout() {
                 format!("request timed out: {}", without_url(&e))
             } else if e.is_connect() {

@@ -24,7 +24,7 @@ const STATEMENT_CACHE: usize = 32;
 
 /// Internal error of a method body: an SQLite error still lacking the operation and path
 /// (added once by [`SyncStore::finish`]), or a finished [`StoreError`].
-enum Fail {
+pub(super) enum Fail {
     Sql(rusqlite::Error),
     Store(StoreError),
 }
@@ -43,18 +43,18 @@ impl From<StoreError> for Fail {
 
 /// Unix seconds now, for `updated_at` / `at` columns (informational only: ordering never
 /// depends on the wall clock).
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
 /// Clamp a Rust length to an SQLite integer.
-fn to_i64(n: usize) -> i64 {
+pub(super) fn to_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The synchronous store. Not `Sync`: [`super::Store`] keeps it behind a mutex.
 pub(super) struct SyncStore {
-    conn: Connection,
+    pub(super) conn: Connection,
     path: PathBuf,
     /// Test failpoint: make `commit_page` fail after its inserts, before the cursor update.
     #[cfg(test)]
@@ -154,7 +154,11 @@ impl SyncStore {
     }
 
     /// Turn a method body's result into the public error, naming the operation and file.
-    fn finish<T>(&self, op: &'static str, result: Result<T, Fail>) -> Result<T, StoreError> {
+    pub(super) fn finish<T>(
+        &self,
+        op: &'static str,
+        result: Result<T, Fail>,
+    ) -> Result<T, StoreError> {
         result.map_err(|fail| match fail {
             Fail::Sql(source) => StoreError::Sqlite {
                 op,
@@ -287,9 +291,10 @@ impl SyncStore {
             let offset = sink_offset(&self.conn, ns, sink)?;
             let mut stmt = self.conn.prepare_cached(
                 "SELECT seq, corp, site, id, ts, fetched_at, bytes, body
-                 FROM spool WHERE ns = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                 FROM spool WHERE ns = ?1 AND seq > ?2 AND (target IS NULL OR target = ?4)
+                 ORDER BY seq LIMIT ?3",
             )?;
-            let mut rows = stmt.query(params![ns, offset, to_i64(max_events)])?;
+            let mut rows = stmt.query(params![ns, offset, to_i64(max_events), sink])?;
             let mut batch = Vec::new();
             let mut total: usize = 0;
             while let Some(row) = rows.next()? {
@@ -377,8 +382,11 @@ impl SyncStore {
             let offset = sink_offset(&self.conn, ns, sink)?;
             let n = self
                 .conn
-                .prepare_cached("SELECT COUNT(*) FROM spool WHERE ns = ?1 AND seq > ?2")?
-                .query_row(params![ns, offset], |row| row.get(0))?;
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM spool
+                     WHERE ns = ?1 AND seq > ?2 AND (target IS NULL OR target = ?3)",
+                )?
+                .query_row(params![ns, offset, sink], |row| row.get(0))?;
             Ok(n)
         })();
         self.finish("pending", result)
@@ -427,6 +435,7 @@ impl SyncStore {
                         (SELECT COUNT(*) FROM dead_letters d WHERE d.ns = o.ns AND d.sink = o.sink)
                  FROM sink_offsets o
                  LEFT JOIN spool s ON s.ns = o.ns AND s.seq > o.offset_seq
+                      AND (s.target IS NULL OR s.target = o.sink)
                  WHERE o.active = 1
                  GROUP BY o.ns, o.sink
                  ORDER BY o.ns, o.sink",
@@ -485,7 +494,7 @@ fn read_cursor(conn: &Connection, key: &SiteKey) -> rusqlite::Result<Option<i64>
 }
 
 /// The sink's offset; [`StoreError::UnknownSink`] if it was never registered in `ns`.
-fn sink_offset(conn: &Connection, ns: &str, sink: &str) -> Result<i64, Fail> {
+pub(super) fn sink_offset(conn: &Connection, ns: &str, sink: &str) -> Result<i64, Fail> {
     conn.prepare_cached("SELECT offset_seq FROM sink_offsets WHERE ns = ?1 AND sink = ?2")?
         .query_row(params![ns, sink], |row| row.get(0))
         .optional()?
@@ -500,10 +509,19 @@ fn sink_offset(conn: &Connection, ns: &str, sink: &str) -> Result<i64, Fail> {
 /// Delete the spool rows of `ns` every active sink has passed. With no active sink the
 /// minimum is NULL, the comparison is never true, and nothing is deleted: rows wait for a
 /// sink rather than vanish undelivered.
-fn prune_spool(conn: &Connection, ns: &str) -> rusqlite::Result<usize> {
-    conn.prepare_cached(
-        "DELETE FROM spool WHERE ns = ?1 AND seq <=
-            (SELECT MIN(offset_seq) FROM sink_offsets WHERE ns = ?1 AND active = 1)",
-    )?
-    .execute(params![ns])
+pub(super) fn prune_spool(conn: &Connection, ns: &str) -> rusqlite::Result<usize> {
+    // A replayed dead letter (target set) waits only for its own sink.
+    let shared = conn
+        .prepare_cached(
+            "DELETE FROM spool WHERE ns = ?1 AND target IS NULL AND seq <=
+                (SELECT MIN(offset_seq) FROM sink_offsets WHERE ns = ?1 AND active = 1)",
+        )?
+        .execute(params![ns])?;
+    let targeted = conn
+        .prepare_cached(
+            "DELETE FROM spool WHERE ns = ?1 AND target IS NOT NULL AND seq <=
+                (SELECT offset_seq FROM sink_offsets o WHERE o.ns = ?1 AND o.sink = spool.target)",
+        )?
+        .execute(params![ns])?;
+    Ok(shared + targeted)
 }

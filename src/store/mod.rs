@@ -35,6 +35,7 @@
 //! no lock is ever held across an `.await`.
 
 mod db;
+mod ops;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -46,6 +47,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::Notify;
 
 use db::SyncStore;
+pub use ops::{BlockedSink, DeadLetterCount, Gap, SiteError, SiteSpool, SpoolDrop};
 
 /// Everything that can go wrong in the store.
 ///

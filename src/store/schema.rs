@@ -135,6 +135,8 @@ const MIGRATIONS: &[&str] = &[
 
     -- A replayed dead letter is spooled again for the one sink that rejected it; NULL = all.
     ALTER TABLE spool ADD COLUMN target TEXT;
+    -- Partial: replays are rare, so finding them must not scan the spool.
+    CREATE INDEX spool_target ON spool (ns, target, seq) WHERE target IS NOT NULL;
     "#,
 ];
 

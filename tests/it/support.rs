@@ -59,6 +59,9 @@ burst = 100
 [spool]
 path = "{db}"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [[sinks]]
 type = "stdout"
 {extra}

@@ -4,6 +4,8 @@
 //! Levels mean something: ERROR = data at risk or an operator must act; WARN = a retried or
 //! degraded condition; INFO = lifecycle; DEBUG = per window and per batch.
 
+pub mod metrics;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;

@@ -1,0 +1,481 @@
+//! Operational state: what `status`, `dead-letters` and the spool bound need beyond the two
+//! commits. Lost ranges (gaps), the last error of each site, blocked sinks, dead-letter replay,
+//! and dropping the oldest undelivered events when the spool is full.
+
+use rusqlite::{TransactionBehavior, params};
+
+use super::db::{Fail, SyncStore, now};
+use super::{SiteKey, Store, StoreError};
+
+/// A range of the feed that was never fetched because the API no longer served it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gap {
+    /// The site.
+    pub key: SiteKey,
+    /// Start of the lost range (inclusive), Unix seconds.
+    pub from: i64,
+    /// End of the lost range (exclusive), Unix seconds.
+    pub until: i64,
+    /// When it was recorded.
+    pub recorded_at: i64,
+}
+
+/// The most recent fetch error of a site.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiteError {
+    /// The site.
+    pub key: SiteKey,
+    /// The error, as logged.
+    pub error: String,
+    /// When it happened.
+    pub at: i64,
+}
+
+/// Events of one site still in the spool (not yet passed by every sink).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiteSpool {
+    /// The site.
+    pub key: SiteKey,
+    /// Spooled events.
+    pub events: i64,
+    /// Their body bytes.
+    pub bytes: i64,
+}
+
+/// A sink that is paused until an operator acts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockedSink {
+    /// The sink.
+    pub sink: String,
+    /// The cause and the fix, as logged.
+    pub reason: String,
+}
+
+/// Dead letters grouped by reason.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetterCount {
+    /// The namespace.
+    pub ns: String,
+    /// The sink that rejected them.
+    pub sink: String,
+    /// Why.
+    pub reason: String,
+    /// How many.
+    pub count: i64,
+}
+
+/// Undelivered events dropped because the spool was full (`when_full = "drop_oldest"`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpoolDrop {
+    /// The namespace they belonged to.
+    pub ns: String,
+    /// How many events.
+    pub events: i64,
+    /// Their body bytes.
+    pub bytes: i64,
+    /// Lowest dropped seq.
+    pub from_seq: i64,
+    /// Highest dropped seq.
+    pub to_seq: i64,
+    /// When.
+    pub at: i64,
+}
+
+const BLOCKED_KEY: &str = "blocked";
+
+impl Store {
+    /// Records a lost range of a site (idempotent for the same start).
+    pub async fn record_gap(&self, key: &SiteKey, from: i64, until: i64) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.run("record_gap", move |db| db.record_gap(&key, from, until))
+            .await
+    }
+
+    /// Every recorded lost range, oldest first.
+    pub async fn gaps(&self) -> Result<Vec<Gap>, StoreError> {
+        self.run("gaps", |db| db.gaps()).await
+    }
+
+    /// Remembers the latest fetch error of a site.
+    pub async fn set_site_error(&self, key: &SiteKey, error: &str) -> Result<(), StoreError> {
+        let key = key.clone();
+        let error = error.to_owned();
+        self.run("set_site_error", move |db| db.set_site_error(&key, &error))
+            .await
+    }
+
+    /// The latest fetch error of every site that had one.
+    pub async fn site_errors(&self) -> Result<Vec<SiteError>, StoreError> {
+        self.run("site_errors", |db| db.site_errors()).await
+    }
+
+    /// Spooled events per site.
+    pub async fn spool_by_site(&self) -> Result<Vec<SiteSpool>, StoreError> {
+        self.run("spool_by_site", |db| db.spool_by_site()).await
+    }
+
+    /// Marks a sink blocked (`Some(reason)`) or no longer blocked (`None`).
+    pub async fn set_blocked(&self, sink: &str, reason: Option<&str>) -> Result<(), StoreError> {
+        let sink = sink.to_owned();
+        let reason = reason.map(str::to_owned);
+        self.run("set_blocked", move |db| {
+            db.set_meta(&sink, BLOCKED_KEY, reason.as_deref())
+        })
+        .await
+    }
+
+    /// Sinks currently marked blocked.
+    pub async fn blocked_sinks(&self) -> Result<Vec<BlockedSink>, StoreError> {
+        self.run("blocked_sinks", |db| {
+            Ok(db
+                .meta_by_key(BLOCKED_KEY)?
+                .into_iter()
+                .map(|(sink, reason)| BlockedSink { sink, reason })
+                .collect())
+        })
+        .await
+    }
+
+    /// Every sink's value of one `sink_meta` key (e.g. `possible_duplicates`).
+    pub async fn sink_meta_by_key(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let key = key.to_owned();
+        self.run("sink_meta_by_key", move |db| db.meta_by_key(&key))
+            .await
+    }
+
+    /// Dead letters counted by namespace, sink and reason.
+    pub async fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>, StoreError> {
+        self.run("dead_letter_counts", |db| db.dead_letter_counts())
+            .await
+    }
+
+    /// Moves dead letters back into the spool of namespace `into_ns`, each for the one sink that
+    /// rejected it; `sink` and `ids` narrow the selection. Returns how many were re-queued.
+    pub async fn replay_dead_letters(
+        &self,
+        into_ns: &str,
+        sink: Option<&str>,
+        ids: Vec<i64>,
+    ) -> Result<usize, StoreError> {
+        let into_ns = into_ns.to_owned();
+        let sink = sink.map(str::to_owned);
+        let n = self
+            .run("replay_dead_letters", move |db| {
+                db.replay_dead_letters(&into_ns, sink.as_deref(), &ids)
+            })
+            .await?;
+        if n > 0 {
+            self.changed().notify_waiters();
+        }
+        Ok(n)
+    }
+
+    /// Total body bytes in the spool, every namespace.
+    pub async fn spool_bytes(&self) -> Result<i64, StoreError> {
+        self.run("spool_bytes", |db| db.spool_bytes()).await
+    }
+
+    /// Deletes the oldest spooled events, whatever sinks still wait for them, until at most
+    /// `keep_bytes` remain; records and returns what was dropped per namespace.
+    pub async fn drop_oldest(&self, keep_bytes: i64) -> Result<Vec<SpoolDrop>, StoreError> {
+        self.run("drop_oldest", move |db| db.drop_oldest(keep_bytes))
+            .await
+    }
+
+    /// Every recorded drop, oldest first.
+    pub async fn spool_drops(&self) -> Result<Vec<SpoolDrop>, StoreError> {
+        self.run("spool_drops", |db| db.spool_drops()).await
+    }
+}
+
+impl SyncStore {
+    pub(super) fn record_gap(
+        &mut self,
+        key: &SiteKey,
+        from: i64,
+        until: i64,
+    ) -> Result<(), StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO gaps (ns, corp, site, from_ts, until_ts, recorded_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (ns, corp, site, from_ts)
+                     DO UPDATE SET until_ts = MAX(until_ts, excluded.until_ts)",
+                )?
+                .execute(params![key.ns, key.corp, key.site, from, until, now()])?;
+            Ok(())
+        })();
+        self.finish("record_gap", result)
+    }
+
+    pub(super) fn gaps(&mut self) -> Result<Vec<Gap>, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT ns, corp, site, from_ts, until_ts, recorded_at FROM gaps
+                 ORDER BY ns, corp, site, from_ts",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok(Gap {
+                    key: site_key(row)?,
+                    from: row.get(3)?,
+                    until: row.get(4)?,
+                    recorded_at: row.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })();
+        self.finish("gaps", result)
+    }
+
+    pub(super) fn set_site_error(&mut self, key: &SiteKey, error: &str) -> Result<(), StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO site_errors (ns, corp, site, error, at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (ns, corp, site) DO UPDATE SET error = excluded.error, at = excluded.at",
+                )?
+                .execute(params![key.ns, key.corp, key.site, error, now()])?;
+            Ok(())
+        })();
+        self.finish("set_site_error", result)
+    }
+
+    pub(super) fn site_errors(&mut self) -> Result<Vec<SiteError>, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT ns, corp, site, error, at FROM site_errors ORDER BY ns, corp, site",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok(SiteError {
+                    key: site_key(row)?,
+                    error: row.get(3)?,
+                    at: row.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })();
+        self.finish("site_errors", result)
+    }
+
+    pub(super) fn spool_by_site(&mut self) -> Result<Vec<SiteSpool>, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT ns, corp, site, COUNT(*), COALESCE(SUM(bytes), 0) FROM spool
+                 GROUP BY ns, corp, site ORDER BY ns, corp, site",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok(SiteSpool {
+                    key: site_key(row)?,
+                    events: row.get(3)?,
+                    bytes: row.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })();
+        self.finish("spool_by_site", result)
+    }
+
+    /// Sets (`Some`) or deletes (`None`) one `sink_meta` value.
+    pub(super) fn set_meta(
+        &mut self,
+        sink: &str,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            match value {
+                Some(v) => self
+                    .conn
+                    .prepare_cached(
+                        "INSERT INTO sink_meta (sink, key, value) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (sink, key) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute(params![sink, key, v])?,
+                None => self
+                    .conn
+                    .prepare_cached("DELETE FROM sink_meta WHERE sink = ?1 AND key = ?2")?
+                    .execute(params![sink, key])?,
+            };
+            Ok(())
+        })();
+        self.finish("set_meta", result)
+    }
+
+    /// Every sink's value of one `sink_meta` key.
+    pub(super) fn meta_by_key(&mut self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT sink, value FROM sink_meta WHERE key = ?1 ORDER BY sink")?;
+            let rows = stmt.query_map(params![key], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })();
+        self.finish("meta_by_key", result)
+    }
+
+    pub(super) fn dead_letter_counts(&mut self) -> Result<Vec<DeadLetterCount>, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT ns, sink, reason, COUNT(*) FROM dead_letters
+                 GROUP BY ns, sink, reason ORDER BY ns, sink, COUNT(*) DESC",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok(DeadLetterCount {
+                    ns: row.get(0)?,
+                    sink: row.get(1)?,
+                    reason: row.get(2)?,
+                    count: row.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })();
+        self.finish("dead_letter_counts", result)
+    }
+
+    pub(super) fn replay_dead_letters(
+        &mut self,
+        into_ns: &str,
+        sink: Option<&str>,
+        ids: &[i64],
+    ) -> Result<usize, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let now = now();
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let selected: Vec<i64> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT dl_id FROM dead_letters WHERE ?1 IS NULL OR sink = ?1 ORDER BY dl_id",
+                )?;
+                let all = stmt
+                    .query_map(params![sink], |row| row.get(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?;
+                if ids.is_empty() {
+                    all
+                } else {
+                    all.into_iter().filter(|id| ids.contains(id)).collect()
+                }
+            };
+            {
+                // The event goes back for the one sink that rejected it: the others already
+                // have it.
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO spool (ns, corp, site, id, ts, fetched_at, bytes, body, target)
+                     SELECT ?1, corp, site, id, ts, ?2, length(CAST(body AS BLOB)), body, sink
+                     FROM dead_letters WHERE dl_id = ?3",
+                )?;
+                let mut delete = tx.prepare_cached("DELETE FROM dead_letters WHERE dl_id = ?1")?;
+                for id in &selected {
+                    insert.execute(params![into_ns, now, id])?;
+                    delete.execute(params![id])?;
+                }
+            }
+            tx.commit()?;
+            Ok(selected.len())
+        })();
+        self.finish("replay_dead_letters", result)
+    }
+
+    pub(super) fn spool_bytes(&mut self) -> Result<i64, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            Ok(self
+                .conn
+                .prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM spool")?
+                .query_row([], |row| row.get(0))?)
+        })();
+        self.finish("spool_bytes", result)
+    }
+
+    pub(super) fn drop_oldest(&mut self, keep_bytes: i64) -> Result<Vec<SpoolDrop>, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let now = now();
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let total: i64 = tx
+                .prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM spool")?
+                .query_row([], |row| row.get(0))?;
+            let mut excess = total - keep_bytes;
+            if excess <= 0 {
+                return Ok(Vec::new());
+            }
+            // seq grows with fetch order across namespaces: the smallest are the oldest.
+            let mut cutoff: Option<i64> = None;
+            {
+                let mut stmt = tx.prepare_cached("SELECT seq, bytes FROM spool ORDER BY seq")?;
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    let (seq, bytes): (i64, i64) = (row.get(0)?, row.get(1)?);
+                    cutoff = Some(seq);
+                    excess -= bytes;
+                    if excess <= 0 {
+                        break;
+                    }
+                }
+            }
+            let Some(cutoff) = cutoff else {
+                return Ok(Vec::new());
+            };
+            let drops: Vec<SpoolDrop> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT ns, COUNT(*), COALESCE(SUM(bytes), 0), MIN(seq), MAX(seq)
+                     FROM spool WHERE seq <= ?1 GROUP BY ns ORDER BY ns",
+                )?;
+                stmt.query_map(params![cutoff], |row| {
+                    Ok(SpoolDrop {
+                        ns: row.get(0)?,
+                        events: row.get(1)?,
+                        bytes: row.get(2)?,
+                        from_seq: row.get(3)?,
+                        to_seq: row.get(4)?,
+                        at: now,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.prepare_cached("DELETE FROM spool WHERE seq <= ?1")?
+                .execute(params![cutoff])?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO spool_drops (ns, events, bytes, from_seq, to_seq, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for d in &drops {
+                    insert.execute(params![d.ns, d.events, d.bytes, d.from_seq, d.to_seq, d.at])?;
+                }
+            }
+            tx.commit()?;
+            Ok(drops)
+        })();
+        self.finish("drop_oldest", result)
+    }
+
+    pub(super) fn spool_drops(&mut self) -> Result<Vec<SpoolDrop>, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT ns, events, bytes, from_seq, to_seq, at FROM spool_drops ORDER BY drop_id",
+            )?;
+            let rows = stmt.query_map([], |row| {
+                Ok(SpoolDrop {
+                    ns: row.get(0)?,
+                    events: row.get(1)?,
+                    bytes: row.get(2)?,
+                    from_seq: row.get(3)?,
+                    to_seq: row.get(4)?,
+                    at: row.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })();
+        self.finish("spool_drops", result)
+    }
+}
+
+fn site_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<SiteKey> {
+    Ok(SiteKey {
+        ns: row.get(0)?,
+        corp: row.get(1)?,
+        site: row.get(2)?,
+    })
+}
