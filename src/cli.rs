@@ -92,6 +92,13 @@ pub enum Command {
         #[command(subcommand)]
         action: DeadLetterAction,
     },
+    /// Probe a running exporter's admin endpoint (a container HEALTHCHECK without curl): exit 0
+    /// when it answers 200, 1 otherwise.
+    Healthcheck {
+        /// The URL to probe.
+        #[arg(long, default_value = "http://127.0.0.1:9187/healthz")]
+        url: String,
+    },
     /// Serve the built-in feed API simulator (for demos and tests).
     Simulate {
         /// Address to listen on.

@@ -98,6 +98,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let cfg = load_file(&config)?;
             dead_letters_cmd(&cfg, action).await
         }
+        Command::Healthcheck { url } => probe(&url).await,
         Command::Simulate {
             listen,
             rate,
@@ -355,6 +356,29 @@ async fn dead_letters_cmd(cfg: &Config, action: DeadLetterAction) -> Result<(), 
             );
             Ok(())
         }
+    }
+}
+
+async fn probe(url: &str) -> Result<(), Failure> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("HTTP client")?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("{url} did not answer"))?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    if status.is_success() {
+        print!("{body}");
+        Ok(())
+    } else {
+        Err(Failure::Runtime(anyhow::anyhow!(
+            "{url} answered {status}: {}",
+            body.trim()
+        )))
     }
 }
 
