@@ -243,10 +243,9 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
         bytes: req.response_size.get(),
         headers: Folded::new(&req.headers_out.0, redact),
     };
-    let response = (response.status_code.is_some()
-        || response.bytes.is_some()
-        || response.headers.is_some())
-    .then_some(response);
+    let response =
+        (response.status_code.is_some() || response.bytes.is_some() || response.headers.is_some())
+            .then_some(response);
     let version = s(&req.protocol).and_then(map::http_version);
     let http = (request.is_some() || response.is_some() || version.is_some()).then_some(Http {
         request,

@@ -160,7 +160,10 @@ mod tests {
         assert!(!f(&["SQLI"], &[]).keep("[1]"));
         assert!(!f(&["SQLI"], &[]).keep(r#"[[{"type":"SQLI"}]]"#));
         assert!(f(&[], &["SQLI"]).keep(r#"{"tags":null}"#));
-        assert_eq!(f(&["SQLI", "XSS"], &[]).query_value().as_deref(), Some("SQLI,XSS"));
+        assert_eq!(
+            f(&["SQLI", "XSS"], &[]).query_value().as_deref(),
+            Some("SQLI,XSS")
+        );
         assert_eq!(f(&[], &["XSS"]).query_value(), None);
     }
 

@@ -90,7 +90,10 @@ pub(super) fn pretty(json: &str) -> String {
 #[test]
 fn golden_outputs_match() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
-    let redact: Vec<String> = DEFAULT_REDACT_HEADERS.iter().map(|s| s.to_string()).collect();
+    let redact: Vec<String> = DEFAULT_REDACT_HEADERS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir().join("input"))
         .expect("tests/golden/input exists")
         .map(|e| e.expect("readable dir entry").path())
@@ -138,5 +141,8 @@ fn pretty_keeps_tokens_and_order() {
         "{\n  \"b\": 1.50,\n  \"a\": [],\n  \"c\": {\n    \"x\": \"y, \\\"z\\\": [1]\"\n  },\n  \"d\": [\n    1,\n    {}\n  ]\n}\n"
     );
     let back: serde_json::Value = serde_json::from_str(&p).unwrap();
-    assert_eq!(back, serde_json::from_str::<serde_json::Value>(text).unwrap());
+    assert_eq!(
+        back,
+        serde_json::from_str::<serde_json::Value>(text).unwrap()
+    );
 }

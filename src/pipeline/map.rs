@@ -159,7 +159,10 @@ pub(crate) struct Folded<'r> {
 
 impl<'r> Folded<'r> {
     /// Folds `pairs`; `None` when there are none (the field is then omitted).
-    pub(crate) fn new(pairs: &'r [(Cow<'_, str>, Cow<'_, str>)], redact: &[String]) -> Option<Self> {
+    pub(crate) fn new(
+        pairs: &'r [(Cow<'_, str>, Cow<'_, str>)],
+        redact: &[String],
+    ) -> Option<Self> {
         if pairs.is_empty() {
             return None;
         }

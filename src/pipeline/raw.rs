@@ -117,7 +117,12 @@ fn redact_body(body: &str, redact: &[String]) -> Option<String> {
 
 /// Byte ranges (in `body`) of the values to replace inside one `headersIn`/`headersOut` value:
 /// `[[name, value], ...]` as the API sends it, or `{name: value}`.
-fn collect_redactions(body: &str, field: &RawValue, redact: &[String], out: &mut Vec<(usize, usize)>) {
+fn collect_redactions(
+    body: &str,
+    field: &RawValue,
+    redact: &[String],
+    out: &mut Vec<(usize, usize)>,
+) {
     let text = field.get();
     if let Ok(pairs) = serde_json::from_str::<Vec<&RawValue>>(text) {
         for pair in pairs {

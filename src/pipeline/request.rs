@@ -480,15 +480,24 @@ mod tests {
             (r#"{"headersIn":null,"headersOut":"x"}"#, |r| {
                 r.headers_in.0.is_empty() && r.headers_out.0.is_empty()
             }),
-            (r#"{"headersIn":[["A"],[1,2],{"x":1},"s",[null,"v"],["B","b","extra"]]}"#, |r| {
-                r.headers_in.0 == [("A".into(), "".into()), ("1".into(), "2".into()), ("B".into(), "b".into())]
-            }),
+            (
+                r#"{"headersIn":[["A"],[1,2],{"x":1},"s",[null,"v"],["B","b","extra"]]}"#,
+                |r| {
+                    r.headers_in.0
+                        == [
+                            ("A".into(), "".into()),
+                            ("1".into(), "2".into()),
+                            ("B".into(), "b".into()),
+                        ]
+                },
+            ),
             (r#"{"headersIn":{"Host":"h","Empty":null}}"#, |r| {
                 r.headers_in.0 == [("Host".into(), "h".into()), ("Empty".into(), "".into())]
             }),
-            (r#"{"tags":[{"location":"x"},"XSS",3,{"type":"SQLI","extra":[1]}]}"#, |r| {
-                r.tags.0.iter().map(|t| t.kind.as_ref()).collect::<Vec<_>>() == ["XSS", "SQLI"]
-            }),
+            (
+                r#"{"tags":[{"location":"x"},"XSS",3,{"type":"SQLI","extra":[1]}]}"#,
+                |r| r.tags.0.iter().map(|t| t.kind.as_ref()).collect::<Vec<_>>() == ["XSS", "SQLI"],
+            ),
             (r#"{"tags":{"type":"SQLI"}}"#, |r| r.tags.0.is_empty()),
             ("[1,2]", |r| r.id.get().is_none()),
             (r#"["a",1]"#, |r| r.id.get().is_none()),

@@ -123,13 +123,29 @@ fn missing_fields_are_omitted_and_fallbacks_used() {
     assert_eq!(ecs["event"]["action"], "allowed");
     assert_eq!(ecs["event"]["ingested"], "2026-11-24T01:07:03Z");
     assert_eq!(ecs["labels"]["corp"], "acme");
-    for absent in ["http", "url", "source", "user_agent", "tls", "rule", "tags", "related"] {
+    for absent in [
+        "http",
+        "url",
+        "source",
+        "user_agent",
+        "tls",
+        "rule",
+        "tags",
+        "related",
+    ] {
         assert!(ecs.get(absent).is_none(), "{absent}: {ecs}");
     }
     let (_, cim) = shape(Format::Cim, DEFAULT_REDACT_HEADERS, "{}");
     assert_eq!(cim["id"], "spool-id");
     assert_eq!(cim["action"], "allowed");
-    for absent in ["src", "src_ip", "status", "url", "signature", "http_request_headers"] {
+    for absent in [
+        "src",
+        "src_ip",
+        "status",
+        "url",
+        "signature",
+        "http_request_headers",
+    ] {
         assert!(cim.get(absent).is_none(), "{absent}: {cim}");
     }
     // A bad timestamp falls back to the spool's time; a bad IP stays out of ip-typed fields.
@@ -155,7 +171,10 @@ fn ecs_mapping() {
     let checks: &[(&str, Value)] = &[
         ("/ecs/version", ECS_VERSION.into()),
         ("/event/kind", "event".into()),
-        ("/event/category", serde_json::json!(["web", "intrusion_detection"])),
+        (
+            "/event/category",
+            serde_json::json!(["web", "intrusion_detection"]),
+        ),
         ("/event/type", serde_json::json!(["access", "denied"])),
         ("/event/action", "blocked".into()),
         ("/event/id", "r9".into()),
@@ -185,7 +204,11 @@ fn ecs_mapping() {
         assert_eq!(v.pointer(ptr), Some(want), "{ptr}: {v}");
     }
     // Anomaly only, let through: allowed, logged, no intrusion_detection.
-    let (_, v) = shape(Format::Ecs, &[], r#"{"agentResponseCode":200,"tags":[{"type":"HTTP404"}]}"#);
+    let (_, v) = shape(
+        Format::Ecs,
+        &[],
+        r#"{"agentResponseCode":200,"tags":[{"type":"HTTP404"}]}"#,
+    );
     assert_eq!(v["event"]["category"], serde_json::json!(["web"]));
     assert_eq!(v["event"]["type"], serde_json::json!(["access", "allowed"]));
     assert_eq!(v["event"]["action"], "logged");
