@@ -25,9 +25,9 @@ pub fn write_raw(ev: &SpooledEvent, out: &mut Vec<u8>) {
 /// As [`write_raw`], with the values of the headers named in `redact` (lower case) in
 /// `headersIn` / `headersOut` replaced by `"[redacted]"`.
 ///
-/// Most records never mention a redacted header, so the body is only parsed when one of the
-/// names occurs in it (ASCII case-insensitive byte search) or when it holds a `\u` escape that
-/// could spell one. Even then only the replaced values change: every other byte is kept.
+/// Most records never carry a redacted header, so the body is only parsed when one of the names
+/// occurs in it as a whole JSON string (ASCII case-insensitive) or when it holds a `\u` escape
+/// that could spell one. Even then only the replaced values change: every other byte is kept.
 pub fn write_raw_redacted(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
     if !may_name_any(&ev.body, redact) {
         return write_body(ev, &ev.body, out);
@@ -57,26 +57,17 @@ fn write_body(ev: &SpooledEvent, body: &str, out: &mut Vec<u8>) {
     write_meta(ev, out, has_fields);
 }
 
-/// Whether `body` may contain one of the `names`: a case-insensitive occurrence, or a `\u`
-/// escape of a character a header name can hold (an encoder may spell names that way).
+/// Whether `body` may hold a header named in `names`: some JSON string in it equals a name
+/// (ASCII case-insensitive), or it holds a `\u` escape of a character a name can contain (an
+/// encoder may spell names that way). Splitting on `"` visits every string's text whatever the
+/// escaped quotes around it do, and a name never contains a quote.
 fn may_name_any(body: &str, names: &[String]) -> bool {
-    if names.is_empty() {
+    let Some(longest) = names.iter().map(String::len).max() else {
         return false;
-    }
-    let b = body.as_bytes();
-    let found = names.iter().any(|name| {
-        let name = name.as_bytes();
-        let Some(&first) = name.first() else {
-            return false;
-        };
-        let (lo, up) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
-        b.iter().enumerate().any(|(i, &c)| {
-            (c == lo || c == up)
-                && b.get(i..i + name.len())
-                    .is_some_and(|w| w.eq_ignore_ascii_case(name))
-        })
-    });
-    found || has_name_char_escape(b)
+    };
+    body.split('"')
+        .any(|seg| seg.len() <= longest && names.iter().any(|n| seg.eq_ignore_ascii_case(n)))
+        || (body.contains("\\u") && has_name_char_escape(body.as_bytes()))
 }
 
 fn has_name_char_escape(b: &[u8]) -> bool {

@@ -468,7 +468,8 @@ mod tests {
 
     #[test]
     fn odd_types_read_as_missing_not_as_errors() {
-        let cases: &[(&str, fn(&Request<'_>) -> bool)] = &[
+        type Check = fn(&Request<'_>) -> bool;
+        let cases: &[(&str, Check)] = &[
             (r#"{"id":{"nested":true}}"#, |r| r.id.get().is_none()),
             (r#"{"id":12}"#, |r| r.id.get() == Some("12")),
             (r#"{"responseCode":"abc"}"#, |r| {

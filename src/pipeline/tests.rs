@@ -92,7 +92,7 @@ fn raw_redacts_escaped_names_object_headers_and_repeated_keys() {
         assert!(!text.contains("secret\""), "{body} -> {text}");
         assert!(text.contains(REDACTED), "{body} -> {text}");
     }
-    // The name appearing elsewhere takes the slow path but changes nothing.
+    // The name inside other text is not a header: nothing changes.
     let body = r#"{"uri":"/?q=document.cookie","headersIn":[["Host","h"]]}"#;
     let (text, _) = shape(Format::Raw, DEFAULT_REDACT_HEADERS, body);
     assert!(text.starts_with(body.strip_suffix('}').unwrap()), "{text}");
