@@ -14,6 +14,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::pipeline::Format;
+use crate::pipeline::filter::{Filters, TagFilter, check_tag_name};
 use crate::secret::Secret;
 
 /// The embedded default configuration used by `demo`: the built-in simulator and stdout.
@@ -67,6 +68,57 @@ pub struct RawConfig {
     /// Where events go. At least one.
     #[serde(default)]
     pub sinks: Vec<RawSink>,
+    /// Which requests are exported at all, by signal (tag) type.
+    #[serde(default)]
+    pub filters: RawFilters,
+}
+
+/// `[filters]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilters {
+    /// Keep only requests with at least one of these signal types (`SQLI`, `XSS`, ...). Sent to
+    /// the API as `tags=` too, and checked again on every page. Empty (default): keep all.
+    #[serde(default)]
+    pub include_tags: Vec<String>,
+    /// Drop requests with any of these signal types (client-side). Wins over `include_tags`.
+    #[serde(default)]
+    pub exclude_tags: Vec<String>,
+    /// Send `include_tags` to the API as `tags=` (default true). Set false only if a proxy in
+    /// front of the API rejects the parameter; the filter is applied client-side either way.
+    #[serde(default = "default_true")]
+    pub server_side: bool,
+    /// Per-site filters (`[filters.sites.<site>]`); one replaces the global lists as a whole
+    /// for its site.
+    #[serde(default)]
+    pub sites: std::collections::BTreeMap<String, RawTagFilter>,
+}
+
+impl Default for RawFilters {
+    fn default() -> Self {
+        RawFilters {
+            include_tags: Vec::new(),
+            exclude_tags: Vec::new(),
+            server_side: true,
+            sites: Default::default(),
+        }
+    }
+}
+
+/// `[filters.sites.<site>]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTagFilter {
+    /// As `filters.include_tags`, for this site only.
+    #[serde(default)]
+    pub include_tags: Vec<String>,
+    /// As `filters.exclude_tags`, for this site only.
+    #[serde(default)]
+    pub exclude_tags: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[api]`
@@ -319,6 +371,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Sinks, names unique.
     pub sinks: Vec<SinkConfig>,
+    /// Tag filters per site.
+    pub filters: Filters,
 }
 
 /// Validated `[api]`.
@@ -459,6 +513,7 @@ impl Config {
             },
         };
         let sinks = validate_sinks(raw.sinks)?;
+        let filters = validate_filters(raw.filters, &api.sites)?;
         Ok(Config {
             api,
             poll,
@@ -469,8 +524,60 @@ impl Config {
             },
             admin,
             sinks,
+            filters,
         })
     }
+}
+
+fn validate_filters(raw: RawFilters, sites: &Sites) -> Result<Filters, ConfigError> {
+    let global = validate_tag_filter("filters", raw.include_tags, raw.exclude_tags)?;
+    let mut per_site = std::collections::BTreeMap::new();
+    for (site, f) in raw.sites {
+        let key = format!("filters.sites.{site}");
+        if let Sites::List(list) = sites {
+            if !list.contains(&site) {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "`{site}` is not in api.sites ({}): fix the site name or remove the section",
+                        list.join(", ")
+                    ),
+                ));
+            }
+        }
+        per_site.insert(
+            site,
+            validate_tag_filter(&key, f.include_tags, f.exclude_tags)?,
+        );
+    }
+    Ok(Filters::new(global, per_site, raw.server_side))
+}
+
+fn validate_tag_filter(
+    key: &str,
+    include: Vec<String>,
+    exclude: Vec<String>,
+) -> Result<TagFilter, ConfigError> {
+    let clean = |field: &str, list: Vec<String>| -> Result<Vec<String>, ConfigError> {
+        let mut out: Vec<String> = Vec::new();
+        for tag in list {
+            let tag = tag.trim().to_string();
+            check_tag_name(&tag).map_err(|e| ConfigError::new(format!("{key}.{field}"), e))?;
+            if !out.contains(&tag) {
+                out.push(tag);
+            }
+        }
+        Ok(out)
+    };
+    let include = clean("include_tags", include)?;
+    let exclude = clean("exclude_tags", exclude)?;
+    if let Some(both) = include.iter().find(|t| exclude.contains(t)) {
+        return Err(ConfigError::new(
+            format!("{key}.exclude_tags"),
+            format!("`{both}` is in both include_tags and exclude_tags: keep it in one list"),
+        ));
+    }
+    Ok(TagFilter::new(include, exclude))
 }
 
 fn validate_api(raw: RawApi) -> Result<ApiConfig, ConfigError> {
@@ -839,6 +946,8 @@ fn load_inner(
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("api.sites")
+                .with_list_parse_key("filters.include_tags")
+                .with_list_parse_key("filters.exclude_tags")
                 .try_parsing(true),
         );
     }
@@ -1009,6 +1118,47 @@ mod tests {
         let c = parse(&MINIMAL.replace("t0k", "very-secret-token-123")).unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("very-secret-token-123"), "{shown}");
+    }
+
+    #[test]
+    fn filters_parse_and_validate() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.filters.for_site("www").is_empty());
+        assert!(c.filters.server_side());
+        let toml = format!(
+            "{MINIMAL}\n[filters]\ninclude_tags = [\"SQLI\", \" XSS\", \"SQLI\"]\nexclude_tags = [\"HTTP404\"]\n\
+             [filters.sites.www]\nexclude_tags = [\"BLOCKED\"]"
+        );
+        let c = parse(&toml).unwrap();
+        assert!(c.filters.for_site("www").include().is_empty());
+        assert_eq!(c.filters.for_site("www").exclude(), ["BLOCKED"]);
+        assert_eq!(c.filters.for_site("other").include(), ["SQLI", "XSS"]);
+        assert_eq!(c.filters.for_site("other").exclude(), ["HTTP404"]);
+        let cases = [
+            (
+                "[filters]\ninclude_tags = [\"sqli\"]",
+                "filters.include_tags",
+            ),
+            ("[filters]\nexclude_tags = [\"\"]", "filters.exclude_tags"),
+            (
+                "[filters]\ninclude_tags = [\"XSS\"]\nexclude_tags = [\"XSS\"]",
+                "filters.exclude_tags",
+            ),
+            (
+                "[filters.sites.api]\ninclude_tags = [\"XSS\"]",
+                "filters.sites.api",
+            ),
+            (
+                "[filters.sites.www]\ninclude_tags = [\"A B\"]",
+                "filters.sites.www.include_tags",
+            ),
+        ];
+        for (extra, key) in cases {
+            let e = parse(&format!("{MINIMAL}\n{extra}")).unwrap_err();
+            assert_eq!(e.key, key, "{extra}: {e}");
+        }
+        let e = parse(&format!("{MINIMAL}\n[filters]\ninclude = [\"XSS\"]")).unwrap_err();
+        assert!(e.to_string().contains("include"), "{e}");
     }
 
     #[test]

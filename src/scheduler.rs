@@ -608,16 +608,38 @@ async fn fetch_window(
     from: i64,
     until: i64,
 ) -> Result<Option<u64>, WindowError> {
-    let mut window = ctx.client.window(&key.site, from, until);
+    let filter = ctx.cfg.filters.for_site(&key.site);
+    let server_tags = if ctx.cfg.filters.server_side() {
+        filter.query_value()
+    } else {
+        None
+    };
+    let mut window = ctx
+        .client
+        .window(&key.site, from, until)
+        .with_tags(server_tags);
     let mut total = 0u64;
     loop {
         let page = tokio::select! {
             page = window.next_page() => page.map_err(WindowError::Source)?,
             _ = ctx.cancel.cancelled() => return Ok(None),
         };
-        let Some((events, last)) = page else {
+        let Some((mut events, last)) = page else {
             return Ok(Some(total));
         };
+        if !filter.is_empty() {
+            // Filtered-out events are never spooled; the cursor still moves over them with the
+            // window's last page, so they are not fetched again.
+            let fetched = events.len();
+            events.retain(|e| filter.keep(&e.body));
+            debug!(
+                site = %key.site,
+                fetched,
+                kept = events.len(),
+                dropped = fetched - events.len(),
+                "Tag filter applied to a page."
+            );
+        }
         // Not raced against cancellation: a commit finishes or never started.
         let outcome = ctx
             .store

@@ -4,13 +4,26 @@
 //! each sink can pick its own [`Format`]. A [`Shaper`] is built once per sink from its config
 //! and is cheap to call per event.
 
+mod cim;
+mod ecs;
+pub mod filter;
+mod map;
 mod raw;
+mod request;
+
+#[cfg(test)]
+mod golden;
+#[cfg(test)]
+mod tests;
 
 use serde::Deserialize;
 
 use crate::store::SpooledEvent;
 
-pub use raw::write_raw;
+pub use cim::VENDOR_PRODUCT as CIM_VENDOR_PRODUCT;
+pub use ecs::ECS_VERSION;
+pub use map::{ATTACK_TAGS, REDACTED};
+pub use raw::{write_raw, write_raw_redacted};
 
 /// The one key the exporter adds to a `raw` record: `{"corp", "site", "fetched_at"}`.
 pub const META_KEY: &str = "sigsci_export";
@@ -30,6 +43,17 @@ pub enum Format {
     Ecs,
     /// Splunk CIM (Web data model) field names.
     Cim,
+}
+
+impl Format {
+    /// The config spelling: `raw`, `ecs` or `cim`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Ecs => "ecs",
+            Format::Cim => "cim",
+        }
+    }
 }
 
 /// Shapes events for one sink.
@@ -58,10 +82,15 @@ impl Shaper {
     }
 
     /// Appends `ev` as one JSON object (no trailing newline) to `out`.
+    ///
+    /// Never fails: a record with missing, unknown or oddly typed fields still gives one valid
+    /// JSON object (fields without a usable source are left out).
     pub fn write(&self, ev: &SpooledEvent, out: &mut Vec<u8>) {
-        // ECS/CIM and redaction land with the shapes work; until then every format is raw.
-        let _ = &self.redact;
-        write_raw(ev, out);
+        match self.format {
+            Format::Raw => write_raw_redacted(ev, &self.redact, out),
+            Format::Ecs => ecs::write(ev, &self.redact, out),
+            Format::Cim => cim::write(ev, &self.redact, out),
+        }
     }
 }
 

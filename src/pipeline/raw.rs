@@ -1,16 +1,45 @@
 //! The `raw` format: the API's JSON unchanged plus one key, [`META_KEY`], holding where and
-//! when the exporter got it.
+//! when the exporter got it, with the values of redacted headers replaced.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 use super::META_KEY;
+use super::map::{REDACTED, is_redacted};
 use crate::store::SpooledEvent;
 
 /// Appends `ev` in the `raw` format (one JSON object, no newline) to `out`.
 ///
 /// The record's text is copied byte for byte and the metadata object is spliced in before its
 /// closing brace, so unknown fields, key order and number formatting survive untouched and no
-/// parse/re-serialize round trip is paid per event.
+/// parse/re-serialize round trip is paid per event. No header is redacted: see
+/// [`write_raw_redacted`].
 pub fn write_raw(ev: &SpooledEvent, out: &mut Vec<u8>) {
-    let body = ev.body.trim_end();
+    write_body(ev, &ev.body, out);
+}
+
+/// As [`write_raw`], with the values of the headers named in `redact` (lower case) in
+/// `headersIn` / `headersOut` replaced by `"[redacted]"`.
+///
+/// Most records never carry a redacted header, so the body is only parsed when one of the names
+/// occurs in it as a whole JSON string (ASCII case-insensitive) or when it holds a `\u` escape
+/// that could spell one. Even then only the replaced values change: every other byte is kept.
+pub fn write_raw_redacted(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
+    if !may_name_any(&ev.body, redact) {
+        return write_body(ev, &ev.body, out);
+    }
+    match redact_body(&ev.body, redact) {
+        Some(body) => write_body(ev, &body, out),
+        None => write_body(ev, &ev.body, out),
+    }
+}
+
+fn write_body(ev: &SpooledEvent, body: &str, out: &mut Vec<u8>) {
+    let body = body.trim_end();
     let (head, has_fields) = match body.strip_suffix('}') {
         Some(head) => {
             let inner = head.trim_start().strip_prefix('{').unwrap_or(head).trim();
@@ -26,6 +55,144 @@ pub fn write_raw(ev: &SpooledEvent, out: &mut Vec<u8>) {
     };
     out.extend_from_slice(head.as_bytes());
     write_meta(ev, out, has_fields);
+}
+
+/// Whether `body` may hold a header named in `names`: some JSON string in it equals a name
+/// (ASCII case-insensitive), or it holds a `\u` escape of a character a name can contain (an
+/// encoder may spell names that way). Splitting on `"` visits every string's text whatever the
+/// escaped quotes around it do, and a name never contains a quote.
+fn may_name_any(body: &str, names: &[String]) -> bool {
+    let Some(longest) = names.iter().map(String::len).max() else {
+        return false;
+    };
+    body.split('"')
+        .any(|seg| seg.len() <= longest && names.iter().any(|n| seg.eq_ignore_ascii_case(n)))
+        || (body.contains("\\u") && has_name_char_escape(body.as_bytes()))
+}
+
+fn has_name_char_escape(b: &[u8]) -> bool {
+    b.windows(6).any(|w| {
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && std::str::from_utf8(&w[2..])
+                .ok()
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .and_then(char::from_u32)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    })
+}
+
+/// The body with redacted header values replaced, or `None` when nothing needed replacing.
+fn redact_body(body: &str, redact: &[String]) -> Option<String> {
+    let HeaderFields(fields) = serde_json::from_str(body).ok()?;
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for field in fields {
+        collect_redactions(body, field, redact, &mut ranges);
+    }
+    if ranges.is_empty() {
+        return None;
+    }
+    ranges.sort_unstable();
+    let mut out = String::with_capacity(body.len() + ranges.len() * REDACTED.len());
+    let mut at = 0;
+    for (start, end) in ranges {
+        out.push_str(&body[at..start]);
+        out.push('"');
+        out.push_str(REDACTED);
+        out.push('"');
+        at = end;
+    }
+    out.push_str(&body[at..]);
+    Some(out)
+}
+
+/// Byte ranges (in `body`) of the values to replace inside one `headersIn`/`headersOut` value:
+/// `[[name, value], ...]` as the API sends it, or `{name: value}`.
+fn collect_redactions(
+    body: &str,
+    field: &RawValue,
+    redact: &[String],
+    out: &mut Vec<(usize, usize)>,
+) {
+    let text = field.get();
+    if let Ok(pairs) = serde_json::from_str::<Vec<&RawValue>>(text) {
+        for pair in pairs {
+            let Ok(parts) = serde_json::from_str::<Vec<&RawValue>>(pair.get()) else {
+                continue;
+            };
+            if let [name, value, ..] = parts.as_slice() {
+                if name_matches(name, redact) {
+                    out.push(range(body, value));
+                }
+            }
+        }
+    } else if let Ok(Entries(entries)) = serde_json::from_str::<Entries<'_>>(text) {
+        for (name, value) in entries {
+            if is_redacted(&name, redact) {
+                out.push(range(body, value));
+            }
+        }
+    }
+}
+
+fn name_matches(name: &RawValue, redact: &[String]) -> bool {
+    serde_json::from_str::<Cow<'_, str>>(name.get()).is_ok_and(|n| is_redacted(&n, redact))
+}
+
+/// Where `part` (a slice of `body` handed out by the borrowing parser) sits in `body`.
+fn range(body: &str, part: &RawValue) -> (usize, usize) {
+    let start = part.get().as_ptr() as usize - body.as_ptr() as usize;
+    (start, start + part.get().len())
+}
+
+/// Every `headersIn` / `headersOut` value of an object, repeated keys included.
+struct HeaderFields<'a>(Vec<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for HeaderFields<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<&'de RawValue>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == "headersIn" || key == "headersOut" {
+                        out.push(map.next_value::<&'de RawValue>()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V).map(HeaderFields)
+    }
+}
+
+/// An object's entries in order, values unparsed.
+struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V).map(Entries)
+    }
 }
 
 fn write_meta(ev: &SpooledEvent, out: &mut Vec<u8>, comma: bool) {

@@ -229,6 +229,18 @@ impl Simulator {
         self.shared.ground_truth(site, from, until)
     }
 
+    /// The ground truth of a filtered export: as [`Simulator::ground_truth`], only the requests
+    /// whose signal (tag) types satisfy `keep`, e.g. `|t| filter.keep_types(t.iter().copied())`.
+    pub fn ground_truth_where(
+        &self,
+        site: &str,
+        from: i64,
+        until: i64,
+        keep: impl Fn(&[&str]) -> bool,
+    ) -> Vec<String> {
+        self.shared.ground_truth_where(site, from, until, &keep)
+    }
+
     /// Queue scripted faults for the next feed requests, one fault per request, in order.
     pub fn script(&self, faults: impl IntoIterator<Item = Fault>) {
         self.shared.faults().scripted.extend(faults);

@@ -20,6 +20,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::data::Generator;
+use super::events;
 use super::faults::{self, FaultState, UNAUTHORIZED};
 use super::feed::{self, TokenStore};
 use super::{RequestRecord, SimConfig};
@@ -160,6 +161,17 @@ impl Shared {
     /// See [`super::Simulator::ground_truth`]. Costs O(requests in the range): meant for test
     /// windows, not for decades.
     pub(crate) fn ground_truth(&self, site: &str, from: i64, until: i64) -> Vec<String> {
+        self.ground_truth_where(site, from, until, &|_| true)
+    }
+
+    /// As [`Shared::ground_truth`], only requests whose signal types satisfy `keep`.
+    pub(crate) fn ground_truth_where(
+        &self,
+        site: &str,
+        from: i64,
+        until: i64,
+        keep: &dyn Fn(&[&str]) -> bool,
+    ) -> Vec<String> {
         let g = &self.generator;
         let Some(site) = g.site(site) else {
             return Vec::new();
@@ -174,7 +186,7 @@ impl Shared {
             for k in 0..layout.len() as u32 {
                 let ev = layout.event(k);
                 let ts = minute + i64::from(ev.second);
-                if (from..until).contains(&ts) {
+                if (from..until).contains(&ts) && keep(&events::profile(ev.hash).tag_types()) {
                     ids.push(g.id(site, &ev));
                 }
             }

@@ -232,6 +232,16 @@ async fn tags_filter_keeps_only_matching_records() {
     let a: HashSet<&str> = data.iter().filter_map(|e| e["id"].as_str()).collect();
     let b: HashSet<&str> = paged.iter().flatten().map(String::as_str).collect();
     assert_eq!(a, b);
+    // The filtered ground truth names exactly that set.
+    let truth = sim.ground_truth_where("www", from, until, |t| {
+        t.contains(&"SQLI") || t.contains(&"XSS")
+    });
+    let truth: HashSet<&str> = truth.iter().map(String::as_str).collect();
+    assert_eq!(truth, b);
+    assert_eq!(
+        sim.ground_truth_where("www", from, until, |_| true),
+        sim.ground_truth("www", from, until)
+    );
 }
 
 #[tokio::test]

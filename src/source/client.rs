@@ -70,6 +70,8 @@ enum Target<'a> {
         site: &'a str,
         from: i64,
         until: i64,
+        /// `tags=` for server-side filtering, when configured.
+        tags: Option<&'a str>,
     },
     Next {
         uri: &'a str,
@@ -160,10 +162,26 @@ impl FeedClient {
 
     /// First page of the window `[from, until)` of `site`.
     pub async fn first_page(&self, site: &str, from: i64, until: i64) -> Result<Page, SourceError> {
-        self.request_with_retries(&Target::Window { site, from, until }, |body| {
-            parse_page(body, from)
-        })
-        .await
+        self.first_page_tagged(site, from, until, None).await
+    }
+
+    /// As [`FeedClient::first_page`], asking the API to return only requests with one of the
+    /// comma-separated signal types in `tags` (the `next` URIs carry the filter on).
+    pub async fn first_page_tagged(
+        &self,
+        site: &str,
+        from: i64,
+        until: i64,
+        tags: Option<&str>,
+    ) -> Result<Page, SourceError> {
+        let target = Target::Window {
+            site,
+            from,
+            until,
+            tags,
+        };
+        self.request_with_retries(&target, |body| parse_page(body, from))
+            .await
     }
 
     /// The page a previous page's `next.uri` points at. `from` is the window start, used as the
@@ -180,6 +198,7 @@ impl FeedClient {
             site: site.to_string(),
             from,
             until,
+            tags: None,
             next: None,
             started: false,
             done: false,
@@ -226,12 +245,20 @@ impl FeedClient {
                 self.url(&format!("corps/{}/sites", inner.corp)),
                 None,
             ),
-            Target::Window { site, from, until } => {
+            Target::Window {
+                site,
+                from,
+                until,
+                tags,
+            } => {
                 let mut url = self.url(&format!("corps/{}/sites/{site}/feed/requests", inner.corp));
                 url.query_pairs_mut()
                     .append_pair("from", &from.to_string())
                     .append_pair("until", &until.to_string())
                     .append_pair("limit", &inner.page_limit.to_string());
+                if let Some(tags) = tags {
+                    url.query_pairs_mut().append_pair("tags", tags);
+                }
                 (Method::GET, url, None)
             }
             Target::Next { uri } => {
@@ -521,6 +548,7 @@ pub struct WindowFetch {
     site: String,
     from: i64,
     until: i64,
+    tags: Option<String>,
     next: Option<String>,
     started: bool,
     done: bool,
@@ -538,6 +566,13 @@ impl WindowFetch {
         self.until
     }
 
+    /// Asks the API for only the requests carrying one of `tags` (sent as `tags=A,B` on the
+    /// first page). The API's filter is a saving, not a guarantee: callers still filter pages.
+    pub fn with_tags(mut self, tags: Option<String>) -> WindowFetch {
+        self.tags = tags.filter(|t| !t.is_empty());
+        self
+    }
+
     /// The next page's new events, `Ok(None)` once the window is exhausted. The returned flag is
     /// true when this page is the window's last.
     pub async fn next_page(&mut self) -> Result<Option<(Vec<NewEvent>, bool)>, SourceError> {
@@ -546,7 +581,7 @@ impl WindowFetch {
         }
         let page = if !self.started {
             self.client
-                .first_page(&self.site, self.from, self.until)
+                .first_page_tagged(&self.site, self.from, self.until, self.tags.as_deref())
                 .await?
         } else {
             match &self.next {

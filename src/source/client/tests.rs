@@ -369,3 +369,29 @@ async fn redirects_are_reported_not_followed() {
     assert!(err.to_string().contains("redirect"), "{err}");
     assert!(err.to_string().contains("base_url"), "{err}");
 }
+
+#[tokio::test]
+async fn tags_are_sent_on_the_first_page_and_carried_by_next() {
+    let s = sim(SimConfig::default()).await;
+    let mut a = api(&s);
+    a.page_limit = 5; // several pages: the filter must survive `next`
+    let c = client(&a);
+    let (from, until) = window(&s);
+    let mut w = c
+        .window("www", from, until)
+        .with_tags(Some("SQLI,XSS".into()));
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    while let Some((events, _)) = w.next_page().await.unwrap() {
+        pages += 1;
+        ids.extend(events.into_iter().map(|e| e.id));
+    }
+    ids.sort();
+    let want = s.ground_truth_where("www", from, until, |t| {
+        t.contains(&"SQLI") || t.contains(&"XSS")
+    });
+    assert!(pages > 1, "{pages} pages");
+    assert!(!want.is_empty());
+    assert_eq!(ids, want);
+    assert!(ids.len() < s.ground_truth("www", from, until).len());
+}

@@ -1,0 +1,189 @@
+//! Tag filters: which requests are spooled at all (`[filters]` in the config).
+//!
+//! `include_tags` keeps a request that carries at least one of the listed signal types;
+//! `exclude_tags` drops a request that carries any of them (exclude wins). The include list is
+//! also sent to the API as `tags=` so it filters server-side, but every page is still checked
+//! here: a proxy or an older API may ignore the parameter. Requests filtered out are never
+//! spooled; the site's cursor still moves over them.
+
+use std::collections::BTreeMap;
+
+use super::request::{TagsOnly, parse_object};
+
+/// One include/exclude pair.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagFilter {
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl TagFilter {
+    /// A filter from already validated (see [`check_tag_name`]) signal names.
+    pub fn new(include: Vec<String>, exclude: Vec<String>) -> TagFilter {
+        TagFilter { include, exclude }
+    }
+
+    /// Signal types a kept request must have one of (empty: no such condition).
+    pub fn include(&self) -> &[String] {
+        &self.include
+    }
+
+    /// Signal types that drop a request.
+    pub fn exclude(&self) -> &[String] {
+        &self.exclude
+    }
+
+    /// True when the filter keeps everything.
+    pub fn is_empty(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty()
+    }
+
+    /// The `tags=` value for the feed query (`SQLI,XSS`), when there is an include list.
+    pub fn query_value(&self) -> Option<String> {
+        (!self.include.is_empty()).then(|| self.include.join(","))
+    }
+
+    /// Whether a request with these signal types is kept (names compared case-insensitively).
+    pub fn keep_types<'t>(&self, types: impl IntoIterator<Item = &'t str>) -> bool {
+        let mut included = self.include.is_empty();
+        for t in types {
+            if self.exclude.iter().any(|e| e.eq_ignore_ascii_case(t)) {
+                return false;
+            }
+            included = included || self.include.iter().any(|i| i.eq_ignore_ascii_case(t));
+        }
+        included
+    }
+
+    /// Whether the request record `body` (the API's JSON) is kept. A record whose tags cannot
+    /// be read counts as having none.
+    pub fn keep(&self, body: &str) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let tags: TagsOnly<'_> = parse_object(body);
+        self.keep_types(tags.tags.0.iter().map(|t| t.kind.as_ref()))
+    }
+}
+
+/// Validated `[filters]`: the global filter and per-site replacements.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    global: TagFilter,
+    sites: BTreeMap<String, TagFilter>,
+    server_side: bool,
+}
+
+impl Filters {
+    /// `sites` replace `global` as a whole for the sites they name.
+    pub fn new(global: TagFilter, sites: BTreeMap<String, TagFilter>, server_side: bool) -> Self {
+        Filters {
+            global,
+            sites,
+            server_side,
+        }
+    }
+
+    /// The filter that applies to `site`.
+    pub fn for_site(&self, site: &str) -> &TagFilter {
+        self.sites.get(site).unwrap_or(&self.global)
+    }
+
+    /// Whether include lists are sent to the API as `tags=`.
+    pub fn server_side(&self) -> bool {
+        self.server_side
+    }
+
+    /// The sites with their own filter.
+    pub fn site_names(&self) -> impl Iterator<Item = &str> {
+        self.sites.keys().map(String::as_str)
+    }
+}
+
+/// Signal names are upper-case letters, digits, `-` and `_` (`SQLI`, `LOG4J-JNDI`,
+/// `HTTP404`); anything else cannot match what the API sends.
+pub fn check_tag_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty tag name".to_string());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '-' | '_')))
+    {
+        return Err(format!(
+            "`{name}` contains `{c}`: tag names are the API's signal types, upper-case letters, \
+             digits, `-` and `_` (e.g. SQLI, XSS, LOG4J-JNDI)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(include: &[&str], exclude: &[&str]) -> TagFilter {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        TagFilter::new(v(include), v(exclude))
+    }
+
+    #[test]
+    fn include_and_exclude_semantics() {
+        let cases: &[(TagFilter, &[&str], bool)] = &[
+            (f(&[], &[]), &[], true),
+            (f(&[], &[]), &["SQLI"], true),
+            (f(&["SQLI", "XSS"], &[]), &["XSS", "BLOCKED"], true),
+            (f(&["SQLI", "XSS"], &[]), &["HTTP404"], false),
+            (f(&["SQLI"], &[]), &[], false),
+            (f(&[], &["HTTP404"]), &["HTTP404"], false),
+            (f(&[], &["HTTP404"]), &["SQLI"], true),
+            (f(&[], &["HTTP404"]), &[], true),
+            (f(&["SQLI"], &["BLOCKED"]), &["SQLI", "BLOCKED"], false),
+            (f(&["SQLI"], &["BLOCKED"]), &["sqli"], true),
+        ];
+        for (filter, types, want) in cases {
+            assert_eq!(
+                filter.keep_types(types.iter().copied()),
+                *want,
+                "{filter:?} {types:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_tags_from_the_record() {
+        let body = r#"{"id":"a","tags":[{"type":"SQLI"},{"type":"BLOCKED"}]}"#;
+        assert!(f(&["SQLI"], &[]).keep(body));
+        assert!(!f(&["XSS"], &[]).keep(body));
+        assert!(!f(&[], &["BLOCKED"]).keep(body));
+        assert!(f(&[], &[]).keep("not even json"));
+        assert!(!f(&["SQLI"], &[]).keep("[1]"));
+        assert!(!f(&["SQLI"], &[]).keep(r#"[[{"type":"SQLI"}]]"#));
+        assert!(f(&[], &["SQLI"]).keep(r#"{"tags":null}"#));
+        assert_eq!(
+            f(&["SQLI", "XSS"], &[]).query_value().as_deref(),
+            Some("SQLI,XSS")
+        );
+        assert_eq!(f(&[], &["XSS"]).query_value(), None);
+    }
+
+    #[test]
+    fn per_site_filter_replaces_the_global_one() {
+        let mut sites = BTreeMap::new();
+        sites.insert("api".to_string(), f(&[], &["HTTP404"]));
+        let filters = Filters::new(f(&["SQLI"], &[]), sites, true);
+        assert_eq!(filters.for_site("www").include(), ["SQLI"]);
+        assert!(filters.for_site("api").include().is_empty());
+        assert!(filters.for_site("api").keep_types(["XSS"]));
+    }
+
+    #[test]
+    fn tag_names() {
+        for ok in ["SQLI", "LOG4J-JNDI", "HTTP404", "AWS-SSRF", "MY_SIGNAL"] {
+            assert!(check_tag_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "sqli", "SQL I", "site.x", "XSS,SQLI"] {
+            assert!(check_tag_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Shaper-level tests: every format, redaction everywhere, records with odd or missing fields.
+
+use serde_json::Value;
+
+use super::golden::golden_event;
+use super::*;
+
+fn shape(format: Format, redact: &[&str], body: &str) -> (String, Value) {
+    let redact: Vec<String> = redact.iter().map(|s| s.to_string()).collect();
+    let mut out = Vec::new();
+    Shaper::new(format, &redact).write(&golden_event(body), &mut out);
+    let text = String::from_utf8(out).expect("UTF-8");
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{format:?}: {e}: {text}"));
+    (text, v)
+}
+
+const ALL: [Format; 3] = [Format::Raw, Format::Ecs, Format::Cim];
+
+const SECRET_BODY: &str = r#"{"id":"r1","serverName":"h","uri":"/?a=1","headersIn":[["Host","h"],["COOKIE","c-secret"],["Authorization","Bearer a-secret"],["X-Custom","x-secret"],["Referer","https://r/"]],"headersOut":[["Set-Cookie","s-secret"],["Content-Type","text/plain"]],"tags":[]}"#;
+
+#[test]
+fn default_redaction_in_every_format() {
+    for format in ALL {
+        let (text, v) = shape(format, DEFAULT_REDACT_HEADERS, SECRET_BODY);
+        for secret in ["c-secret", "a-secret", "s-secret"] {
+            assert!(!text.contains(secret), "{format:?} leaks {secret}: {text}");
+        }
+        assert!(text.contains("x-secret"), "{format:?}: {text}");
+        assert!(text.contains(REDACTED), "{format:?}: {text}");
+        match format {
+            Format::Raw => {
+                assert_eq!(v["headersIn"][1], serde_json::json!(["COOKIE", REDACTED]));
+                assert_eq!(v["headersOut"][0][1], REDACTED);
+            }
+            Format::Ecs => {
+                assert_eq!(v["http"]["request"]["headers"]["cookie"], REDACTED);
+                assert_eq!(v["http"]["request"]["headers"]["authorization"], REDACTED);
+                assert_eq!(v["http"]["response"]["headers"]["set-cookie"], REDACTED);
+                assert_eq!(v["http"]["request"]["referrer"], "https://r/");
+            }
+            Format::Cim => {
+                assert_eq!(v["http_request_headers"]["cookie"], REDACTED);
+                assert_eq!(v["http_response_headers"]["set-cookie"], REDACTED);
+                assert_eq!(v["http_referrer"], "https://r/");
+            }
+        }
+    }
+}
+
+#[test]
+fn custom_and_empty_redaction_lists() {
+    for format in ALL {
+        let (text, _) = shape(format, &["x-custom", "referer"], SECRET_BODY);
+        assert!(!text.contains("x-secret"), "{format:?}: {text}");
+        assert!(!text.contains("https://r/"), "{format:?}: {text}");
+        assert!(text.contains("c-secret"), "{format:?}: {text}");
+        let (text, _) = shape(format, &[], SECRET_BODY);
+        assert!(!text.contains(REDACTED), "{format:?}: {text}");
+    }
+}
+
+#[test]
+fn raw_redaction_changes_only_the_redacted_values() {
+    let (text, _) = shape(Format::Raw, DEFAULT_REDACT_HEADERS, SECRET_BODY);
+    let want = SECRET_BODY
+        .replace("\"c-secret\"", "\"[redacted]\"")
+        .replace("\"Bearer a-secret\"", "\"[redacted]\"")
+        .replace("\"s-secret\"", "\"[redacted]\"");
+    let want = want.strip_suffix('}').unwrap();
+    assert!(text.starts_with(want), "{text}");
+}
+
+#[test]
+fn raw_fast_path_is_byte_identical() {
+    let body = r#"{"id":"r1","n":1.50,"headersIn":[["Host","h"]],"z":"\u00e9"}"#;
+    let (text, _) = shape(Format::Raw, DEFAULT_REDACT_HEADERS, body);
+    let mut plain = Vec::new();
+    write_raw(&golden_event(body), &mut plain);
+    assert_eq!(text.as_bytes(), plain.as_slice());
+}
+
+#[test]
+fn raw_redacts_escaped_names_object_headers_and_repeated_keys() {
+    let cases = [
+        r#"{"headersIn":[["\u0043ookie","secret"]]}"#,
+        r#"{"headersIn":{"Cookie":"secret","Host":"h"}}"#,
+        r#"{"headersOut":[["Host","h"]],"headersOut":[["set-cookie","secret"]]}"#,
+        r#"{"headersIn":[["Cookie","secret","extra"],["Cookie"],"odd",null]}"#,
+    ];
+    for body in cases {
+        let (text, _) = shape(Format::Raw, DEFAULT_REDACT_HEADERS, body);
+        assert!(!text.contains("secret\""), "{body} -> {text}");
+        assert!(text.contains(REDACTED), "{body} -> {text}");
+    }
+    // The name inside other text is not a header: nothing changes.
+    let body = r#"{"uri":"/?q=document.cookie","headersIn":[["Host","h"]]}"#;
+    let (text, _) = shape(Format::Raw, DEFAULT_REDACT_HEADERS, body);
+    assert!(text.starts_with(body.strip_suffix('}').unwrap()), "{text}");
+}
+
+#[test]
+fn non_objects_and_empty_objects_still_give_json() {
+    for body in ["[1,2]", "\"text\"", "null", "{}", "{ }", "not json"] {
+        for format in ALL {
+            let mut out = Vec::new();
+            Shaper::new(format, &default_redact_headers()).write(&golden_event(body), &mut out);
+            if body == "not json" && format == Format::Raw {
+                // raw copies the spool's text; the source never spools invalid JSON.
+                continue;
+            }
+            let v: Value = serde_json::from_slice(&out)
+                .unwrap_or_else(|e| panic!("{format:?} {body}: {e}: {out:?}"));
+            assert!(v.is_object(), "{format:?} {body}");
+        }
+    }
+}
+
+#[test]
+fn missing_fields_are_omitted_and_fallbacks_used() {
+    let (_, ecs) = shape(Format::Ecs, DEFAULT_REDACT_HEADERS, "{}");
+    assert_eq!(ecs["@timestamp"], "2026-11-24T01:02:03Z");
+    assert_eq!(ecs["event"]["id"], "spool-id");
+    assert_eq!(ecs["event"]["action"], "allowed");
+    assert_eq!(ecs["event"]["ingested"], "2026-11-24T01:07:03Z");
+    assert_eq!(ecs["labels"]["corp"], "acme");
+    for absent in [
+        "http",
+        "url",
+        "source",
+        "user_agent",
+        "tls",
+        "rule",
+        "tags",
+        "related",
+    ] {
+        assert!(ecs.get(absent).is_none(), "{absent}: {ecs}");
+    }
+    let (_, cim) = shape(Format::Cim, DEFAULT_REDACT_HEADERS, "{}");
+    assert_eq!(cim["id"], "spool-id");
+    assert_eq!(cim["action"], "allowed");
+    for absent in [
+        "src",
+        "src_ip",
+        "status",
+        "url",
+        "signature",
+        "http_request_headers",
+    ] {
+        assert!(cim.get(absent).is_none(), "{absent}: {cim}");
+    }
+    // A bad timestamp falls back to the spool's time; a bad IP stays out of ip-typed fields.
+    let body = r#"{"timestamp":"yesterday","remoteIP":"unknown"}"#;
+    let (_, ecs) = shape(Format::Ecs, &[], body);
+    assert_eq!(ecs["@timestamp"], "2026-11-24T01:02:03Z");
+    assert!(ecs["source"].get("ip").is_none());
+    assert_eq!(ecs["source"]["address"], "unknown");
+    assert!(ecs.get("related").is_none());
+    let (_, cim) = shape(Format::Cim, &[], body);
+    assert_eq!(cim["src"], "unknown");
+    assert!(cim.get("src_ip").is_none());
+}
+
+#[test]
+fn ecs_mapping() {
+    let body = r#"{"id":"r9","timestamp":"2026-11-24T01:02:03Z","method":"Post","protocol":"HTTP/2.0",
+        "tlsProtocol":"TLSv1.3","tlsCipher":"TLS_AES_128_GCM_SHA256","scheme":"https","serverName":"h.example",
+        "serverHostname":"web-1","path":"/p","uri":"/p?x=1","remoteIP":"203.0.113.9","remoteCountryCode":"NL",
+        "responseCode":406,"responseSize":12,"responseMillis":3,"agentResponseCode":406,
+        "tags":[{"type":"SQLI","value":"x=1"},{"type":"HTTP404"},{"type":"SQLI"},{"type":"BLOCKED"}]}"#;
+    let (_, v) = shape(Format::Ecs, &[], body);
+    let checks: &[(&str, Value)] = &[
+        ("/ecs/version", ECS_VERSION.into()),
+        ("/event/kind", "event".into()),
+        (
+            "/event/category",
+            serde_json::json!(["web", "intrusion_detection"]),
+        ),
+        ("/event/type", serde_json::json!(["access", "denied"])),
+        ("/event/action", "blocked".into()),
+        ("/event/id", "r9".into()),
+        ("/event/duration", 3_000_000.into()),
+        ("/event/dataset", "sigsci.requests".into()),
+        ("/http/request/method", "Post".into()),
+        ("/http/response/status_code", 406.into()),
+        ("/http/response/bytes", 12.into()),
+        ("/http/version", "2".into()),
+        ("/url/original", "/p?x=1".into()),
+        ("/url/path", "/p".into()),
+        ("/url/query", "x=1".into()),
+        ("/url/full", "https://h.example/p?x=1".into()),
+        ("/url/domain", "h.example".into()),
+        ("/source/ip", "203.0.113.9".into()),
+        ("/source/geo/country_iso_code", "NL".into()),
+        ("/tls/version_protocol", "tls".into()),
+        ("/tls/version", "1.3".into()),
+        ("/observer/hostname", "web-1".into()),
+        ("/observer/type", "waf".into()),
+        ("/rule/name", serde_json::json!(["SQLI", "HTTP404"])),
+        ("/tags", serde_json::json!(["SQLI", "HTTP404", "BLOCKED"])),
+        ("/related/ip", serde_json::json!(["203.0.113.9"])),
+        ("/sigsci/signals/0/value", "x=1".into()),
+    ];
+    for (ptr, want) in checks {
+        assert_eq!(v.pointer(ptr), Some(want), "{ptr}: {v}");
+    }
+    // Anomaly only, let through: allowed, logged, no intrusion_detection.
+    let (_, v) = shape(
+        Format::Ecs,
+        &[],
+        r#"{"agentResponseCode":200,"tags":[{"type":"HTTP404"}]}"#,
+    );
+    assert_eq!(v["event"]["category"], serde_json::json!(["web"]));
+    assert_eq!(v["event"]["type"], serde_json::json!(["access", "allowed"]));
+    assert_eq!(v["event"]["action"], "logged");
+}
+
+#[test]
+fn cim_mapping() {
+    let body = r#"{"id":"r9","timestamp":"2026-11-24T01:02:03Z","method":"GET","serverName":"h.example",
+        "serverHostname":"web-1","path":"/p","uri":"/p?x=1","remoteIP":"203.0.113.9","userAgent":"curl/8",
+        "responseCode":200,"responseSize":12,"responseMillis":3,"agentResponseCode":200,
+        "headersIn":[["Referer","https://ref/"]],"headersOut":[["Content-Type","text/html"]],
+        "tags":[{"type":"XSS"},{"type":"BLOCKED"}]}"#;
+    let (_, v) = shape(Format::Cim, &[], body);
+    let checks: &[(&str, Value)] = &[
+        ("action", "blocked".into()),
+        ("src", "203.0.113.9".into()),
+        ("src_ip", "203.0.113.9".into()),
+        ("dest", "h.example".into()),
+        ("dvc", "web-1".into()),
+        ("http_method", "GET".into()),
+        ("uri_path", "/p".into()),
+        ("uri_query", "x=1".into()),
+        ("url", "https://h.example/p?x=1".into()),
+        ("url_domain", "h.example".into()),
+        ("status", 200.into()),
+        ("bytes_out", 12.into()),
+        ("http_user_agent", "curl/8".into()),
+        ("http_user_agent_length", 6.into()),
+        ("http_referrer", "https://ref/".into()),
+        ("http_content_type", "text/html".into()),
+        ("response_time", 3.into()),
+        ("duration", 3.into()),
+        ("vendor_product", CIM_VENDOR_PRODUCT.into()),
+        ("signature", serde_json::json!(["XSS", "BLOCKED"])),
+        ("ids_type", "application".into()),
+        ("site", "www".into()),
+        ("corp", "acme".into()),
+        ("id", "r9".into()),
+        ("timestamp", "2026-11-24T01:02:03Z".into()),
+    ];
+    for (key, want) in checks {
+        assert_eq!(v.get(*key), Some(want), "{key}: {v}");
+    }
+}
