@@ -214,6 +214,10 @@ pub struct RawPoll {
     /// Where a site without a cursor starts: RFC 3339, `now` or `-2h`. Default: one interval
     /// before `now - delay`.
     pub start_at: Option<String>,
+    /// Backfill: windows of one site fetched at once (all within the corp's quota). More than
+    /// one keeps the quota busy when the API is slow to answer. 1..=32, default 4.
+    #[serde(default = "default_backfill_windows")]
+    pub backfill_windows: usize,
 }
 
 impl Default for RawPoll {
@@ -223,8 +227,13 @@ impl Default for RawPoll {
             delay_secs: default_delay_secs(),
             max_window_secs: default_max_window_secs(),
             start_at: None,
+            backfill_windows: default_backfill_windows(),
         }
     }
+}
+
+fn default_backfill_windows() -> usize {
+    4
 }
 
 /// `[spool]`
@@ -433,6 +442,8 @@ pub struct PollConfig {
     pub max_window_secs: i64,
     /// Start for sites without a cursor (Unix seconds, minute-aligned), if configured.
     pub start_at: Option<i64>,
+    /// Backfill windows of one site in flight at once.
+    pub backfill_windows: usize,
 }
 
 /// Validated `[spool]`.
@@ -757,11 +768,18 @@ fn validate_poll(raw: RawPoll, now: i64) -> Result<PollConfig, ConfigError> {
                 .map_err(|e| ConfigError::new("poll.start_at", e))?,
         )),
     };
+    if !(1..=32).contains(&raw.backfill_windows) {
+        return Err(ConfigError::new(
+            "poll.backfill_windows",
+            "must be between 1 and 32",
+        ));
+    }
     Ok(PollConfig {
         interval_secs: raw.interval_secs as i64,
         delay_secs: raw.delay_secs as i64,
         max_window_secs: raw.max_window_secs as i64,
         start_at,
+        backfill_windows: raw.backfill_windows,
     })
 }
 

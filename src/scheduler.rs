@@ -467,7 +467,7 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
             break;
         }
         let until = horizon.min(cursor + poll.max_window_secs);
-        match fetch_window(&ctx, &key, cursor, until).await {
+        match fetch_window(&ctx, &key, cursor, until, true).await {
             Ok(Some(n)) => {
                 debug!(site = %site, from = %fmt(cursor), until = %fmt(until), events = n, "Window exported.");
                 if until - cursor > poll.interval_secs.max(60) {
@@ -538,6 +538,13 @@ fn after_failure(
 }
 
 /// Backfill of one site; returns the number of events newly spooled.
+///
+/// Up to `poll.backfill_windows` windows are fetched at once (each page still waits for the
+/// corp's quota): with a slow API, one window at a time cannot use the quota, because a
+/// window's pages must be fetched one after the other (each `next` comes from the previous
+/// page). Windows finish in any order; the cursor moves only over the contiguous run of
+/// finished windows from the start, so a crash refetches whatever was not finished and the
+/// spool's de-duplication drops what was.
 async fn backfill_site(
     ctx: Ctx,
     key: SiteKey,
@@ -549,44 +556,97 @@ async fn backfill_site(
     if let Some(pb) = &progress {
         pb.inc(((cursor - from) / 60) as u64);
     }
+    let parallel = ctx.cfg.poll.backfill_windows.max(1);
     let mut total = 0u64;
     let mut failures = 0u32;
-    while cursor < until && !ctx.cancel.is_cancelled() {
-        let before = cursor;
-        cursor = skip_lost_range(&ctx, &key, cursor, until).await?;
-        if let Some(pb) = &progress {
-            pb.inc(((cursor - before) / 60) as u64);
+    // Windows handed out, by start: end and whether finished.
+    let mut windows: std::collections::BTreeMap<i64, (i64, bool)> = Default::default();
+    let mut next_from = cursor;
+    let mut set: JoinSet<(i64, i64, Result<Option<u64>, WindowError>)> = JoinSet::new();
+    let spawn = |set: &mut JoinSet<_>, start: i64, end: i64, delay: Duration| {
+        let (ctx, key) = (ctx.clone(), key.clone());
+        set.spawn(async move {
+            if !delay.is_zero() && !sleep_or_cancel(&ctx.cancel, delay).await {
+                return (start, end, Ok(None));
+            }
+            let r = fetch_window(&ctx, &key, start, end, false).await;
+            (start, end, r)
+        });
+    };
+    loop {
+        while set.len() < parallel && next_from < until && !ctx.cancel.is_cancelled() {
+            if windows.is_empty() {
+                // Only between windows, so a lost range is recorded at the cursor.
+                let before = next_from;
+                next_from = skip_lost_range(&ctx, &key, next_from, until).await?;
+                cursor = next_from;
+                if let Some(pb) = &progress {
+                    pb.inc(((next_from - before) / 60) as u64);
+                }
+                if next_from >= until {
+                    break;
+                }
+            }
+            if !ctx.limit.wait_for_room(&ctx.cancel).await? {
+                break;
+            }
+            let end = until.min(next_from + ctx.cfg.poll.max_window_secs);
+            windows.insert(next_from, (end, false));
+            spawn(&mut set, next_from, end, Duration::ZERO);
+            next_from = end;
         }
-        if !ctx.limit.wait_for_room(&ctx.cancel).await? {
+        let Some(joined) = set.join_next().await else {
             break;
-        }
-        let end = until.min(cursor + ctx.cfg.poll.max_window_secs);
-        match fetch_window(&ctx, &key, cursor, end).await {
+        };
+        let (start, end, result) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                error!(site = %key.site, error = %e, "A backfill window task failed.");
+                ctx.cancel.cancel();
+                continue;
+            }
+        };
+        match result {
             Ok(Some(n)) => {
                 total += n;
-                if let Some(pb) = &progress {
-                    pb.inc(((end - cursor) / 60) as u64);
-                } else {
-                    info!(site = %key.site, from = %fmt(cursor), until = %fmt(end), events = n, "Window exported.");
-                }
-                cursor = end;
                 failures = 0;
+                if let Some(w) = windows.get_mut(&start) {
+                    w.1 = true;
+                }
+                if progress.is_none() {
+                    info!(site = %key.site, from = %fmt(start), until = %fmt(end), events = n, "Window exported.");
+                }
+                // Move the cursor over every finished window at the front.
+                let mut moved = None;
+                while let Some((&s, &(e, true))) = windows.first_key_value() {
+                    windows.remove(&s);
+                    moved = Some(e);
+                }
+                if let Some(e) = moved {
+                    ctx.store
+                        .commit_page(&key, Vec::new(), crate::time::now(), Some(e))
+                        .await?;
+                    if let Some(pb) = &progress {
+                        pb.inc(((e - cursor) / 60) as u64);
+                    }
+                    cursor = e;
+                }
             }
-            Ok(None) => break,
+            Ok(None) => {} // cancelled: the loop drains and ends
             Err(WindowError::Store(e)) => return Err(e.into()),
             Err(WindowError::Source(e)) => match e {
                 SourceError::Auth { .. }
                 | SourceError::NotFound { .. }
-                | SourceError::Setup { .. } => {
+                | SourceError::Setup { .. }
+                | SourceError::BadWindow { .. } => {
+                    ctx.store.set_site_error(&key, &e.to_string()).await?;
                     return Err(e.into());
                 }
-                SourceError::BadWindow { .. } => return Err(e.into()),
                 _ => {
                     failures = failures.saturating_add(1);
-                    let pause = after_failure(&e, &key.site, cursor, end, failures, 60);
-                    if !sleep_or_cancel(&ctx.cancel, pause).await {
-                        break;
-                    }
+                    ctx.store.set_site_error(&key, &e.to_string()).await?;
+                    let pause = after_failure(&e, &key.site, start, end, failures, 60);
+                    spawn(&mut set, start, end, pause);
                 }
             },
         }
@@ -599,14 +659,16 @@ enum WindowError {
     Source(SourceError),
 }
 
-/// Fetches `[from, until)` of one site, committing each page; the last page moves the cursor to
-/// `until`. `Ok(None)` if cancelled (nothing of the current page committed; the window is
-/// fetched again next time).
+/// Fetches `[from, until)` of one site, committing each page; with `move_cursor` the last page
+/// moves the cursor to `until` (parallel backfill windows leave that to their coordinator, which
+/// moves it only over a contiguous run of finished windows). `Ok(None)` if cancelled (nothing
+/// of the current page committed; the window is fetched again next time).
 async fn fetch_window(
     ctx: &Ctx,
     key: &SiteKey,
     from: i64,
     until: i64,
+    move_cursor: bool,
 ) -> Result<Option<u64>, WindowError> {
     let filter = ctx.cfg.filters.for_site(&key.site);
     let server_tags = if ctx.cfg.filters.server_side() {
@@ -632,6 +694,7 @@ async fn fetch_window(
             // window's last page, so they are not fetched again.
             let fetched = events.len();
             events.retain(|e| filter.keep(&e.body));
+            metrics::events_filtered(&key.site, fetched - events.len());
             debug!(
                 site = %key.site,
                 fetched,
@@ -643,7 +706,12 @@ async fn fetch_window(
         // Not raced against cancellation: a commit finishes or never started.
         let outcome = ctx
             .store
-            .commit_page(key, events, crate::time::now(), last.then_some(until))
+            .commit_page(
+                key,
+                events,
+                crate::time::now(),
+                (last && move_cursor).then_some(until),
+            )
             .await
             .map_err(WindowError::Store)?;
         total += outcome.inserted as u64;
