@@ -21,6 +21,7 @@ mod data;
 mod events;
 mod faults;
 mod feed;
+pub mod hec;
 mod server;
 
 #[cfg(test)]
