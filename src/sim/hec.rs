@@ -306,6 +306,15 @@ impl HecReceiver {
         }
     }
 
+    /// Turn indexer acknowledgement of a token on or off.
+    pub fn set_token_ack(&self, token: &str, use_ack: bool) {
+        for t in &mut lock(&self.shared).cfg.tokens {
+            if t.token == token {
+                t.use_ack = use_ack;
+            }
+        }
+    }
+
     /// Change the fraction of lost acknowledgements.
     pub fn set_ack_loss(&self, fraction: f64) {
         lock(&self.shared).cfg.ack_loss = fraction;
