@@ -378,6 +378,42 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_and_the_simulator_config_parse() {
+        let example = include_str!("../../../config/example.toml");
+        let start = example
+            .find("# type = \"splunk_hec\"")
+            .expect("example has a HEC sink");
+        let block: String = example[start..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                !l.starts_with('#') && !l.starts_with("token_file") && !l.starts_with("ca_file")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c =
+            toml_parse(&format!("{block}token = \"t\"\n").replace("type = \"splunk_hec\"\n", ""))
+                .validate(0)
+                .unwrap();
+        let d = raw("").unwrap();
+        assert_eq!(
+            c.batch_max_bytes, d.batch_max_bytes,
+            "example shows the defaults"
+        );
+        assert_eq!(c.ack_timeout, d.ack_timeout);
+        assert_eq!(c.linger, d.linger);
+        let sim = crate::config::load(
+            crate::config::Source::Embedded(include_str!("../../../config/simulator-hec.toml")),
+            &[],
+        )
+        .unwrap();
+        assert!(matches!(
+            sim.sinks[0],
+            crate::config::SinkConfig::SplunkHec(_)
+        ));
+    }
+
+    #[test]
     fn ack_takes_booleans_and_auto() {
         assert_eq!(raw("ack = true").unwrap().ack, AckMode::True);
         assert_eq!(raw("ack = false").unwrap().ack, AckMode::False);
