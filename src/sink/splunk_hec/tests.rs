@@ -337,7 +337,7 @@ async fn a_real_413_splits_down_and_dead_letters_only_an_event_too_large_alone()
     let dl = store.dead_letters(Some("splunk_hec"), 10).await.unwrap();
     assert_eq!(dl.len(), 1);
     assert_eq!(dl[0].id, "huge");
-    assert!(rx.stats().statuses.get(&413).is_some());
+    assert!(rx.stats().statuses.contains_key(&413));
 }
 
 #[tokio::test]
