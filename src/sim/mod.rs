@@ -25,6 +25,8 @@ pub mod hec;
 mod server;
 
 #[cfg(test)]
+mod hec_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_faults;
