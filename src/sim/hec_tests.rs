@@ -25,6 +25,9 @@ async fn post(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// (Authorization, channel, body, expected status, expected code)
+type Case<'a> = (Option<&'a str>, Option<&'a str>, &'a str, u16, i64);
+
 const EV: &str = "/services/collector/event";
 const CH: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
 
@@ -50,7 +53,7 @@ async fn answers_follow_the_hec_code_table() {
     .await
     .unwrap();
     let ok = r#"{"event":{"x":1},"fields":{"request_id":"r1"}} {"event":"y","fields":{"request_id":"r2"}}"#;
-    let cases: Vec<(Option<&str>, Option<&str>, &str, u16, i64)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (None, None, ok, 401, 2),
         (Some("Bearer t"), None, ok, 401, 3),
         (Some("Splunk nope"), None, ok, 403, 4),
