@@ -405,7 +405,8 @@ async fn health_503_keeps_a_blocked_sink_waiting() {
 #[tokio::test]
 async fn delayed_acks_settle_only_when_true() {
     let rx = receiver(HecReceiverConfig {
-        ack_delay: Duration::from_millis(400),
+        // Long enough that a loaded machine still checks before it turns true.
+        ack_delay: Duration::from_secs(2),
         ..ack_receiver_cfg()
     })
     .await;
