@@ -128,6 +128,15 @@ pub enum Command {
         /// Requests per minute the simulator allows before answering 429 (default: unlimited).
         #[arg(long)]
         rate_limit: Option<u32>,
+        /// Also serve a Splunk HEC test receiver on this address (e.g. 127.0.0.1:8088).
+        #[arg(long)]
+        hec_listen: Option<SocketAddr>,
+        /// Token the HEC receiver accepts (a test credential, not a real secret).
+        #[arg(long, default_value = "hec-token", requires = "hec_listen")]
+        hec_token: String,
+        /// Turn on indexer acknowledgement for the HEC receiver's token.
+        #[arg(long, requires = "hec_listen")]
+        hec_ack: bool,
     },
     /// Start the simulator in-process and run the exporter against it to stdout, using the
     /// embedded default config: no account, no files. Ctrl-C stops it.

@@ -303,9 +303,12 @@ fn default_spool_max_bytes() -> u64 {
 /// One `[[sinks]]` entry; `type` picks the kind.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // a handful, built once at start-up
 pub enum RawSink {
     /// NDJSON on standard output, one event per line.
     Stdout(RawStdoutSink),
+    /// Splunk HTTP Event Collector.
+    SplunkHec(crate::sink::splunk_hec::RawHecSink),
 }
 
 /// `[[sinks]] type = "stdout"`
@@ -466,9 +469,12 @@ pub struct AdminConfig {
 
 /// One validated sink.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // a handful, built once at start-up
 pub enum SinkConfig {
     /// Standard output.
     Stdout(StdoutConfig),
+    /// Splunk HTTP Event Collector.
+    SplunkHec(crate::sink::splunk_hec::HecConfig),
 }
 
 /// Validated `type = "stdout"` sink.
@@ -489,6 +495,7 @@ impl SinkConfig {
     pub fn name(&self) -> &str {
         match self {
             SinkConfig::Stdout(c) => &c.name,
+            SinkConfig::SplunkHec(c) => &c.name,
         }
     }
 }
@@ -807,6 +814,7 @@ fn validate_sinks(raw: Vec<RawSink>) -> Result<Vec<SinkConfig>, ConfigError> {
                     redact_headers: s.redact_headers,
                 })
             }
+            RawSink::SplunkHec(s) => SinkConfig::SplunkHec(s.validate(i)?),
         };
         check_api_name(&format!("sinks[{i}].name"), cfg.name())?;
         if out.iter().any(|o| o.name() == cfg.name()) {
@@ -826,7 +834,6 @@ fn validate_sinks(raw: Vec<RawSink>) -> Result<Vec<SinkConfig>, ConfigError> {
 /// Resolves one secret of a sink from, in order, the config file (`inline`), a `*_file` path,
 /// or the environment variable [`sink_secret_env`]`(sink, field)`. `key` names the field in
 /// errors (`sinks[0].token`). `Ok(None)` when none is set; an empty value is an error.
-#[allow(dead_code)] // used by the network sinks landing next
 pub(crate) fn resolve_sink_secret(
     key: &str,
     sink: &str,

@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sigsci_export::cli::{Cli, Command, ConfigArg, DeadLetterAction};
 use sigsci_export::config::{self, Config, ConfigError};
 use sigsci_export::scheduler;
+use sigsci_export::sim::hec::{HecReceiver, HecReceiverConfig, HecToken};
 use sigsci_export::sim::{FaultConfig, SimConfig, Simulator};
 use sigsci_export::source::SourceError;
 use sigsci_export::source::client::FeedClient;
@@ -109,6 +110,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             email,
             token,
             rate_limit,
+            hec_listen,
+            hec_token,
+            hec_ack,
         } => {
             let faults = FaultConfig::parse(&faults)
                 .map_err(|e| Failure::Config(format!("--faults: {e}")))?;
@@ -123,7 +127,25 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 faults,
                 ..SimConfig::default()
             };
-            simulate(cfg, listen).await
+            let hec = match hec_listen {
+                Some(addr) => Some(start_hec(addr, hec_token, hec_ack).await?),
+                None => None,
+            };
+            let result = simulate(cfg, listen).await;
+            if let Some(rx) = hec {
+                let st = rx.stats();
+                eprintln!(
+                    "HEC receiver: {} event requests, {} events indexed ({} distinct ids, {} indexed more than once), {} bytes on the wire, {} uncompressed",
+                    st.event_requests,
+                    st.events_indexed,
+                    rx.counts().len(),
+                    rx.duplicates(),
+                    st.bytes_wire,
+                    st.bytes_uncompressed
+                );
+                rx.shutdown().await;
+            }
+            result
         }
         Command::Demo { grace_secs } => demo(Duration::from_secs(grace_secs)).await,
     }
@@ -396,6 +418,34 @@ async fn simulate(cfg: SimConfig, listen: std::net::SocketAddr) -> Result<(), Fa
         .await
         .context("simulator failed")?;
     Ok(())
+}
+
+/// The HEC test receiver beside the feed simulator; it serves until the process ends.
+async fn start_hec(
+    addr: std::net::SocketAddr,
+    token: String,
+    ack: bool,
+) -> Result<HecReceiver, Failure> {
+    let cfg = HecReceiverConfig {
+        tokens: vec![HecToken {
+            use_ack: ack,
+            ..HecToken::new(token.clone())
+        }],
+        // Accept what Splunk 6.5+ accepts; the sink bounds its own requests.
+        max_content_length: 838_860_800,
+        // Only what the summary below needs: nothing grows with the event count but the ids.
+        keep_events: 0,
+        ..HecReceiverConfig::default()
+    };
+    let rx = HecReceiver::start(cfg, addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for HEC"))?;
+    eprintln!(
+        "HEC receiver listening: url = \"{}\", token = \"{token}\", indexer ack {}",
+        rx.url(),
+        if ack { "on" } else { "off" }
+    );
+    Ok(rx)
 }
 
 async fn demo(grace: Duration) -> Result<(), Failure> {

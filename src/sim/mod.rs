@@ -21,8 +21,11 @@ mod data;
 mod events;
 mod faults;
 mod feed;
+pub mod hec;
 mod server;
 
+#[cfg(test)]
+mod hec_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

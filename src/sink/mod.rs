@@ -6,9 +6,8 @@
 //! the sink's offset only over settled events.
 
 pub mod driver;
-// Used by the network sinks landing next; remove the allow when they do.
-#[allow(dead_code)]
 pub(crate) mod http;
+pub mod splunk_hec;
 pub mod stdout;
 
 use std::sync::Arc;
@@ -128,7 +127,6 @@ pub async fn build(
     cfg: &SinkConfig,
     store: &Store,
 ) -> Result<(Arc<dyn Sink>, BatchLimits), BuildError> {
-    let _ = store;
     match cfg {
         SinkConfig::Stdout(c) => Ok((
             Arc::new(stdout::StdoutSink::new(
@@ -141,5 +139,6 @@ pub async fn build(
                 linger: Duration::ZERO,
             },
         )),
+        SinkConfig::SplunkHec(c) => splunk_hec::build(c, store).await,
     }
 }

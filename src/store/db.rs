@@ -153,6 +153,11 @@ impl SyncStore {
         &self.path
     }
 
+    /// The connection, for store methods kept in sibling modules (`acks`).
+    pub(super) fn conn(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Turn a method body's result into the public error, naming the operation and file.
     pub(super) fn finish<T>(
         &self,

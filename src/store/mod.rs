@@ -34,6 +34,8 @@
 //! workers. The mutex is taken inside the blocking task and released before the task ends:
 //! no lock is ever held across an `.await`.
 
+mod acks;
+pub use acks::PendingAck;
 mod db;
 mod ops;
 mod schema;

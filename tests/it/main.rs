@@ -4,6 +4,7 @@
 mod cli;
 mod crash;
 mod delivery;
+mod hec;
 mod ops;
 mod shape;
 mod support;

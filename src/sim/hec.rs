@@ -1,0 +1,752 @@
+//! A Splunk HTTP Event Collector test receiver, modelled on sinks.md part A.
+//!
+//! It serves `POST /services/collector/event` (also `/services/collector` and `/event/1.0`),
+//! `POST /services/collector/ack` and `GET /services/collector/health` (also `/health/1.0`) and
+//! models: token checks (missing 401 code 2, wrong scheme 401 code 3, unknown 403 code 4,
+//! disabled 403 code 1), gzip bodies, concatenated JSON envelopes (whitespace between them is
+//! fine; an array or garbage is 400 code 6 with the `invalid-event-number` of the first bad
+//! object; missing `event` 12, blank `event` 13, nested or non-string `fields` 15, empty body
+//! 5, an index outside the token's list 7), a byte limit on the uncompressed body (413),
+//! indexer acknowledgement per token (channel required: 10, malformed GUID: 11; `ackId`s count
+//! up per channel; `/ack` answers true only after `ack_delay`, never for a fraction
+//! `ack_loss` of requests, and forgets an id once answered true; `/ack` on a token without
+//! acknowledgement is 400 code 14), faults (random and scripted) and pause/resume.
+//!
+//! **Paused** means every route answers `503 {"text":"Server is busy","code":9}`: the listener
+//! stays up so a test can resume it on the same port.
+//!
+//! Events are recorded ("indexed") only when the whole request succeeded, with two
+//! exceptions that model what a real HEC may do: a 400 with `invalid-event-number` k indexes
+//! events before k when [`HecReceiverConfig::index_prefix_on_invalid`] is on (default, as
+//! sinks.md A3 suggests), and a truncated-200 fault indexes the request although the client
+//! cannot tell (so a careful client resends and duplicates).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::server::lock;
+
+/// One token the receiver accepts.
+#[derive(Clone, Debug)]
+pub struct HecToken {
+    /// The token value.
+    pub token: String,
+    /// Indexer acknowledgement on (`useACK`).
+    pub use_ack: bool,
+    /// Disabled tokens answer 403 code 1.
+    pub disabled: bool,
+    /// Indexes an event may name (`None`: any).
+    pub allowed_indexes: Option<Vec<String>>,
+}
+
+impl HecToken {
+    /// An enabled token without acknowledgement.
+    pub fn new(token: impl Into<String>) -> HecToken {
+        HecToken {
+            token: token.into(),
+            use_ack: false,
+            disabled: false,
+            allowed_indexes: None,
+        }
+    }
+}
+
+/// Random faults of `/event` requests: fractions (adding up to at most 1) and latency.
+#[derive(Clone, Debug, Default)]
+pub struct HecFaults {
+    /// 503 `{"text":"Server is busy","code":9}`.
+    pub busy_503: f64,
+    /// 500 `{"text":"Internal server error","code":8}`.
+    pub error_500: f64,
+    /// 429 with `Retry-After: 1`.
+    pub too_many_429: f64,
+    /// 502 with an HTML page (a proxy in front of HEC).
+    pub html_502: f64,
+    /// 200 whose body is cut (the events ARE indexed).
+    pub truncated_200: f64,
+    /// Latency added to every `/event` request, milliseconds.
+    pub latency_ms: u64,
+}
+
+/// A scripted fault for the next `/event` request(s), served in order before random ones.
+#[derive(Clone, Debug)]
+pub enum HecFault {
+    /// 503 code 9.
+    Busy503,
+    /// 500 code 8.
+    Error500,
+    /// 429 with `Retry-After`.
+    TooMany429 {
+        /// Header value, seconds.
+        retry_after_secs: Option<u64>,
+    },
+    /// 502 HTML.
+    Html502,
+    /// 200 with a cut body, events indexed.
+    Truncated200,
+    /// Sleep, then serve normally.
+    Delay(Duration),
+    /// Answer exactly this (status, body); nothing is indexed.
+    Reply(u16, String),
+}
+
+/// What shapes a receiver.
+#[derive(Clone, Debug)]
+pub struct HecReceiverConfig {
+    /// Accepted tokens (default one: `hec-token`, no acknowledgement).
+    pub tokens: Vec<HecToken>,
+    /// Largest uncompressed body, bytes (default 1 000 000, as Splunk Cloud's load balancers).
+    pub max_content_length: usize,
+    /// How long after a request its `ackId` turns true (default 200 ms).
+    pub ack_delay: Duration,
+    /// Fraction of acknowledged requests whose id never turns true (default 0).
+    pub ack_loss: f64,
+    /// On a 400 with `invalid-event-number` k, index events before k (default true).
+    pub index_prefix_on_invalid: bool,
+    /// Random faults (default none).
+    pub faults: HecFaults,
+    /// Seed of the random faults (default 1).
+    pub seed: u64,
+    /// How many received envelopes [`HecReceiver::events`] keeps (default 10 000).
+    pub keep_events: usize,
+}
+
+impl Default for HecReceiverConfig {
+    fn default() -> Self {
+        HecReceiverConfig {
+            tokens: vec![HecToken::new("hec-token")],
+            max_content_length: 1_000_000,
+            ack_delay: Duration::from_millis(200),
+            ack_loss: 0.0,
+            index_prefix_on_invalid: true,
+            faults: HecFaults::default(),
+            seed: 1,
+            keep_events: 10_000,
+        }
+    }
+}
+
+/// One indexed event as received.
+#[derive(Clone, Debug)]
+pub struct ReceivedEvent {
+    /// The envelope's `time`.
+    pub time: Option<Value>,
+    /// `host`, `source`, `sourcetype`, `index` as sent.
+    pub host: Option<String>,
+    /// Source.
+    pub source: Option<String>,
+    /// Sourcetype.
+    pub sourcetype: Option<String>,
+    /// Index.
+    pub index: Option<String>,
+    /// The `event` value.
+    pub event: Value,
+    /// The indexed fields.
+    pub fields: serde_json::Map<String, Value>,
+}
+
+/// Counters.
+#[derive(Clone, Debug, Default)]
+pub struct HecStats {
+    /// Every request, all routes.
+    pub requests: u64,
+    /// `/event` requests.
+    pub event_requests: u64,
+    /// `/ack` requests.
+    pub ack_requests: u64,
+    /// `/health` requests.
+    pub health_requests: u64,
+    /// Request body bytes as received (compressed when gzip).
+    pub bytes_wire: u64,
+    /// Request body bytes after decompression.
+    pub bytes_uncompressed: u64,
+    /// Events indexed (duplicates included).
+    pub events_indexed: u64,
+    /// Answers to `/event` by status.
+    pub statuses: BTreeMap<u16, u64>,
+}
+
+#[derive(Default)]
+struct Channel {
+    next: u64,
+    /// id -> (turns true at, lost)
+    pending: HashMap<u64, (Instant, bool)>,
+}
+
+struct St {
+    cfg: HecReceiverConfig,
+    rng: ChaCha8Rng,
+    scripted: VecDeque<HecFault>,
+    paused: bool,
+    queues_full: bool,
+    counts: HashMap<String, u32>,
+    events: Vec<ReceivedEvent>,
+    stats: HecStats,
+    channels: HashMap<String, Channel>,
+}
+
+type Shared = Arc<Mutex<St>>;
+
+/// A running receiver.
+pub struct HecReceiver {
+    shared: Shared,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+fn reply(status: u16, body: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(body)).into_response()
+}
+
+fn hec(status: u16, text: &str, code: i64) -> Response {
+    reply(status, json!({ "text": text, "code": code }))
+}
+
+impl HecReceiver {
+    /// Binds `addr` (tests: `127.0.0.1:0`) and serves in a spawned task.
+    pub async fn start(cfg: HecReceiverConfig, addr: SocketAddr) -> std::io::Result<HecReceiver> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared: Shared = Arc::new(Mutex::new(St {
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            cfg,
+            scripted: VecDeque::new(),
+            paused: false,
+            queues_full: false,
+            counts: HashMap::new(),
+            events: Vec::new(),
+            stats: HecStats::default(),
+            channels: HashMap::new(),
+        }));
+        let app = Router::new()
+            .route("/services/collector", post(event))
+            .route("/services/collector/event", post(event))
+            .route("/services/collector/event/1.0", post(event))
+            .route("/services/collector/ack", post(ack))
+            .route("/services/collector/health", get(health))
+            .route("/services/collector/health/1.0", get(health))
+            .layer(DefaultBodyLimit::disable())
+            .with_state(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(HecReceiver {
+            shared,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The address bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`: the sink's `url`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Queue scripted faults for the next `/event` requests.
+    pub fn script(&self, faults: impl IntoIterator<Item = HecFault>) {
+        lock(&self.shared).scripted.extend(faults);
+    }
+
+    /// Replace the random faults.
+    pub fn set_faults(&self, faults: HecFaults) {
+        lock(&self.shared).cfg.faults = faults;
+    }
+
+    /// Answer 503 code 9 on every route until [`HecReceiver::resume`].
+    pub fn pause(&self) {
+        lock(&self.shared).paused = true;
+    }
+
+    /// Serve normally again.
+    pub fn resume(&self) {
+        lock(&self.shared).paused = false;
+    }
+
+    /// `/health` answers 503 code 18 ("queues full") while on.
+    pub fn set_queues_full(&self, on: bool) {
+        lock(&self.shared).queues_full = on;
+    }
+
+    /// Disable or enable a token.
+    pub fn set_token_disabled(&self, token: &str, disabled: bool) {
+        for t in &mut lock(&self.shared).cfg.tokens {
+            if t.token == token {
+                t.disabled = disabled;
+            }
+        }
+    }
+
+    /// Turn indexer acknowledgement of a token on or off.
+    pub fn set_token_ack(&self, token: &str, use_ack: bool) {
+        for t in &mut lock(&self.shared).cfg.tokens {
+            if t.token == token {
+                t.use_ack = use_ack;
+            }
+        }
+    }
+
+    /// Change the fraction of lost acknowledgements.
+    pub fn set_ack_loss(&self, fraction: f64) {
+        lock(&self.shared).cfg.ack_loss = fraction;
+    }
+
+    /// How often each `fields.request_id` was indexed.
+    pub fn counts(&self) -> HashMap<String, u32> {
+        lock(&self.shared).counts.clone()
+    }
+
+    /// How often one request id was indexed.
+    pub fn count(&self, request_id: &str) -> u32 {
+        lock(&self.shared)
+            .counts
+            .get(request_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Request ids indexed more than once.
+    pub fn duplicates(&self) -> usize {
+        lock(&self.shared)
+            .counts
+            .values()
+            .filter(|&&n| n > 1)
+            .count()
+    }
+
+    /// The first `keep_events` indexed envelopes.
+    pub fn events(&self) -> Vec<ReceivedEvent> {
+        lock(&self.shared).events.clone()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> HecStats {
+        lock(&self.shared).stats.clone()
+    }
+
+    /// Stop serving (5 s grace, then abort).
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for HecReceiver {
+    fn drop(&mut self) {
+        self.stop.take();
+    }
+}
+
+enum Auth {
+    Ok(HecToken),
+    Denied(Response),
+}
+
+fn authenticate(st: &St, headers: &HeaderMap) -> Auth {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Auth::Denied(hec(401, "Token is required", 2));
+    };
+    let Some(token) = value.strip_prefix("Splunk ") else {
+        return Auth::Denied(hec(401, "Invalid authorization", 3));
+    };
+    match st.cfg.tokens.iter().find(|t| t.token == token.trim()) {
+        None => Auth::Denied(hec(403, "Invalid token", 4)),
+        Some(t) if t.disabled => Auth::Denied(hec(403, "Token disabled", 1)),
+        Some(t) => Auth::Ok(t.clone()),
+    }
+}
+
+fn channel_of(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    if let Some(c) = headers
+        .get("x-splunk-request-channel")
+        .and_then(|v| v.to_str().ok())
+    {
+        return Some(c.to_string());
+    }
+    uri.query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("channel="))
+        .map(str::to_string)
+}
+
+fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[derive(Deserialize)]
+struct Env<'a> {
+    #[serde(borrow)]
+    event: Option<&'a RawValue>,
+    fields: Option<serde_json::Map<String, Value>>,
+    time: Option<Value>,
+    host: Option<String>,
+    source: Option<String>,
+    sourcetype: Option<String>,
+    index: Option<String>,
+}
+
+enum Fate {
+    Normal,
+    Truncate,
+}
+
+async fn event(
+    State(shared): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (latency, fault) = {
+        let mut st = lock(&shared);
+        st.stats.requests += 1;
+        st.stats.event_requests += 1;
+        st.stats.bytes_wire += body.len() as u64;
+        let fault = match st.scripted.pop_front() {
+            Some(f) => Some(f),
+            None => {
+                let f = st.cfg.faults.clone();
+                let x: f64 = st.rng.random();
+                let mut acc = 0.0;
+                let mut pick = None;
+                for (p, fault) in [
+                    (f.busy_503, HecFault::Busy503),
+                    (f.error_500, HecFault::Error500),
+                    (
+                        f.too_many_429,
+                        HecFault::TooMany429 {
+                            retry_after_secs: Some(1),
+                        },
+                    ),
+                    (f.html_502, HecFault::Html502),
+                    (f.truncated_200, HecFault::Truncated200),
+                ] {
+                    acc += p;
+                    if pick.is_none() && x < acc {
+                        pick = Some(fault);
+                    }
+                }
+                pick
+            }
+        };
+        (st.cfg.faults.latency_ms, fault)
+    };
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if let Some(HecFault::Delay(d)) = &fault {
+        tokio::time::sleep(*d).await;
+    }
+    let resp = handle_event(&shared, &uri, &headers, &body, fault);
+    lock(&shared)
+        .stats
+        .statuses
+        .entry(resp.status().as_u16())
+        .and_modify(|n| *n += 1)
+        .or_insert(1);
+    resp
+}
+
+fn handle_event(
+    shared: &Shared,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    fault: Option<HecFault>,
+) -> Response {
+    let (token, max_len) = {
+        let st = lock(shared);
+        if st.paused {
+            return hec(503, "Server is busy", 9);
+        }
+        let token = match authenticate(&st, headers) {
+            Auth::Ok(t) => t,
+            Auth::Denied(r) => return r,
+        };
+        (token, st.cfg.max_content_length)
+    };
+    let mut fate = Fate::Normal;
+    match fault {
+        Some(HecFault::Busy503) => return hec(503, "Server is busy", 9),
+        Some(HecFault::Error500) => return hec(500, "Internal server error", 8),
+        Some(HecFault::TooMany429 { retry_after_secs }) => {
+            let mut r = hec(429, "HEC queue is at capacity", 26);
+            if let Some(s) = retry_after_secs {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, s.to_string().parse().unwrap());
+            }
+            return r;
+        }
+        Some(HecFault::Html502) => {
+            return (
+                StatusCode::BAD_GATEWAY,
+                [(header::CONTENT_TYPE, "text/html")],
+                "<html><body><h1>502 Bad Gateway</h1></body></html>",
+            )
+                .into_response();
+        }
+        Some(HecFault::Reply(status, text)) => {
+            return (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                text,
+            )
+                .into_response();
+        }
+        Some(HecFault::Truncated200) => fate = Fate::Truncate,
+        Some(HecFault::Delay(_)) | None => {}
+    }
+    let gz = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let data: Vec<u8> = if gz {
+        let mut out = Vec::new();
+        let mut dec = flate2::read::GzDecoder::new(body).take(max_len as u64 + 1);
+        if dec.read_to_end(&mut out).is_err() {
+            return hec(400, "Invalid data format", 6);
+        }
+        out
+    } else {
+        body.to_vec()
+    };
+    if data.len() > max_len {
+        return hec(413, "Content too large", 27);
+    }
+    lock(shared).stats.bytes_uncompressed += data.len() as u64;
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return hec(400, "No data", 5);
+    }
+    let channel = channel_of(headers, uri);
+    if token.use_ack {
+        match &channel {
+            None => return hec(400, "Data channel is missing", 10),
+            Some(c) if !is_guid(c) => return hec(400, "Invalid data channel", 11),
+            _ => {}
+        }
+    }
+    // Parse every envelope; stop at the first bad one.
+    let mut good: Vec<Env<'_>> = Vec::new();
+    let mut bad: Option<(i64, &str)> = None;
+    for item in serde_json::Deserializer::from_slice(&data).into_iter::<Env<'_>>() {
+        let k = good.len() as i64;
+        let env = match item {
+            Ok(e) => e,
+            Err(_) => {
+                bad = Some((6, "Invalid data format"));
+                break;
+            }
+        };
+        let Some(ev) = env.event else {
+            bad = Some((12, "Event field is required"));
+            break;
+        };
+        if ev.get() == "null" {
+            bad = Some((12, "Event field is required"));
+            break;
+        }
+        if ev.get() == "\"\"" {
+            bad = Some((13, "Event field cannot be blank"));
+            break;
+        }
+        if let Some(f) = &env.fields
+            && !f.values().all(|v| match v {
+                Value::String(_) => true,
+                Value::Array(a) => a.iter().all(Value::is_string),
+                _ => false,
+            })
+        {
+            bad = Some((15, "Error in handling indexed fields"));
+            break;
+        }
+        let _ = k;
+        good.push(env);
+    }
+    if let Some(allowed) = &token.allowed_indexes
+        && good
+            .iter()
+            .any(|e| e.index.as_ref().is_some_and(|i| !allowed.contains(i)))
+    {
+        return hec(400, "Incorrect index", 7);
+    }
+    let mut st = lock(shared);
+    if let Some((code, text)) = bad {
+        let k = good.len();
+        if st.cfg.index_prefix_on_invalid {
+            record(&mut st, good);
+        }
+        return reply(
+            400,
+            json!({ "text": text, "code": code, "invalid-event-number": k }),
+        );
+    }
+    record(&mut st, good);
+    let mut body = json!({ "text": "Success", "code": 0 });
+    if token.use_ack {
+        let lost = st.rng.random::<f64>() < st.cfg.ack_loss;
+        let ready = Instant::now() + st.cfg.ack_delay;
+        let ch = st.channels.entry(channel.unwrap_or_default()).or_default();
+        let id = ch.next;
+        ch.next += 1;
+        ch.pending.insert(id, (ready, lost));
+        body["ackId"] = json!(id);
+    }
+    match fate {
+        Fate::Normal => reply(200, body),
+        Fate::Truncate => {
+            let text = body.to_string();
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                text[..text.len() / 2].to_string(),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn record(st: &mut St, envs: Vec<Env<'_>>) {
+    for env in envs {
+        let id = env
+            .fields
+            .as_ref()
+            .and_then(|f| f.get("request_id"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        *st.counts.entry(id).or_insert(0) += 1;
+        st.stats.events_indexed += 1;
+        if st.events.len() < st.cfg.keep_events {
+            st.events.push(ReceivedEvent {
+                time: env.time,
+                host: env.host,
+                source: env.source,
+                sourcetype: env.sourcetype,
+                index: env.index,
+                event: env
+                    .event
+                    .and_then(|e| serde_json::from_str(e.get()).ok())
+                    .unwrap_or(Value::Null),
+                fields: env.fields.unwrap_or_default(),
+            });
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct AckQuery {
+    acks: Vec<u64>,
+}
+
+async fn ack(State(shared): State<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let mut st = lock(&shared);
+    st.stats.requests += 1;
+    st.stats.ack_requests += 1;
+    if st.paused {
+        return hec(503, "Server is busy", 9);
+    }
+    let token = match authenticate(&st, &headers) {
+        Auth::Ok(t) => t,
+        Auth::Denied(r) => return r,
+    };
+    if !token.use_ack {
+        return hec(400, "ACK is disabled", 14);
+    }
+    let Some(channel) = channel_of(&headers, &uri) else {
+        return hec(400, "Data channel is missing", 10);
+    };
+    if !is_guid(&channel) {
+        return hec(400, "Invalid data channel", 11);
+    }
+    let Ok(q) = serde_json::from_slice::<AckQuery>(&body) else {
+        return hec(400, "Invalid data format", 6);
+    };
+    let now = Instant::now();
+    let ch = st.channels.entry(channel).or_default();
+    let mut out = serde_json::Map::new();
+    for id in q.acks {
+        let done = matches!(ch.pending.get(&id), Some((ready, false)) if *ready <= now);
+        if done {
+            ch.pending.remove(&id);
+        }
+        out.insert(id.to_string(), Value::Bool(done));
+    }
+    reply(200, json!({ "acks": out }))
+}
+
+async fn health(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    let mut st = lock(&shared);
+    st.stats.requests += 1;
+    st.stats.health_requests += 1;
+    if st.paused {
+        return hec(503, "Server is busy", 9);
+    }
+    if st.queues_full {
+        return hec(503, "HEC is unhealthy, queues are full", 18);
+    }
+    // Like Splunk, a request without a token is answered; a wrong one is not.
+    if headers.contains_key(header::AUTHORIZATION) {
+        match authenticate(&st, &headers) {
+            Auth::Ok(_) => {}
+            Auth::Denied(r) if r.status() == StatusCode::FORBIDDEN => {
+                let disabled = st.cfg.tokens.iter().any(|t| {
+                    t.disabled
+                        && headers
+                            .get(header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            == Some(&format!("Splunk {}", t.token))
+                });
+                return if disabled {
+                    hec(400, "Token disabled", 22)
+                } else {
+                    hec(400, "Invalid token", 21)
+                };
+            }
+            Auth::Denied(r) => return r,
+        }
+    }
+    hec(200, "HEC is healthy", 17)
+}

@@ -1,0 +1,160 @@
+//! HEC event envelopes: `{"time":..,"host":..,"source":..,"sourcetype":..,"index":..,
+//! "event":<shaped object>,"fields":{..}}`, one per event, concatenated with `\n`.
+//!
+//! The shaped event is spliced in verbatim (never parsed again); only the small metadata is
+//! written here.
+
+use crate::pipeline::Shaper;
+use crate::store::SpooledEvent;
+
+/// The fixed part of every envelope, pre-rendered once per sink.
+#[derive(Debug, Clone)]
+pub(crate) struct Envelope {
+    /// `"host":..,"source":..,"sourcetype":..,"index":..,` (unset keys omitted).
+    meta: Vec<u8>,
+    shaper: Shaper,
+}
+
+impl Envelope {
+    pub(crate) fn new(
+        shaper: Shaper,
+        host: Option<&str>,
+        source: &str,
+        sourcetype: &str,
+        index: Option<&str>,
+    ) -> Envelope {
+        let mut meta = Vec::new();
+        let mut put = |k: &str, v: &str| {
+            meta.extend_from_slice(format!("\"{k}\":").as_bytes());
+            meta.extend_from_slice(json_str(v).as_bytes());
+            meta.push(b',');
+        };
+        if let Some(h) = host {
+            put("host", h);
+        }
+        put("source", source);
+        put("sourcetype", sourcetype);
+        if let Some(i) = index {
+            put("index", i);
+        }
+        Envelope { meta, shaper }
+    }
+
+    /// Appends the envelope of `ev` and a `\n`. `possible_duplicate` marks a resend after an
+    /// acknowledgement timed out.
+    pub(crate) fn write(&self, ev: &SpooledEvent, possible_duplicate: bool, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"time\":");
+        out.extend_from_slice(event_time(ev).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(&self.meta);
+        out.extend_from_slice(b"\"event\":");
+        self.shaper.write(ev, out);
+        out.extend_from_slice(b",\"fields\":{\"request_id\":");
+        out.extend_from_slice(json_str(&ev.id).as_bytes());
+        out.extend_from_slice(b",\"corp\":");
+        out.extend_from_slice(json_str(&ev.corp).as_bytes());
+        out.extend_from_slice(b",\"site\":");
+        out.extend_from_slice(json_str(&ev.site).as_bytes());
+        if possible_duplicate {
+            out.extend_from_slice(b",\"possible_duplicate\":\"true\"");
+        }
+        out.extend_from_slice(b"}}\n");
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+/// Epoch seconds with a 3-digit millisecond fraction, from the record's `timestamp` (RFC 3339,
+/// fraction optional), else `ev.ts`.
+pub(crate) fn event_time(ev: &SpooledEvent) -> String {
+    let ms = timestamp_field(&ev.body)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(ev.ts.saturating_mul(1000));
+    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+/// The value of the top-level `"timestamp"` key of a JSON object, found without parsing the
+/// whole record (it can be large): a borrowed deserialization that skips other values.
+fn timestamp_field(body: &str) -> Option<&str> {
+    #[derive(serde::Deserialize)]
+    struct Ts<'a> {
+        #[serde(borrow)]
+        timestamp: Option<&'a str>,
+    }
+    serde_json::from_str::<Ts<'_>>(body).ok()?.timestamp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Format;
+
+    fn ev(body: &str) -> SpooledEvent {
+        SpooledEvent {
+            seq: 1,
+            corp: "acme".into(),
+            site: "www".into(),
+            id: "5f1".into(),
+            ts: 1_700_000_000,
+            fetched_at: 0,
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn time_has_milliseconds_from_the_record() {
+        assert_eq!(
+            event_time(&ev(r#"{"timestamp":"2023-11-14T22:13:20.25Z","x":1}"#)),
+            "1700000000.250"
+        );
+        assert_eq!(
+            event_time(&ev(
+                r#"{"x":{"timestamp":5},"timestamp":"2023-11-14T22:13:21Z"}"#
+            )),
+            "1700000001.000"
+        );
+        assert_eq!(event_time(&ev(r#"{"x":1}"#)), "1700000000.000");
+        assert_eq!(
+            event_time(&ev(r#"{"timestamp":"yesterday"}"#)),
+            "1700000000.000"
+        );
+    }
+
+    #[test]
+    fn envelope_is_json_with_flat_string_fields() {
+        let env = Envelope::new(
+            Shaper::new(Format::Raw, &[]),
+            None,
+            "sigsci-export",
+            "sigsci:request",
+            Some("waf"),
+        );
+        let mut out = Vec::new();
+        env.write(
+            &ev(r#"{"id":"5f1","timestamp":"2023-11-14T22:13:20Z"}"#),
+            false,
+            &mut out,
+        );
+        env.write(&ev(r#"{"id":"5f1"}"#), true, &mut out);
+        let objs: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(objs.len(), 2);
+        let a = &objs[0];
+        assert!(a.get("host").is_none());
+        assert_eq!(a["index"], "waf");
+        assert_eq!(a["sourcetype"], "sigsci:request");
+        assert_eq!(a["event"]["id"], "5f1");
+        assert_eq!(a["event"]["sigsci_export"]["site"], "www");
+        assert_eq!(
+            a["fields"],
+            serde_json::json!({"request_id":"5f1","corp":"acme","site":"www"})
+        );
+        assert!(a["time"].is_number());
+        assert_eq!(objs[1]["fields"]["possible_duplicate"], "true");
+    }
+}

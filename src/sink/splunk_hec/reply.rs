@@ -1,0 +1,361 @@
+//! What a HEC reply means, by HTTP status AND body `code` (sinks.md A3).
+//!
+//! Pure functions, so every row of the table is unit-tested without a server.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::sink::http::snippet;
+use crate::sink::{Ack, ItemOutcome, SinkError};
+
+/// A HEC JSON reply (`{"text":..,"code":..}` plus optional keys).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct HecReply {
+    pub(crate) text: Option<String>,
+    pub(crate) code: Option<i64>,
+    #[serde(rename = "invalid-event-number")]
+    pub(crate) invalid_event_number: Option<i64>,
+    #[serde(rename = "ackId")]
+    pub(crate) ack_id: Option<u64>,
+}
+
+/// The verdict on one `/services/collector/event` request.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// 200 code 0: received (with the `ackId` when the token uses acknowledgement).
+    Accepted { ack_id: Option<u64> },
+    /// Per-event outcomes (a bad event named by `invalid-event-number`).
+    Partial(Ack),
+    /// The whole request failed.
+    Failed(SinkError),
+}
+
+fn describe(r: &HecReply) -> String {
+    format!(
+        "{} (code {})",
+        r.text.as_deref().unwrap_or("no text"),
+        r.code.map_or("none".to_string(), |c| c.to_string())
+    )
+}
+
+/// Why a config/auth code blocks the sink, and the fix.
+fn blocked_reason(code: i64, r: &HecReply) -> Option<String> {
+    let fix = match code {
+        1 | 22 => {
+            "the HEC token is disabled: enable it in Splunk (Settings > Data inputs > HTTP Event Collector)"
+        }
+        2 => "no token was sent: this is a proxy stripping the Authorization header, or a bug",
+        3 => {
+            "the Authorization header was refused: a proxy may rewrite it; the header must be `Splunk <token>`"
+        }
+        4 | 21 => {
+            "the HEC token is not valid: check the sink's token (token_file / env) against Splunk's HEC inputs"
+        }
+        7 => {
+            "the index is not allowed for this token: fix the sink's `index` or the token's allowed indexes"
+        }
+        10 => {
+            "the token requires indexer acknowledgement and a channel was missing: report this as a bug"
+        }
+        11 => "HEC refused the channel GUID: report this as a bug",
+        14 => {
+            "HEC says acknowledgement is disabled for this token: set ack = false or enable it on the token"
+        }
+        16 => "query-string authorization is not enabled: use the HEC base URL without a query",
+        _ => return None,
+    };
+    Some(format!("HEC refused the request: {}; {fix}", describe(r)))
+}
+
+/// Classifies the reply to one request carrying `n` events.
+pub(crate) fn classify(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    n: usize,
+) -> Verdict {
+    let parsed: Option<HecReply> = serde_json::from_slice(body).ok();
+    let retry = |reason: String| {
+        Verdict::Failed(SinkError::Retryable {
+            reason,
+            after: retry_after,
+        })
+    };
+    let blocked = |reason: String| Verdict::Failed(SinkError::Blocked { reason });
+    match status {
+        200..=299 => match parsed {
+            Some(r) if r.code == Some(0) => Verdict::Accepted { ack_id: r.ack_id },
+            // A truncated or foreign 200 proves nothing was received: not delivered.
+            _ => retry(format!(
+                "HEC answered {status} without a success code; not counted as delivered: {}",
+                snippet(body)
+            )),
+        },
+        300..=399 => blocked(format!(
+            "HEC answered a redirect ({status}): the url points at Splunk Web (port 8000)? \
+             use the HEC port 8088"
+        )),
+        413 => Verdict::Failed(SinkError::TooLarge),
+        408 | 429 => retry(format!("HEC answered {status}: {}", snippet(body))),
+        500..=599 => match parsed {
+            Some(r) => retry(format!("HEC answered {status}: {}", describe(&r))),
+            None => retry(format!(
+                "HEC (or a proxy in front of it) answered {status}: {}",
+                snippet(body)
+            )),
+        },
+        400..=499 => {
+            let Some(r) = parsed.filter(|r| r.code.is_some()) else {
+                return match status {
+                    401 | 403 => blocked(format!(
+                        "HEC answered {status} (authentication): check the sink's token; {}",
+                        snippet(body)
+                    )),
+                    404 => blocked(format!(
+                        "HEC answered 404: is the url the HEC base (e.g. https://splunk:8088)? {}",
+                        snippet(body)
+                    )),
+                    _ => blocked(format!("HEC answered {status}: {}", snippet(body))),
+                };
+            };
+            let code = r.code.unwrap_or(-1);
+            match code {
+                8 | 9 | 18..=20 => retry(format!("HEC answered {status}: {}", describe(&r))),
+                6 | 12 | 13 | 15 => match r.invalid_event_number {
+                    Some(k) if k >= 0 && (k as usize) < n => {
+                        let k = k as usize;
+                        let reason = format!(
+                            "HEC rejected this event: {} (invalid-event-number {k})",
+                            describe(&r)
+                        );
+                        // Events before k are resent: HEC may or may not have indexed them
+                        // (unverified), and a duplicate is better than a loss.
+                        let items = (0..n)
+                            .map(|i| {
+                                if i == k {
+                                    ItemOutcome::Rejected {
+                                        reason: reason.clone(),
+                                    }
+                                } else {
+                                    ItemOutcome::Retry { after: None }
+                                }
+                            })
+                            .collect();
+                        Verdict::Partial(Ack { items })
+                    }
+                    _ => Verdict::Failed(SinkError::Invalid {
+                        reason: format!("HEC refused the data: {}", describe(&r)),
+                    }),
+                },
+                5 => blocked(format!(
+                    "HEC says the request had no data (code 5) although it carried events: a \
+                     proxy may be dropping request bodies (or Content-Encoding); {}",
+                    describe(&r)
+                )),
+                c => match blocked_reason(c, &r) {
+                    Some(reason) => blocked(reason),
+                    None => match status {
+                        401 | 403 => blocked(format!(
+                            "HEC answered {status} (authentication): {}; check the sink's token",
+                            describe(&r)
+                        )),
+                        404 => blocked(format!(
+                            "HEC answered 404: {}; is the url the HEC base (e.g. https://splunk:8088)?",
+                            describe(&r)
+                        )),
+                        _ => blocked(format!("HEC answered {status}: {}", describe(&r))),
+                    },
+                },
+            }
+        }
+        _ => blocked(format!("HEC answered {status}: {}", snippet(body))),
+    }
+}
+
+/// The verdict on `GET /services/collector/health`.
+pub(crate) fn classify_health(status: u16, body: &[u8]) -> Result<(), SinkError> {
+    let parsed: Option<HecReply> = serde_json::from_slice(body).ok();
+    let code = parsed.as_ref().and_then(|r| r.code);
+    match status {
+        200 => Ok(()),
+        503 => Err(SinkError::Retryable {
+            reason: format!("HEC is unhealthy: {}", snippet(body)),
+            after: None,
+        }),
+        400 | 401 | 403 => Err(SinkError::Blocked {
+            reason: match (code, &parsed) {
+                (Some(c), Some(r)) => blocked_reason(c, r).unwrap_or_else(|| {
+                    format!("HEC health check answered {status}: {}", describe(r))
+                }),
+                _ => format!(
+                    "HEC health check answered {status}: check the sink's token; {}",
+                    snippet(body)
+                ),
+            },
+        }),
+        300..=399 => Err(SinkError::Blocked {
+            reason: format!(
+                "HEC health check answered a redirect ({status}): the url points at Splunk Web \
+                 (port 8000)? use the HEC port 8088"
+            ),
+        }),
+        404 => Err(SinkError::Blocked {
+            reason:
+                "HEC health check answered 404: is the url the HEC base (e.g. https://splunk:8088)?"
+                    .to_string(),
+        }),
+        _ => Err(SinkError::Retryable {
+            reason: format!("HEC health check answered {status}: {}", snippet(body)),
+            after: None,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(status: u16, body: &str) -> Verdict {
+        classify(status, None, body.as_bytes(), 5)
+    }
+
+    fn is_retry(v: &Verdict) -> bool {
+        matches!(v, Verdict::Failed(SinkError::Retryable { .. }))
+    }
+    fn is_blocked(v: &Verdict, needle: &str) -> bool {
+        matches!(v, Verdict::Failed(SinkError::Blocked { reason }) if reason.contains(needle))
+    }
+
+    #[test]
+    fn success_needs_code_zero() {
+        assert!(matches!(
+            v(200, r#"{"text":"Success","code":0}"#),
+            Verdict::Accepted { ack_id: None }
+        ));
+        assert!(matches!(
+            v(200, r#"{"text":"Success","code":0,"ackId":7}"#),
+            Verdict::Accepted { ack_id: Some(7) }
+        ));
+        assert!(is_retry(&v(200, r#"{"text":"Succ"#)));
+        assert!(is_retry(&v(200, "<html>ok</html>")));
+        assert!(is_retry(&v(200, r#"{"text":"HEC is healthy","code":17}"#)));
+    }
+
+    #[test]
+    fn retryable_rows() {
+        for (s, b) in [
+            (503, r#"{"text":"Server is busy","code":9}"#),
+            (503, r#"{"text":"HEC unhealthy","code":18}"#),
+            (503, r#"{"code":19}"#),
+            (503, r#"{"code":20}"#),
+            (500, r#"{"text":"Internal server error","code":8}"#),
+            (500, r#"{"code":99}"#),
+            (429, "busy"),
+            (408, ""),
+            (502, "<html>Bad Gateway</html>"),
+            (504, "<html>Gateway Timeout</html>"),
+        ] {
+            assert!(is_retry(&v(s, b)), "{s} {b}");
+        }
+        let r = classify(429, Some(Duration::from_secs(9)), b"", 1);
+        assert!(matches!(
+            r,
+            Verdict::Failed(SinkError::Retryable { after: Some(d), .. }) if d == Duration::from_secs(9)
+        ));
+    }
+
+    #[test]
+    fn blocking_rows_name_cause_and_fix() {
+        assert!(is_blocked(
+            &v(403, r#"{"text":"Token disabled","code":1}"#),
+            "enable it"
+        ));
+        assert!(is_blocked(
+            &v(401, r#"{"text":"Token is required","code":2}"#),
+            "Authorization"
+        ));
+        assert!(is_blocked(
+            &v(401, r#"{"text":"Invalid authorization","code":3}"#),
+            "Splunk <token>"
+        ));
+        assert!(is_blocked(
+            &v(403, r#"{"text":"Invalid token","code":4}"#),
+            "token"
+        ));
+        assert!(is_blocked(
+            &v(400, r#"{"text":"Incorrect index","code":7}"#),
+            "index"
+        ));
+        assert!(is_blocked(&v(400, r#"{"code":10}"#), "channel"));
+        assert!(is_blocked(&v(400, r#"{"code":11}"#), "channel"));
+        assert!(is_blocked(&v(400, r#"{"code":14}"#), "ack = false"));
+        assert!(is_blocked(&v(400, r#"{"code":16}"#), "query"));
+        assert!(is_blocked(&v(400, r#"{"code":21}"#), "token"));
+        assert!(is_blocked(&v(400, r#"{"code":22}"#), "disabled"));
+        assert!(is_blocked(&v(401, "no"), "token"));
+        assert!(is_blocked(&v(403, "<html/>"), "token"));
+        assert!(is_blocked(&v(303, "<html>see other</html>"), "8088"));
+        assert!(is_blocked(&v(404, "not found"), "HEC base"));
+        assert!(is_blocked(
+            &v(400, r#"{"text":"No data","code":5}"#),
+            "no data"
+        ));
+        assert!(is_blocked(&v(418, "teapot"), "418"));
+    }
+
+    #[test]
+    fn bad_data_names_the_event_or_bisects() {
+        for code in [6, 12, 13, 15] {
+            let body = format!(
+                r#"{{"text":"Invalid data format","code":{code},"invalid-event-number":2}}"#
+            );
+            let Verdict::Partial(ack) = v(400, &body) else {
+                panic!("{code}")
+            };
+            assert_eq!(ack.items.len(), 5);
+            assert_eq!(ack.items[0], ItemOutcome::Retry { after: None });
+            assert_eq!(ack.items[1], ItemOutcome::Retry { after: None });
+            assert!(
+                matches!(&ack.items[2], ItemOutcome::Rejected { reason } if reason.contains(&format!("code {code}")))
+            );
+            assert_eq!(ack.items[4], ItemOutcome::Retry { after: None });
+            let body = format!(r#"{{"text":"bad","code":{code}}}"#);
+            assert!(matches!(
+                v(400, &body),
+                Verdict::Failed(SinkError::Invalid { .. })
+            ));
+        }
+        // An index outside the request is not believed.
+        assert!(matches!(
+            v(400, r#"{"code":6,"invalid-event-number":9}"#),
+            Verdict::Failed(SinkError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn too_large() {
+        assert!(matches!(v(413, ""), Verdict::Failed(SinkError::TooLarge)));
+    }
+
+    #[test]
+    fn health() {
+        assert!(classify_health(200, br#"{"text":"HEC is healthy","code":17}"#).is_ok());
+        assert!(matches!(
+            classify_health(503, br#"{"code":18}"#),
+            Err(SinkError::Retryable { .. })
+        ));
+        assert!(matches!(
+            classify_health(400, br#"{"text":"Invalid token","code":21}"#),
+            Err(SinkError::Blocked { .. })
+        ));
+        assert!(matches!(
+            classify_health(403, b""),
+            Err(SinkError::Blocked { .. })
+        ));
+        assert!(matches!(
+            classify_health(500, b""),
+            Err(SinkError::Retryable { .. })
+        ));
+    }
+}

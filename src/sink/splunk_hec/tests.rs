@@ -1,0 +1,573 @@
+//! The real sink and driver against the HEC receiver: one test per row of the failure table
+//! (sinks.md A3), the acknowledgement flows, and a restart with pending acknowledgements.
+
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::secret::Secret;
+use crate::sim::hec::{HecFault, HecReceiver, HecReceiverConfig, HecToken};
+use crate::sink::driver::{Driver, RetryDelays};
+use crate::store::{NewEvent, SiteKey};
+
+const TOKEN: &str = "hec-token";
+const NS: &str = "run";
+const DELAYS: RetryDelays = RetryDelays {
+    min: Duration::from_millis(50),
+    max: Duration::from_millis(400),
+};
+
+async fn receiver(cfg: HecReceiverConfig) -> HecReceiver {
+    HecReceiver::start(cfg, ([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap()
+}
+
+fn ack_receiver_cfg() -> HecReceiverConfig {
+    HecReceiverConfig {
+        tokens: vec![HecToken {
+            use_ack: true,
+            ..HecToken::new(TOKEN)
+        }],
+        ..HecReceiverConfig::default()
+    }
+}
+
+/// A store with `n` events of site `www` spooled for sink `splunk_hec`.
+async fn store_with(n: usize) -> (tempfile::TempDir, Store, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    store
+        .register_sinks(NS, &["splunk_hec".to_string()])
+        .await
+        .unwrap();
+    let key = SiteKey {
+        ns: NS.into(),
+        corp: "acme".into(),
+        site: "www".into(),
+    };
+    let ids: Vec<String> = (0..n).map(|i| format!("id{i:04}")).collect();
+    let events = ids
+        .iter()
+        .map(|id| NewEvent {
+            id: id.clone(),
+            ts: 1_700_000_000,
+            body: format!(
+                r#"{{"id":"{id}","timestamp":"2023-11-14T22:13:20.123Z","path":"/{}"}}"#,
+                "x".repeat(200)
+            ),
+        })
+        .collect();
+    store
+        .commit_page(&key, events, 1_700_000_100, Some(60))
+        .await
+        .unwrap();
+    (dir, store, ids)
+}
+
+fn sink_cfg(rx: &HecReceiver) -> HecConfig {
+    let mut c = HecConfig::new(rx.url().parse().unwrap(), Secret::new(TOKEN));
+    c.linger = Duration::ZERO;
+    c.ack_poll = Duration::from_millis(50);
+    c.timeout = Duration::from_secs(5);
+    c
+}
+
+struct Running {
+    cancel: CancellationToken,
+    task: JoinHandle<Result<(), crate::store::StoreError>>,
+}
+
+async fn start(store: &Store, cfg: HecConfig) -> Running {
+    let sink = HecSink::new(cfg, store).await.unwrap();
+    let limits = sink.limits();
+    let cancel = CancellationToken::new();
+    let driver =
+        Driver::new(Arc::new(sink), store.clone(), NS, limits, cancel.clone()).with_delays(DELAYS);
+    Running {
+        cancel,
+        task: tokio::spawn(driver.run()),
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.cancel.cancel();
+        match tokio::time::timeout(Duration::from_secs(5), self.task).await {
+            Ok(r) => r.unwrap().unwrap(),
+            Err(_) => panic!("driver did not stop"),
+        }
+    }
+}
+
+async fn wait_until(limit: Duration, mut pred: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if pred().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pred().await
+}
+
+async fn pending(store: &Store) -> i64 {
+    store.pending(NS, "splunk_hec").await.unwrap()
+}
+
+/// Runs a driver until the spool is empty for the sink (at most `limit`).
+async fn deliver_all(store: &Store, cfg: HecConfig, limit: Duration) {
+    let r = start(store, cfg).await;
+    let done = wait_until(limit, async || pending(store).await == 0).await;
+    r.stop().await;
+    assert!(done, "every event settled within {limit:?}");
+}
+
+fn assert_each_once(rx: &HecReceiver, ids: &[String]) {
+    let counts = rx.counts();
+    for id in ids {
+        assert_eq!(counts.get(id), Some(&1), "{id} indexed exactly once");
+    }
+    assert_eq!(counts.len(), ids.len(), "nothing else indexed");
+}
+
+#[tokio::test]
+async fn delivers_gzip_envelopes_with_time_fields_and_channel() {
+    let rx = receiver(HecReceiverConfig::default()).await;
+    let (_d, store, ids) = store_with(50).await;
+    let mut cfg = sink_cfg(&rx);
+    cfg.index = Some("waf".into());
+    cfg.host = Some("exporter-1".into());
+    deliver_all(&store, cfg, Duration::from_secs(10)).await;
+    assert_each_once(&rx, &ids);
+    let st = rx.stats();
+    assert_eq!(st.event_requests, 1);
+    assert!(st.bytes_wire * 3 < st.bytes_uncompressed, "gzip: {st:?}");
+    let ev = &rx.events()[0];
+    assert_eq!(ev.time.as_ref().unwrap().to_string(), "1700000000.123");
+    assert_eq!(ev.sourcetype.as_deref(), Some("sigsci:request"));
+    assert_eq!(ev.source.as_deref(), Some("sigsci-export"));
+    assert_eq!(ev.index.as_deref(), Some("waf"));
+    assert_eq!(ev.host.as_deref(), Some("exporter-1"));
+    assert_eq!(ev.fields["request_id"], "id0000");
+    assert_eq!(ev.fields["corp"], "acme");
+    assert_eq!(ev.fields["site"], "www");
+    assert_eq!(ev.event["sigsci_export"]["site"], "www");
+    let channel = store.sink_meta("splunk_hec", CHANNEL_KEY).await.unwrap();
+    assert!(channel.is_some_and(|c| c.len() == 36), "channel stored");
+}
+
+#[tokio::test]
+async fn requests_are_bounded_by_encoded_bytes_and_sent_in_parallel() {
+    let rx = receiver(HecReceiverConfig::default()).await;
+    let (_d, store, ids) = store_with(200).await;
+    let mut cfg = sink_cfg(&rx);
+    cfg.batch_max_bytes = 8 * 1024;
+    cfg.gzip = false;
+    deliver_all(&store, cfg, Duration::from_secs(10)).await;
+    assert_each_once(&rx, &ids);
+    let st = rx.stats();
+    assert!(st.event_requests >= 200 * 400 / 8192, "{st:?}");
+    assert_eq!(st.bytes_wire, st.bytes_uncompressed, "no gzip");
+    assert_eq!(st.statuses.get(&200), Some(&st.event_requests));
+}
+
+/// One scripted answer to the first request, then normal service: the events end up
+/// indexed exactly once (or dead-lettered, `dead` of them), with few requests.
+async fn row(fault: HecFault, max_requests: u64, dead: usize) -> (HecReceiver, Store, Vec<String>) {
+    let rx = receiver(HecReceiverConfig::default()).await;
+    let (d, store, ids) = store_with(8).await;
+    rx.script([fault.clone()]);
+    deliver_all(&store, sink_cfg(&rx), Duration::from_secs(15)).await;
+    let dl = store.dead_letters(Some("splunk_hec"), 100).await.unwrap();
+    assert_eq!(dl.len(), dead, "{fault:?}: dead letters {dl:?}");
+    let delivered: Vec<String> = ids
+        .iter()
+        .filter(|id| !dl.iter().any(|d| &d.id == *id))
+        .cloned()
+        .collect();
+    assert_each_once(&rx, &delivered);
+    let st = rx.stats();
+    assert!(
+        st.event_requests <= max_requests,
+        "{fault:?}: {} requests",
+        st.event_requests
+    );
+    std::mem::forget(d);
+    (rx, store, ids)
+}
+
+fn reply(status: u16, body: &str) -> HecFault {
+    HecFault::Reply(status, body.to_string())
+}
+
+macro_rules! retried {
+    ($($name:ident: $fault:expr;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let (rx, _s, _ids) = row($fault, 2, 0).await;
+            assert_eq!(rx.stats().event_requests, 2, "one failure, one resend");
+        }
+    )*};
+}
+
+retried! {
+    busy_503_code_9_is_retried: HecFault::Busy503;
+    internal_500_code_8_is_retried: HecFault::Error500;
+    queues_full_503_code_18_is_retried: reply(503, r#"{"text":"HEC is unhealthy, queues are full","code":18}"#);
+    ack_unavailable_503_code_19_is_retried: reply(503, r#"{"text":"HEC unhealthy, ack service unavailable","code":19}"#);
+    both_503_code_20_is_retried: reply(503, r#"{"code":20}"#);
+    unknown_code_on_5xx_is_retried: reply(500, r#"{"text":"new","code":77}"#);
+    too_many_429_is_retried: HecFault::TooMany429 { retry_after_secs: None };
+    timeout_408_is_retried: reply(408, "");
+    html_502_from_a_proxy_is_retried: HecFault::Html502;
+    html_504_from_a_proxy_is_retried: reply(504, "<html>Gateway Timeout</html>");
+    code_8_on_a_4xx_is_retried: reply(400, r#"{"text":"Internal server error","code":8}"#);
+    a_200_without_code_0_is_not_delivered: reply(200, r#"{"text":"odd"}"#);
+}
+
+macro_rules! blocked_once {
+    ($($name:ident: $fault:expr;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let (rx, _s, _ids) = row($fault, 2, 0).await;
+            let st = rx.stats();
+            assert_eq!(st.event_requests, 2, "blocked, probed, resent once");
+            assert!(st.health_requests >= 1, "a blocked sink probes health");
+        }
+    )*};
+}
+
+blocked_once! {
+    token_disabled_code_1_blocks: reply(403, r#"{"text":"Token disabled","code":1}"#);
+    token_required_code_2_blocks: reply(401, r#"{"text":"Token is required","code":2}"#);
+    invalid_authorization_code_3_blocks: reply(401, r#"{"text":"Invalid authorization","code":3}"#);
+    invalid_token_code_4_blocks: reply(403, r#"{"text":"Invalid token","code":4}"#);
+    no_data_code_5_blocks: reply(400, r#"{"text":"No data","code":5}"#);
+    incorrect_index_code_7_blocks: reply(400, r#"{"text":"Incorrect index","code":7}"#);
+    channel_missing_code_10_blocks: reply(400, r#"{"text":"Data channel is missing","code":10}"#);
+    invalid_channel_code_11_blocks: reply(400, r#"{"text":"Invalid data channel","code":11}"#);
+    ack_disabled_code_14_on_event_blocks: reply(400, r#"{"text":"ACK is disabled","code":14}"#);
+    query_string_auth_code_16_blocks: reply(400, r#"{"code":16}"#);
+    invalid_token_code_21_blocks: reply(400, r#"{"text":"Invalid token","code":21}"#);
+    token_disabled_code_22_blocks: reply(400, r#"{"text":"Token disabled","code":22}"#);
+    unknown_401_blocks: reply(401, "nope");
+    unknown_403_blocks: reply(403, "<html>forbidden</html>");
+    redirect_303_blocks: reply(303, "<html>see other</html>");
+    not_found_404_blocks: reply(404, "not found");
+    other_4xx_blocks: reply(418, "teapot");
+}
+
+macro_rules! bad_event {
+    ($($name:ident: $code:expr;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let body = format!(
+                r#"{{"text":"Invalid data format","code":{},"invalid-event-number":2}}"#,
+                $code
+            );
+            let (rx, store, ids) = row(reply(400, &body), 2, 1).await;
+            let dl = store.dead_letters(Some("splunk_hec"), 10).await.unwrap();
+            assert_eq!(dl[0].id, ids[2], "event k is dead-lettered");
+            assert!(dl[0].reason.contains(&format!("code {}", $code)), "{}", dl[0].reason);
+            assert_eq!(rx.stats().event_requests, 2, "the rest resent once");
+        }
+    )*};
+}
+
+bad_event! {
+    invalid_data_code_6_dead_letters_event_k: 6;
+    event_required_code_12_dead_letters_event_k: 12;
+    event_blank_code_13_dead_letters_event_k: 13;
+    indexed_fields_code_15_dead_letters_event_k: 15;
+}
+
+#[tokio::test]
+async fn invalid_data_without_event_number_is_bisected() {
+    let (rx, _s, _ids) = row(
+        reply(400, r#"{"text":"Invalid data format","code":6}"#),
+        3,
+        0,
+    )
+    .await;
+    assert_eq!(
+        rx.stats().event_requests,
+        3,
+        "refused whole, then two halves"
+    );
+}
+
+#[tokio::test]
+async fn too_large_413_is_halved() {
+    let (rx, _s, _ids) = row(reply(413, "Content too large"), 3, 0).await;
+    assert_eq!(rx.stats().event_requests, 3);
+}
+
+#[tokio::test]
+async fn a_real_413_splits_down_and_dead_letters_only_an_event_too_large_alone() {
+    let rx = receiver(HecReceiverConfig {
+        max_content_length: 1500,
+        ..HecReceiverConfig::default()
+    })
+    .await;
+    let (_d, store, ids) = store_with(12).await;
+    // One event bigger than HEC's limit on its own.
+    let key = SiteKey {
+        ns: NS.into(),
+        corp: "acme".into(),
+        site: "www".into(),
+    };
+    store
+        .commit_page(
+            &key,
+            vec![NewEvent {
+                id: "huge".into(),
+                ts: 1_700_000_000,
+                body: format!(r#"{{"id":"huge","x":"{}"}}"#, "y".repeat(3000)),
+            }],
+            1_700_000_100,
+            Some(120),
+        )
+        .await
+        .unwrap();
+    deliver_all(&store, sink_cfg(&rx), Duration::from_secs(15)).await;
+    assert_each_once(&rx, &ids);
+    let dl = store.dead_letters(Some("splunk_hec"), 10).await.unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].id, "huge");
+    assert!(rx.stats().statuses.contains_key(&413));
+}
+
+#[tokio::test]
+async fn a_truncated_200_is_resent_at_least_once() {
+    let (rx, _d, _ids) = {
+        let rx = receiver(HecReceiverConfig::default()).await;
+        let (d, store, ids) = store_with(8).await;
+        rx.script([HecFault::Truncated200]);
+        deliver_all(&store, sink_cfg(&rx), Duration::from_secs(10)).await;
+        (rx, d, ids)
+    };
+    // The receiver indexed the first copy although its answer was cut: the resend is the
+    // at-least-once price, and every id is there.
+    assert!(rx.counts().values().all(|&n| n == 2));
+    assert_eq!(rx.stats().event_requests, 2);
+}
+
+#[tokio::test]
+async fn a_disabled_token_is_probed_with_backoff_not_hammered_and_loses_nothing() {
+    let rx = receiver(HecReceiverConfig::default()).await;
+    rx.set_token_disabled(TOKEN, true);
+    let (_d, store, ids) = store_with(20).await;
+    let r = start(&store, sink_cfg(&rx)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let st = rx.stats();
+    assert_eq!(st.events_indexed, 0);
+    assert!(st.health_requests >= 1, "{st:?}");
+    assert!(st.requests <= 30, "no retry storm: {st:?}");
+    assert_eq!(pending(&store).await, 20, "data kept");
+    rx.set_token_disabled(TOKEN, false);
+    let done = wait_until(Duration::from_secs(10), async || pending(&store).await == 0).await;
+    r.stop().await;
+    assert!(done);
+    assert_each_once(&rx, &ids);
+}
+
+#[tokio::test]
+async fn health_503_keeps_a_blocked_sink_waiting() {
+    let rx = receiver(HecReceiverConfig::default()).await;
+    let (_d, store, ids) = store_with(5).await;
+    let sink = HecSink::new(sink_cfg(&rx), &store).await.unwrap();
+    assert!(sink.healthcheck().await.is_ok());
+    rx.set_queues_full(true);
+    assert!(matches!(
+        sink.healthcheck().await,
+        Err(SinkError::Retryable { .. })
+    ));
+    rx.set_queues_full(false);
+    let bad = HecSink::new(
+        HecConfig {
+            token: Secret::new("wrong"),
+            ..sink_cfg(&rx)
+        },
+        &store,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        bad.healthcheck().await,
+        Err(SinkError::Blocked { .. })
+    ));
+    drop(ids);
+}
+
+#[tokio::test]
+async fn delayed_acks_settle_only_when_true() {
+    let rx = receiver(HecReceiverConfig {
+        // Long enough that a loaded machine still checks before it turns true.
+        ack_delay: Duration::from_secs(2),
+        ..ack_receiver_cfg()
+    })
+    .await;
+    let (_d, store, ids) = store_with(30).await;
+    let mut cfg = sink_cfg(&rx);
+    cfg.batch_max_bytes = 4096;
+    let r = start(&store, cfg).await;
+    // Indexed quickly, but not settled before the acknowledgement turns true.
+    assert!(
+        wait_until(Duration::from_secs(5), async || rx.stats().events_indexed
+            == 30)
+        .await
+    );
+    assert_eq!(pending(&store).await, 30, "not settled on the 200 alone");
+    assert!(!store.hec_acks("splunk_hec").await.unwrap().is_empty());
+    assert!(wait_until(Duration::from_secs(5), async || pending(&store).await == 0).await);
+    r.stop().await;
+    assert_each_once(&rx, &ids);
+    assert!(rx.stats().ack_requests >= 1);
+    assert!(store.hec_acks("splunk_hec").await.unwrap().is_empty());
+    assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_lost_ack_is_resent_after_the_timeout_and_counted() {
+    let rx = receiver(HecReceiverConfig {
+        ack_loss: 1.0,
+        ..ack_receiver_cfg()
+    })
+    .await;
+    let (_d, store, ids) = store_with(10).await;
+    let mut cfg = sink_cfg(&rx);
+    cfg.ack_timeout = Duration::from_secs(1);
+    let r = start(&store, cfg).await;
+    assert!(
+        wait_until(Duration::from_secs(5), async || rx.stats().event_requests
+            >= 1)
+        .await
+    );
+    rx.set_ack_loss(0.0);
+    assert!(wait_until(Duration::from_secs(10), async || pending(&store).await == 0).await);
+    r.stop().await;
+    let counts = rx.counts();
+    assert!(ids.iter().all(|id| counts[id] == 2), "{counts:?}");
+    assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 10);
+    let marked = rx
+        .events()
+        .iter()
+        .filter(|e| {
+            e.fields
+                .get("possible_duplicate")
+                .is_some_and(|v| v == "true")
+        })
+        .count();
+    assert_eq!(marked, 10, "the resend is marked");
+}
+
+#[tokio::test]
+async fn ack_true_without_ack_id_blocks_and_keeps_data() {
+    let rx = receiver(HecReceiverConfig::default()).await;
+    let (_d, store, _ids) = store_with(5).await;
+    let mut cfg = sink_cfg(&rx);
+    cfg.ack = AckMode::True;
+    let r = start(&store, cfg).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    r.stop().await;
+    assert_eq!(pending(&store).await, 5);
+    let st = rx.stats();
+    assert!(st.event_requests <= 10, "probed with backoff: {st:?}");
+}
+
+#[tokio::test]
+async fn ack_auto_falls_back_to_200_when_ack_answers_code_14() {
+    let rx = receiver(HecReceiverConfig {
+        ack_delay: Duration::from_secs(3600),
+        ..ack_receiver_cfg()
+    })
+    .await;
+    let (_d, store, ids) = store_with(5).await;
+    let r = start(&store, sink_cfg(&rx)).await;
+    assert!(
+        wait_until(Duration::from_secs(5), async || rx.stats().event_requests
+            >= 1)
+        .await
+    );
+    rx.set_token_ack(TOKEN, false);
+    assert!(wait_until(Duration::from_secs(5), async || pending(&store).await == 0).await);
+    r.stop().await;
+    assert_each_once(&rx, &ids);
+    assert!(store.hec_acks("splunk_hec").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn ack_false_settles_on_200_without_polling() {
+    let rx = receiver(ack_receiver_cfg()).await;
+    let (_d, store, ids) = store_with(5).await;
+    let mut cfg = sink_cfg(&rx);
+    cfg.ack = AckMode::False;
+    deliver_all(&store, cfg, Duration::from_secs(5)).await;
+    assert_each_once(&rx, &ids);
+    assert_eq!(rx.stats().ack_requests, 0);
+}
+
+#[tokio::test]
+async fn a_restart_waits_for_pending_acks_instead_of_resending() {
+    let rx = receiver(HecReceiverConfig {
+        ack_delay: Duration::from_millis(1500),
+        ..ack_receiver_cfg()
+    })
+    .await;
+    let (_d, store, ids) = store_with(20).await;
+    let r = start(&store, sink_cfg(&rx)).await;
+    assert!(
+        wait_until(Duration::from_secs(5), async || rx.stats().events_indexed
+            == 20)
+        .await
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), async || !store
+            .hec_acks("splunk_hec")
+            .await
+            .unwrap()
+            .is_empty())
+        .await
+    );
+    // Crash: the driver and the sink go away while the acknowledgement is pending.
+    r.task.abort();
+    let _ = r.task.await;
+    assert_eq!(pending(&store).await, 20);
+    let channel = store.sink_meta("splunk_hec", CHANNEL_KEY).await.unwrap();
+
+    let r = start(&store, sink_cfg(&rx)).await;
+    assert!(wait_until(Duration::from_secs(10), async || pending(&store).await == 0).await);
+    r.stop().await;
+    assert_each_once(&rx, &ids);
+    assert_eq!(rx.stats().event_requests, 1, "nothing sent twice");
+    assert_eq!(
+        store.sink_meta("splunk_hec", CHANNEL_KEY).await.unwrap(),
+        channel,
+        "same channel after the restart"
+    );
+    assert!(store.hec_acks("splunk_hec").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_token_never_shows_in_debug_or_errors() {
+    let rx = receiver(HecReceiverConfig::default()).await;
+    let (_d, store, _ids) = store_with(1).await;
+    let cfg = HecConfig {
+        token: Secret::new("s3cr3t-hec-token-value"),
+        ..sink_cfg(&rx)
+    };
+    let sink = HecSink::new(cfg, &store).await.unwrap();
+    assert!(!format!("{sink:?}").contains("s3cr3t"));
+    let batch = Batch {
+        events: store
+            .read_batch(NS, "splunk_hec", 10, 1 << 20)
+            .await
+            .unwrap(),
+    };
+    let err = sink.send(&batch).await.unwrap_err();
+    assert!(matches!(err, SinkError::Blocked { .. }));
+    assert!(!err.to_string().contains("s3cr3t"), "{err}");
+}

@@ -1,0 +1,133 @@
+//! Splunk HEC end to end: the real binary, the feed simulator and the HEC test receiver.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sigsci_export::sim::SimConfig;
+use sigsci_export::sim::hec::{HecFaults, HecReceiver, HecReceiverConfig, HecToken};
+
+use crate::support::*;
+
+/// Distinctive, so a leak into any output is found.
+const HEC_TOKEN: &str = "hec-7f3a9c-NEVER-PRINT-ME";
+
+async fn start_hec(faults: HecFaults) -> HecReceiver {
+    HecReceiver::start(
+        HecReceiverConfig {
+            tokens: vec![HecToken::new(HEC_TOKEN)],
+            faults,
+            keep_events: 0,
+            ..HecReceiverConfig::default()
+        },
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .await
+    .expect("HEC receiver starts")
+}
+
+/// A `[[sinks]]` table for `rx`, its token in a file.
+fn hec_sink(dir: &Path, rx: &HecReceiver) -> String {
+    let tf = dir.join("hec-token");
+    std::fs::write(&tf, format!("{HEC_TOKEN}\n")).unwrap();
+    format!(
+        "\n[[sinks]]\ntype = \"splunk_hec\"\nurl = \"{}\"\ntoken_file = \"{}\"\nlinger_ms = 200\n",
+        rx.url(),
+        tf.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_to_hec_with_ten_percent_503s_delivers_every_id() {
+    let sim = start_sim(SimConfig::default()).await;
+    let rx = start_hec(HecFaults {
+        busy_503: 0.10,
+        ..HecFaults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut extra = hec_sink(dir.path(), &rx);
+    // Small requests, so there are enough of them for 10% to fail several times.
+    extra.push_str("batch_max_bytes = 100000\n");
+    let cfg = write_config(dir.path(), &sim, "demo-token", "", &extra);
+    let until = latest(&sim);
+    let from = until - 3600;
+    let out = run(
+        &[
+            "backfill",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--from",
+            &rfc3339(from),
+            "--until",
+            &rfc3339(until),
+        ],
+        &[],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
+    let counts = rx.counts();
+    for site in ["www", "api"] {
+        let truth = sim.ground_truth(site, from, until);
+        assert!(!truth.is_empty());
+        for id in &truth {
+            assert_eq!(counts.get(id), Some(&1), "{site}/{id} indexed exactly once");
+        }
+    }
+    let st = rx.stats();
+    assert!(
+        st.statuses.get(&503).copied().unwrap_or(0) > 0,
+        "faults were injected: {st:?}"
+    );
+    assert!(!out.stdout.contains(HEC_TOKEN) && !out.stderr.contains(HEC_TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_hec_does_not_hold_back_stdout_and_gets_everything_after_it_resumes() {
+    let sim = start_sim(SimConfig::default()).await;
+    let rx = start_hec(HecFaults::default()).await;
+    rx.pause();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "\n[poll]\nstart_at = \"-20m\"\ninterval_secs = 5\n{}",
+        hec_sink(dir.path(), &rx)
+    );
+    let cfg = write_config(dir.path(), &sim, "demo-token", "", &extra);
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let running = spawn(&["run", "-c", cfg.to_str().unwrap()], lines.clone());
+    let paused_at = std::time::Instant::now();
+    let both_sites = || {
+        let ev = events(&lines.lock().unwrap());
+        ev.iter().any(|(s, _)| s == "www") && ev.iter().any(|(s, _)| s == "api")
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), both_sites).await,
+        "stdout flows while HEC is down"
+    );
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(paused_at.elapsed())).await;
+    assert_eq!(rx.stats().events_indexed, 0, "HEC was paused");
+    let on_stdout: HashSet<String> = events(&lines.lock().unwrap())
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert!(!on_stdout.is_empty());
+    rx.resume();
+    let all_at_hec = wait_until(Duration::from_secs(90), || {
+        let c = rx.counts();
+        on_stdout.iter().all(|id| c.contains_key(id))
+    })
+    .await;
+    let (code, stderr) = running.terminate(Duration::from_secs(40)).await;
+    assert!(
+        all_at_hec,
+        "every id reached HEC after it resumed\n{stderr}"
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let stdout = lines.lock().unwrap().join("\n");
+    assert!(
+        !stdout.contains(HEC_TOKEN) && !stderr.contains(HEC_TOKEN),
+        "the HEC token leaked"
+    );
+}
