@@ -195,6 +195,8 @@ impl Default for RawSpool {
 pub enum RawSink {
     /// NDJSON on standard output, one event per line.
     Stdout(RawStdoutSink),
+    /// Elasticsearch or OpenSearch `_bulk`, exactly once per event.
+    Elasticsearch(crate::sink::elasticsearch::RawEsSink),
 }
 
 /// `[[sinks]] type = "stdout"`
@@ -341,6 +343,8 @@ pub struct SpoolConfig {
 pub enum SinkConfig {
     /// Standard output.
     Stdout(StdoutConfig),
+    /// Elasticsearch or OpenSearch.
+    Elasticsearch(crate::sink::elasticsearch::EsConfig),
 }
 
 /// Validated `type = "stdout"` sink.
@@ -361,6 +365,7 @@ impl SinkConfig {
     pub fn name(&self) -> &str {
         match self {
             SinkConfig::Stdout(c) => &c.name,
+            SinkConfig::Elasticsearch(c) => &c.name,
         }
     }
 }
@@ -597,6 +602,9 @@ fn validate_sinks(raw: Vec<RawSink>) -> Result<Vec<SinkConfig>, ConfigError> {
                     redact_headers: s.redact_headers,
                 })
             }
+            RawSink::Elasticsearch(s) => {
+                SinkConfig::Elasticsearch(crate::sink::elasticsearch::validate(i, s)?)
+            }
         };
         check_api_name(&format!("sinks[{i}].name"), cfg.name())?;
         if out.iter().any(|o| o.name() == cfg.name()) {
@@ -616,7 +624,6 @@ fn validate_sinks(raw: Vec<RawSink>) -> Result<Vec<SinkConfig>, ConfigError> {
 /// Resolves one secret of a sink from, in order, the config file (`inline`), a `*_file` path,
 /// or the environment variable [`sink_secret_env`]`(sink, field)`. `key` names the field in
 /// errors (`sinks[0].token`). `Ok(None)` when none is set; an empty value is an error.
-#[allow(dead_code)] // used by the network sinks landing next
 pub(crate) fn resolve_sink_secret(
     key: &str,
     sink: &str,

@@ -6,8 +6,7 @@
 //! the sink's offset only over settled events.
 
 pub mod driver;
-// Used by the network sinks landing next; remove the allow when they do.
-#[allow(dead_code)]
+pub mod elasticsearch;
 pub(crate) mod http;
 pub mod stdout;
 
@@ -141,5 +140,6 @@ pub async fn build(
                 linger: Duration::ZERO,
             },
         )),
+        SinkConfig::Elasticsearch(c) => elasticsearch::build(c),
     }
 }
