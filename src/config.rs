@@ -192,6 +192,7 @@ impl Default for RawSpool {
 /// One `[[sinks]]` entry; `type` picks the kind.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)]
 pub enum RawSink {
     /// NDJSON on standard output, one event per line.
     Stdout(RawStdoutSink),
@@ -340,6 +341,7 @@ pub struct SpoolConfig {
 
 /// One validated sink.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum SinkConfig {
     /// Standard output.
     Stdout(StdoutConfig),
