@@ -827,6 +827,7 @@ mod tests {
         parse(&example).unwrap();
         parse(DEMO_DEFAULT).unwrap();
         parse(include_str!("../config/simulator.toml")).unwrap();
+        parse(include_str!("../config/simulator-es.toml")).unwrap();
     }
 
     #[test]

@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sigsci_export::cli::{Cli, Command, ConfigArg};
 use sigsci_export::config::{self, Config, ConfigError};
 use sigsci_export::scheduler;
+use sigsci_export::sim::es::{EsFaults, EsReceiver, EsReceiverAuth, EsReceiverConfig};
 use sigsci_export::sim::{FaultConfig, SimConfig, Simulator};
 use sigsci_export::source::SourceError;
 use sigsci_export::source::client::FeedClient;
@@ -93,6 +94,11 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             email,
             token,
             rate_limit,
+            es_listen,
+            es_flavour,
+            es_user,
+            es_password,
+            es_faults,
         } => {
             let faults = FaultConfig::parse(&faults)
                 .map_err(|e| Failure::Config(format!("--faults: {e}")))?;
@@ -107,7 +113,27 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 faults,
                 ..SimConfig::default()
             };
-            simulate(cfg, listen).await
+            let es = match es_listen {
+                Some(addr) => Some(
+                    start_es_receiver(addr, &es_flavour, es_user, es_password, &es_faults).await?,
+                ),
+                None => None,
+            };
+            let result = simulate(cfg, listen).await;
+            if let Some(rx) = es {
+                let st = rx.stats();
+                eprintln!(
+                    "elasticsearch receiver: {} documents stored; {} bulk requests {:?}; {} bytes on the wire, {} uncompressed; items by status {:?}",
+                    rx.doc_count(),
+                    st.bulk_requests,
+                    st.bulk_by_status,
+                    st.bytes_wire,
+                    st.bytes_uncompressed,
+                    st.items_by_status
+                );
+                rx.shutdown().await;
+            }
+            result
         }
         Command::Demo { grace_secs } => demo(Duration::from_secs(grace_secs)).await,
     }
@@ -236,6 +262,39 @@ async fn simulate(cfg: SimConfig, listen: std::net::SocketAddr) -> Result<(), Fa
         .await
         .context("simulator failed")?;
     Ok(())
+}
+
+async fn start_es_receiver(
+    addr: std::net::SocketAddr,
+    flavour: &str,
+    username: String,
+    password: String,
+    faults: &str,
+) -> Result<EsReceiver, Failure> {
+    let flavour = flavour
+        .parse()
+        .map_err(|e| Failure::Config(format!("--es-flavour: {e}")))?;
+    let faults =
+        EsFaults::parse(faults).map_err(|e| Failure::Config(format!("--es-faults: {e}")))?;
+    let cfg = EsReceiverConfig {
+        flavour,
+        auth: EsReceiverAuth::Basic {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        faults,
+        // A long run keeps ids only, not every document's source.
+        keep_documents: false,
+        ..EsReceiverConfig::default()
+    };
+    let rx = EsReceiver::start(cfg, addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the Elasticsearch receiver"))?;
+    eprintln!(
+        "elasticsearch receiver listening: url = \"{}\", auth = \"basic\", username = \"{username}\", password = \"{password}\"",
+        rx.url()
+    );
+    Ok(rx)
 }
 
 async fn demo(grace: Duration) -> Result<(), Failure> {
