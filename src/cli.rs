@@ -36,6 +36,7 @@ pub struct ConfigArg {
 
 /// Commands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Run as a service: poll every configured site and deliver to every sink until SIGTERM.
     Run {
