@@ -36,6 +36,7 @@ pub struct ConfigArg {
 
 /// Commands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Run as a service: poll every configured site and deliver to every sink until SIGTERM.
     Run {
@@ -137,6 +138,21 @@ pub enum Command {
         /// Turn on indexer acknowledgement for the HEC receiver's token.
         #[arg(long, requires = "hec_listen")]
         hec_ack: bool,
+        /// Also serve an Elasticsearch `_bulk` test receiver on this address (e.g. 127.0.0.1:9200).
+        #[arg(long)]
+        es_listen: Option<SocketAddr>,
+        /// What the receiver's `GET /` claims: es7, es8, es9 or opensearch2.
+        #[arg(long, default_value = "es8")]
+        es_flavour: String,
+        /// User the receiver accepts (HTTP Basic).
+        #[arg(long, default_value = "elastic")]
+        es_user: String,
+        /// Password the receiver accepts (a simulator credential, not a real secret).
+        #[arg(long, default_value = "demo-password")]
+        es_password: String,
+        /// Receiver faults, e.g. "item_429=0.1,item_mapping=0.01,429=0.01,503=0.01,retry_after=1".
+        #[arg(long, default_value = "")]
+        es_faults: String,
     },
     /// Start the simulator in-process and run the exporter against it to stdout, using the
     /// embedded default config: no account, no files. Ctrl-C stops it.

@@ -309,6 +309,8 @@ pub enum RawSink {
     Stdout(RawStdoutSink),
     /// Splunk HTTP Event Collector.
     SplunkHec(crate::sink::splunk_hec::RawHecSink),
+    /// Elasticsearch or OpenSearch `_bulk`, exactly once per event.
+    Elasticsearch(crate::sink::elasticsearch::RawEsSink),
 }
 
 /// `[[sinks]] type = "stdout"`
@@ -475,6 +477,8 @@ pub enum SinkConfig {
     Stdout(StdoutConfig),
     /// Splunk HTTP Event Collector.
     SplunkHec(crate::sink::splunk_hec::HecConfig),
+    /// Elasticsearch or OpenSearch.
+    Elasticsearch(crate::sink::elasticsearch::EsConfig),
 }
 
 /// Validated `type = "stdout"` sink.
@@ -496,6 +500,7 @@ impl SinkConfig {
         match self {
             SinkConfig::Stdout(c) => &c.name,
             SinkConfig::SplunkHec(c) => &c.name,
+            SinkConfig::Elasticsearch(c) => &c.name,
         }
     }
 }
@@ -815,6 +820,9 @@ fn validate_sinks(raw: Vec<RawSink>) -> Result<Vec<SinkConfig>, ConfigError> {
                 })
             }
             RawSink::SplunkHec(s) => SinkConfig::SplunkHec(s.validate(i)?),
+            RawSink::Elasticsearch(s) => {
+                SinkConfig::Elasticsearch(crate::sink::elasticsearch::validate(i, s)?)
+            }
         };
         check_api_name(&format!("sinks[{i}].name"), cfg.name())?;
         if out.iter().any(|o| o.name() == cfg.name()) {
@@ -1061,6 +1069,7 @@ mod tests {
         parse(&example).unwrap();
         parse(DEMO_DEFAULT).unwrap();
         parse(include_str!("../config/simulator.toml")).unwrap();
+        parse(include_str!("../config/simulator-es.toml")).unwrap();
     }
 
     #[test]

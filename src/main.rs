@@ -14,6 +14,7 @@ use sigsci_export::cli::{Cli, Command, ConfigArg, DeadLetterAction};
 use sigsci_export::config::{self, Config, ConfigError};
 use sigsci_export::scheduler;
 use sigsci_export::sim::hec::{HecReceiver, HecReceiverConfig, HecToken};
+use sigsci_export::sim::es::{EsFaults, EsReceiver, EsReceiverAuth, EsReceiverConfig};
 use sigsci_export::sim::{FaultConfig, SimConfig, Simulator};
 use sigsci_export::source::SourceError;
 use sigsci_export::source::client::FeedClient;
@@ -113,6 +114,11 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             hec_listen,
             hec_token,
             hec_ack,
+            es_listen,
+            es_flavour,
+            es_user,
+            es_password,
+            es_faults,
         } => {
             let faults = FaultConfig::parse(&faults)
                 .map_err(|e| Failure::Config(format!("--faults: {e}")))?;
@@ -131,6 +137,12 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 Some(addr) => Some(start_hec(addr, hec_token, hec_ack).await?),
                 None => None,
             };
+            let es = match es_listen {
+                Some(addr) => Some(
+                    start_es_receiver(addr, &es_flavour, es_user, es_password, &es_faults).await?,
+                ),
+                None => None,
+            };
             let result = simulate(cfg, listen).await;
             if let Some(rx) = hec {
                 let st = rx.stats();
@@ -142,6 +154,19 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                     rx.duplicates(),
                     st.bytes_wire,
                     st.bytes_uncompressed
+                );
+                rx.shutdown().await;
+            }
+            if let Some(rx) = es {
+                let st = rx.stats();
+                eprintln!(
+                    "elasticsearch receiver: {} documents stored; {} bulk requests {:?}; {} bytes on the wire, {} uncompressed; items by status {:?}",
+                    rx.doc_count(),
+                    st.bulk_requests,
+                    st.bulk_by_status,
+                    st.bytes_wire,
+                    st.bytes_uncompressed,
+                    st.items_by_status
                 );
                 rx.shutdown().await;
             }
@@ -444,6 +469,39 @@ async fn start_hec(
         "HEC receiver listening: url = \"{}\", token = \"{token}\", indexer ack {}",
         rx.url(),
         if ack { "on" } else { "off" }
+    );
+    Ok(rx)
+}
+
+async fn start_es_receiver(
+    addr: std::net::SocketAddr,
+    flavour: &str,
+    username: String,
+    password: String,
+    faults: &str,
+) -> Result<EsReceiver, Failure> {
+    let flavour = flavour
+        .parse()
+        .map_err(|e| Failure::Config(format!("--es-flavour: {e}")))?;
+    let faults =
+        EsFaults::parse(faults).map_err(|e| Failure::Config(format!("--es-faults: {e}")))?;
+    let cfg = EsReceiverConfig {
+        flavour,
+        auth: EsReceiverAuth::Basic {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        faults,
+        // A long run keeps ids only, not every document's source.
+        keep_documents: false,
+        ..EsReceiverConfig::default()
+    };
+    let rx = EsReceiver::start(cfg, addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the Elasticsearch receiver"))?;
+    eprintln!(
+        "elasticsearch receiver listening: url = \"{}\", auth = \"basic\", username = \"{username}\", password = \"{password}\"",
+        rx.url()
     );
     Ok(rx)
 }

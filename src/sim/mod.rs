@@ -18,6 +18,7 @@
 //! `server.rs` (routes, auth, validation, tokens, rate limit), `faults.rs` (fault injection).
 
 mod data;
+pub mod es;
 mod events;
 mod faults;
 mod feed;

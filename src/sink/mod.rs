@@ -6,6 +6,7 @@
 //! the sink's offset only over settled events.
 
 pub mod driver;
+pub mod elasticsearch;
 pub(crate) mod http;
 pub mod splunk_hec;
 pub mod stdout;
@@ -140,5 +141,6 @@ pub async fn build(
             },
         )),
         SinkConfig::SplunkHec(c) => splunk_hec::build(c, store).await,
+        SinkConfig::Elasticsearch(c) => elasticsearch::build(c),
     }
 }

@@ -7,4 +7,5 @@ mod delivery;
 mod hec;
 mod ops;
 mod shape;
+mod elasticsearch;
 mod support;

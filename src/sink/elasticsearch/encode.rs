@@ -1,0 +1,158 @@
+//! The `_bulk` body: NDJSON, one `create` action line and one document line per event, every
+//! line newline-terminated (including the last, which Elasticsearch requires).
+//!
+//! `create` with `_id` = the request id makes delivery exactly once: a replay of a document
+//! that already landed answers 409 instead of indexing it twice, and data streams accept
+//! nothing else.
+
+use crate::pipeline::{Format, Shaper};
+use crate::store::SpooledEvent;
+
+use super::config::IndexPattern;
+
+/// Encodes events for one sink.
+#[derive(Debug, Clone)]
+pub(crate) struct Encoder {
+    pub(crate) shaper: Shaper,
+    pub(crate) index: IndexPattern,
+    /// Whether to add `@timestamp` to shapes that lack it.
+    add_timestamp: bool,
+}
+
+impl Encoder {
+    pub(crate) fn new(shaper: Shaper, index: IndexPattern) -> Encoder {
+        // ECS documents carry `@timestamp` themselves. Raw and CIM do not; it is added to
+        // every index, not only data streams (which require it), so that a Kibana data view
+        // has the same time field whatever the target.
+        let add_timestamp = shaper.format() != Format::Ecs;
+        Encoder {
+            shaper,
+            index,
+            add_timestamp,
+        }
+    }
+
+    /// Appends the action and document lines of `ev` to `out`.
+    pub(crate) fn write(&self, ev: &SpooledEvent, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"create\":{\"_index\":");
+        let mut index = String::with_capacity(self.index.text.len() + 4);
+        self.index.render_into(ev.ts, &mut index);
+        push_json_str(&index, out);
+        out.extend_from_slice(b",\"_id\":");
+        push_json_str(&ev.id, out);
+        out.extend_from_slice(b"}}\n");
+        let start = out.len();
+        self.shaper.write(ev, out);
+        if self.add_timestamp {
+            splice_timestamp(out, start, ev.ts);
+        }
+        out.push(b'\n');
+    }
+}
+
+/// Adds `"@timestamp":"<RFC 3339>"` as the last key of the JSON object in `out[start..]`,
+/// without parsing it: the shaper always writes one object, so its last byte is `}`.
+fn splice_timestamp(out: &mut Vec<u8>, start: usize, ts: i64) {
+    let Some(close) = out[start..].iter().rposition(|&b| b == b'}') else {
+        return;
+    };
+    let close = start + close;
+    let empty = out[start..close]
+        .iter()
+        .rev()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_none_or(|&b| b == b'{');
+    let mut tail = out.split_off(close);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"@timestamp\":\"");
+    out.extend_from_slice(crate::time::fmt(ts).as_bytes());
+    out.push(b'"');
+    out.append(&mut tail);
+}
+
+fn push_json_str(s: &str, out: &mut Vec<u8>) {
+    // serde_json cannot fail writing a &str into a Vec.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: &str, ts: i64, body: &str) -> SpooledEvent {
+        SpooledEvent {
+            seq: 1,
+            corp: "acme".into(),
+            site: "www".into(),
+            id: id.into(),
+            ts,
+            fetched_at: ts + 400,
+            body: body.into(),
+        }
+    }
+
+    fn encoder(pattern: &str, format: Format) -> Encoder {
+        Encoder::new(
+            Shaper::new(format, &crate::pipeline::default_redact_headers()),
+            IndexPattern::parse(pattern).unwrap(),
+        )
+    }
+
+    #[test]
+    fn create_action_with_dated_index_and_timestamp() {
+        let mut out = Vec::new();
+        // 2026-11-24T01:02:03Z
+        encoder("sigsci-%Y.%m.%d", Format::Raw).write(
+            &ev("5f1a\"x", 1_795_482_123, r#"{"id":"5f1a","n":1.50}"#),
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l.ends_with('\n')));
+        assert_eq!(
+            lines[0],
+            "{\"create\":{\"_index\":\"sigsci-2026.11.24\",\"_id\":\"5f1a\\\"x\"}}\n"
+        );
+        // Original bytes kept, timestamp spliced last.
+        assert!(
+            lines[1].starts_with(r#"{"id":"5f1a","n":1.50,"#),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[1].ends_with("\"@timestamp\":\"2026-11-24T01:02:03Z\"}\n"),
+            "{}",
+            lines[1]
+        );
+        let doc: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(doc["sigsci_export"]["site"], "www");
+    }
+
+    #[test]
+    fn splice_into_empty_object() {
+        let mut out = b"xx{ }".to_vec();
+        splice_timestamp(&mut out, 2, 0);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "xx{ \"@timestamp\":\"1970-01-01T00:00:00Z\"}"
+        );
+    }
+
+    #[test]
+    fn index_pattern_rules() {
+        let p = IndexPattern::parse("logs-%Y%%-%m").unwrap();
+        assert_eq!(p.render(0), "logs-1970%-01");
+        assert!(p.is_dated());
+        assert!(
+            !IndexPattern::parse("logs-sigsci-default")
+                .unwrap()
+                .is_dated()
+        );
+        for bad in ["Upper-%Y", "a b", "_x", "x%H", "x%", "", "a/b", "a,b"] {
+            assert!(IndexPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

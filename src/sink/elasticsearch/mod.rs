@@ -1,0 +1,179 @@
+//! The Elasticsearch / OpenSearch sink: `_bulk` with `create` and `_id` = the request id, so
+//! every event is stored exactly once however often it is sent.
+//!
+//! One batch from the driver becomes one or more `_bulk` requests (each at most
+//! `batch_max_bytes` before compression and `batch_max_events` documents), up to `in_flight` at
+//! a time. Each reply is classified per item, in order (see [`reply`]): stored → delivered,
+//! 409 → duplicate (an earlier attempt landed), 429/5xx → retried alone by the driver, a
+//! mapping error → dead-lettered with the cluster's words, and an index that cannot be written
+//! (401/403/404 item) → the whole request is blocked: every document to that index would fail
+//! the same way, so the sink pauses and keeps the data instead of dead-lettering the lot.
+//!
+//! Layout: `config.rs` (settings), `encode.rs` (NDJSON body), `reply.rs` (classification).
+
+mod config;
+mod encode;
+mod reply;
+
+#[cfg(test)]
+mod tests;
+
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, LOCATION};
+use tracing::info;
+
+pub(crate) use config::validate;
+pub use config::{
+    DEFAULT_INDEX, EsAuth, EsAuthMode, EsConfig, EsMode, IndexPart, IndexPattern, RawEsSink,
+};
+
+use super::http::{self, Chunk};
+use super::{Ack, Batch, BatchLimits, BuildError, Sink, SinkError};
+use crate::pipeline::Shaper;
+use encode::Encoder;
+
+/// Sends batches to one cluster.
+pub struct EsSink {
+    cfg: EsConfig,
+    client: reqwest::Client,
+    encoder: Encoder,
+    bulk_url: String,
+    root_url: String,
+}
+
+impl EsSink {
+    /// A sink for `cfg`. Fails only on an unusable `ca_file`.
+    pub fn new(cfg: EsConfig) -> Result<EsSink, BuildError> {
+        let client = http::client(&cfg.name, cfg.timeout, cfg.ca_file.as_deref())?;
+        let encoder = Encoder::new(
+            Shaper::new(cfg.format, &cfg.redact_headers),
+            cfg.index.clone(),
+        );
+        let root = cfg.url.as_str().trim_end_matches('/').to_string();
+        // Never `refresh`: it costs the cluster and we never read back.
+        let mut bulk_url = format!("{root}/_bulk?filter_path=errors,items.*.status,items.*.error");
+        if let Some(p) = &cfg.pipeline {
+            bulk_url.push_str("&pipeline=");
+            bulk_url.extend(url::form_urlencoded::byte_serialize(p.as_bytes()));
+        }
+        Ok(EsSink {
+            client,
+            encoder,
+            bulk_url,
+            root_url: format!("{root}/"),
+            cfg,
+        })
+    }
+
+    /// What the driver should hand this sink at once: enough for `in_flight` full requests.
+    pub fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_events: self.cfg.batch_max_events.saturating_mul(self.cfg.in_flight),
+            max_bytes: self.cfg.batch_max_bytes.saturating_mul(self.cfg.in_flight),
+            linger: self.cfg.linger,
+        }
+    }
+
+    fn authorize(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.cfg.auth {
+            EsAuth::None => rb,
+            EsAuth::Basic { username, password } => {
+                rb.basic_auth(username, Some(password.expose()))
+            }
+            EsAuth::ApiKey(key) => rb.header(
+                AUTHORIZATION,
+                sensitive(&format!("ApiKey {}", key.expose())),
+            ),
+            EsAuth::Bearer(token) => rb.bearer_auth(token.expose()),
+        }
+    }
+
+    async fn send_chunk(&self, chunk: Chunk) -> Result<Ack, SinkError> {
+        let sent = chunk.range.len();
+        let mut rb = self
+            .client
+            .post(&self.bulk_url)
+            .header(CONTENT_TYPE, "application/x-ndjson");
+        rb = if self.cfg.gzip {
+            rb.header(CONTENT_ENCODING, "gzip")
+                .body(http::gzip(&chunk.body))
+        } else {
+            rb.body(chunk.body)
+        };
+        let resp = self
+            .authorize(rb)
+            .send()
+            .await
+            .map_err(http::transport_error)?;
+        let status = resp.status().as_u16();
+        let after = http::retry_after(resp.headers());
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp.bytes().await.map_err(http::transport_error)?;
+        reply::classify_bulk(
+            status,
+            after,
+            location.as_deref(),
+            &body,
+            sent,
+            &self.cfg.index.text,
+        )
+    }
+}
+
+fn sensitive(value: &str) -> HeaderValue {
+    // Validation rejected whitespace; other invalid bytes yield an empty (refused) header
+    // rather than a panic or a secret in an error message.
+    let mut v = HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
+    v.set_sensitive(true);
+    v
+}
+
+#[async_trait::async_trait]
+impl Sink for EsSink {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    async fn send(&self, batch: &Batch) -> Result<Ack, SinkError> {
+        let events = &batch.events;
+        let mut chunks = Vec::new();
+        // Cut by document count first, then by bytes within each slice.
+        for (n, slice) in events.chunks(self.cfg.batch_max_events).enumerate() {
+            let offset = n * self.cfg.batch_max_events;
+            for mut c in http::chunk(slice, self.cfg.batch_max_bytes, |ev, out| {
+                self.encoder.write(ev, out)
+            }) {
+                c.range = c.range.start + offset..c.range.end + offset;
+                chunks.push(c);
+            }
+        }
+        http::send_all(chunks, events.len(), self.cfg.in_flight, |c| {
+            self.send_chunk(c)
+        })
+        .await
+    }
+
+    async fn healthcheck(&self) -> Result<(), SinkError> {
+        let resp = self
+            .authorize(self.client.get(&self.root_url))
+            .send()
+            .await
+            .map_err(http::transport_error)?;
+        let status = resp.status().as_u16();
+        let after = http::retry_after(resp.headers());
+        let body = resp.bytes().await.map_err(http::transport_error)?;
+        let v = reply::classify_root(status, after, &body)?;
+        info!(sink = %self.cfg.name, distribution = %v.distribution, version = %v.number, "Elasticsearch sink connected.");
+        Ok(())
+    }
+}
+
+/// Builds the sink and its batch limits (the `sink::build` arm).
+pub(crate) fn build(cfg: &EsConfig) -> Result<(std::sync::Arc<dyn Sink>, BatchLimits), BuildError> {
+    let sink = EsSink::new(cfg.clone())?;
+    let limits = sink.limits();
+    Ok((std::sync::Arc::new(sink), limits))
+}
