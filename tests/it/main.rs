@@ -4,8 +4,8 @@
 mod cli;
 mod crash;
 mod delivery;
+mod elasticsearch;
 mod hec;
 mod ops;
 mod shape;
-mod elasticsearch;
 mod support;

@@ -385,6 +385,8 @@ mod tests {
             .expect("example has a HEC sink");
         let block: String = example[start..]
             .lines()
+            // The block ends at the first blank line (the next sink's example follows).
+            .take_while(|l| !l.trim().is_empty())
             .filter_map(|l| l.strip_prefix("# "))
             .filter(|l| {
                 !l.starts_with('#') && !l.starts_with("token_file") && !l.starts_with("ca_file")

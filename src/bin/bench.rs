@@ -1,0 +1,606 @@
+//! The throughput benchmark: `cargo run --release --bin bench -- [OPTIONS]`.
+//!
+//! It starts the feed API simulator and the HEC and Elasticsearch test receivers in this
+//! process, on loopback, then runs the real `sigsci-export backfill` binary (built next to this
+//! one) against them, once per scenario, and samples the child's CPU time and peak RSS from
+//! `/proc`. In the same run it measures the ceiling: how fast serde_json alone parses and
+//! re-serializes the very same events on one core, and prints each result as a share of it.
+//!
+//! Scenarios: `stdout`, `hec`, `es`, `both` (HEC + ES), `ratelimit` (2 sites with 200 ms page
+//! latency against a request quota: achieved pages/min as a share of the quota), and
+//! `backlog` (1M events spooled while both sinks are down, then drained: peak RSS).
+//! Numbers are for the machine it runs on; nothing here asserts a target.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use sigsci_export::config::{self, Source};
+use sigsci_export::sim::es::{EsReceiver, EsReceiverConfig};
+use sigsci_export::sim::hec::{HecReceiver, HecReceiverConfig};
+use sigsci_export::sim::{FaultConfig, SimConfig, Simulator};
+use sigsci_export::source::client::FeedClient;
+use tokio::io::AsyncReadExt;
+
+/// Benchmark options.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench",
+    about = "Throughput, CPU and memory of sigsci-export on loopback"
+)]
+struct Args {
+    /// Scenarios to run, comma-separated: stdout, hec, es, both, ratelimit, backlog, or all.
+    #[arg(long, default_value = "stdout,hec,es,both,ratelimit")]
+    scenarios: String,
+    /// Hours of feed to export (ending 5 minutes ago).
+    #[arg(long, default_value_t = 24)]
+    hours: i64,
+    /// Synthetic requests per minute per site (2 sites). 60 gives ~173k events for 24 h.
+    #[arg(long, default_value_t = 60)]
+    rate: u32,
+    /// `ratelimit` scenario: the exporter's request quota (requests per minute).
+    #[arg(long, default_value_t = 600)]
+    quota: u32,
+    /// `ratelimit` scenario: added latency of every feed page, milliseconds.
+    #[arg(long, default_value_t = 200)]
+    latency_ms: u64,
+    /// `backlog` scenario: events to spool while both sinks are down.
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog_events: u64,
+    /// Keep the temporary directory (configs, state files, logs) and print its path.
+    #[arg(long)]
+    keep: bool,
+}
+
+struct Measured {
+    wall: Duration,
+    cpu_secs: f64,
+    peak_rss_kb: u64,
+    stdout_bytes: u64,
+    exit: Option<i32>,
+}
+
+struct Row {
+    scenario: String,
+    events: u64,
+    m: Measured,
+    wire_bytes: u64,
+    raw_bytes: u64,
+    requests: u64,
+    note: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let exe = sibling_binary()?;
+    let scenarios: Vec<String> = if args.scenarios == "all" {
+        ["stdout", "hec", "es", "both", "ratelimit", "backlog"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        args.scenarios
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .collect()
+    };
+    let dir = tempfile::Builder::new().prefix("sigsci-bench").tempdir()?;
+    let ticks = clock_ticks();
+    eprintln!("bench: binary {}, {} core(s)", exe.display(), num_cpus());
+
+    let mut rows = Vec::new();
+    let mut ceiling: Option<(u64, f64)> = None;
+    for (i, scenario) in scenarios.iter().enumerate() {
+        let work = dir.path().join(format!("{i}-{scenario}"));
+        std::fs::create_dir_all(&work)?;
+        let row = match scenario.as_str() {
+            "stdout" | "hec" | "es" | "both" => {
+                let sim = Simulator::start(
+                    SimConfig {
+                        rate_per_min: args.rate,
+                        ..SimConfig::default()
+                    },
+                    ([127, 0, 0, 1], 0).into(),
+                )
+                .await?;
+                if ceiling.is_none() {
+                    ceiling = Some(measure_ceiling(&sim, args.hours).await?);
+                }
+                let row = throughput(&exe, &work, &sim, scenario, args.hours, ticks).await?;
+                sim.shutdown().await;
+                row
+            }
+            "ratelimit" => ratelimit(&exe, &work, &args, ticks).await?,
+            "backlog" => backlog(&exe, &work, &args, ticks).await?,
+            other => bail!("unknown scenario `{other}`"),
+        };
+        eprintln!(
+            "bench: {} done: {} events in {:.1} s",
+            row.scenario,
+            row.events,
+            row.m.wall.as_secs_f64()
+        );
+        rows.push(row);
+    }
+
+    println!();
+    if let Some((n, secs)) = ceiling {
+        println!(
+            "ceiling: serde_json parse + serialize of the same {n} events on one core: {:.2} s = {:.0} events/s",
+            secs,
+            n as f64 / secs
+        );
+    }
+    println!();
+    println!(
+        "| scenario | events | wall s | events/s | of ceiling | CPU s per 1M events | peak RSS MB | requests | bytes on the wire | bytes uncompressed | notes |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let eps = r.events as f64 / r.m.wall.as_secs_f64();
+        let of_ceiling = ceiling
+            .map(|(n, s)| format!("{:.0}%", 100.0 * eps / (n as f64 / s)))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "| {} | {} | {:.1} | {:.0} | {} | {:.1} | {:.1} | {} | {} | {} | {} |",
+            r.scenario,
+            r.events,
+            r.m.wall.as_secs_f64(),
+            eps,
+            of_ceiling,
+            r.m.cpu_secs / (r.events.max(1) as f64 / 1e6),
+            r.m.peak_rss_kb as f64 / 1024.0,
+            r.requests,
+            r.wire_bytes,
+            r.raw_bytes,
+            r.note
+        );
+    }
+    if args.keep {
+        let kept = dir.keep();
+        eprintln!("bench: files kept in {}", kept.display());
+    }
+    Ok(())
+}
+
+/// The `sigsci-export` binary built next to this one (same profile).
+fn sibling_binary() -> Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me
+        .parent()
+        .context("bench has no directory")?
+        .join("sigsci-export");
+    if !path.is_file() {
+        bail!(
+            "{} not found: build it first (`cargo build --release`)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The newest minute the feed serves, as the exporter computes it.
+fn window(sim: &Simulator, hours: i64) -> (i64, i64) {
+    let until = (sim.now() - 300) / 60 * 60;
+    (until - hours * 3600, until)
+}
+
+fn rfc3339(t: i64) -> String {
+    sigsci_export::time::fmt(t)
+}
+
+/// Fetches every event of the range through the real client, then times serde_json alone.
+async fn measure_ceiling(sim: &Simulator, hours: i64) -> Result<(u64, f64)> {
+    let text = format!(
+        "[api]\nbase_url = \"{}\"\nemail = \"demo@example.com\"\ntoken = \"demo-token\"\ncorp = \"demo\"\n\
+         sites = [\"www\", \"api\"]\nrequests_per_minute = 100000\nburst = 1000\n\
+         [admin]\nlisten = \"\"\n[[sinks]]\ntype = \"stdout\"\n",
+        sim.base_url()
+    );
+    let cfg = config::load(Source::Embedded(&text), &[])?;
+    let client = FeedClient::new(&cfg.api)?;
+    let (from, until) = window(sim, hours);
+    let mut bodies = Vec::new();
+    for site in ["www", "api"] {
+        let mut t = from;
+        while t < until {
+            let end = until.min(t + 3600);
+            let mut w = client.window(site, t, end);
+            while let Some((events, _)) = w.next_page().await? {
+                bodies.extend(events.into_iter().map(|e| e.body));
+            }
+            t = end;
+        }
+    }
+    let started = Instant::now();
+    let mut out = Vec::with_capacity(64 << 20);
+    for b in &bodies {
+        let v: serde_json::Value = serde_json::from_str(b)?;
+        serde_json::to_writer(&mut out, &v)?;
+        out.push(b'\n');
+        if out.len() > 60 << 20 {
+            out.clear();
+        }
+    }
+    std::hint::black_box(&out);
+    Ok((bodies.len() as u64, started.elapsed().as_secs_f64()))
+}
+
+struct Receivers {
+    hec: Option<HecReceiver>,
+    es: Option<EsReceiver>,
+}
+
+async fn start_receivers(hec: bool, es: bool) -> Result<Receivers> {
+    let local = ([127, 0, 0, 1], 0).into();
+    Ok(Receivers {
+        hec: if hec {
+            Some(
+                HecReceiver::start(
+                    HecReceiverConfig {
+                        keep_events: 0,
+                        ..HecReceiverConfig::default()
+                    },
+                    local,
+                )
+                .await?,
+            )
+        } else {
+            None
+        },
+        es: if es {
+            Some(
+                EsReceiver::start(
+                    EsReceiverConfig {
+                        keep_documents: false,
+                        ..EsReceiverConfig::default()
+                    },
+                    local,
+                )
+                .await?,
+            )
+        } else {
+            None
+        },
+    })
+}
+
+fn sink_toml(r: &Receivers, stdout: bool) -> String {
+    let mut s = String::new();
+    if stdout {
+        s.push_str("[[sinks]]\ntype = \"stdout\"\n");
+    }
+    if let Some(h) = &r.hec {
+        s.push_str(&format!(
+            "[[sinks]]\ntype = \"splunk_hec\"\nname = \"splunk\"\nurl = \"{}\"\ntoken = \"hec-token\"\n",
+            h.url()
+        ));
+    }
+    if let Some(e) = &r.es {
+        s.push_str(&format!(
+            "[[sinks]]\ntype = \"elasticsearch\"\nname = \"elastic\"\nurl = \"{}\"\n",
+            e.url()
+        ));
+    }
+    s
+}
+
+fn write_config(
+    work: &Path,
+    sim: &Simulator,
+    rpm: u32,
+    burst: u32,
+    sinks: &str,
+) -> Result<PathBuf> {
+    let text = format!(
+        "[api]\nbase_url = \"{}\"\nemail = \"demo@example.com\"\ntoken = \"demo-token\"\ncorp = \"demo\"\n\
+         sites = [\"www\", \"api\"]\nrequests_per_minute = {rpm}\nburst = {burst}\n\n\
+         [spool]\npath = \"{}\"\n\n[admin]\nlisten = \"\"\n\n{sinks}",
+        sim.base_url(),
+        work.join("state.db").display()
+    );
+    let path = work.join("config.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Runs `sigsci-export backfill` to completion, sampling its CPU and memory.
+async fn run_backfill(
+    exe: &Path,
+    work: &Path,
+    cfg: &Path,
+    from: i64,
+    until: i64,
+    ticks: f64,
+) -> Result<Measured> {
+    let log = std::fs::File::create(work.join("stderr.log"))?;
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(exe)
+        .args(["backfill", "-c"])
+        .arg(cfg)
+        .args(["--from", &rfc3339(from), "--until", &rfc3339(until)])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("child pid")?;
+    let mut stdout = child.stdout.take().context("stdout")?;
+    let counted = Arc::new(AtomicU64::new(0));
+    let c = counted.clone();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = stdout.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            c.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    });
+    let (mut cpu, mut rss) = (0.0, 0u64);
+    let status = loop {
+        if let Some((c, r)) = sample(pid, ticks) {
+            cpu = c;
+            rss = rss.max(r);
+        }
+        tokio::select! {
+            s = child.wait() => break s?,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    };
+    let wall = started.elapsed();
+    let _ = reader.await;
+    Ok(Measured {
+        wall,
+        cpu_secs: cpu,
+        peak_rss_kb: rss,
+        stdout_bytes: counted.load(Ordering::Relaxed),
+        exit: status.code(),
+    })
+}
+
+/// (CPU seconds, peak RSS kB) of a live process, from /proc.
+fn sample(pid: u32, ticks: f64) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(((utime + stime) / ticks, hwm))
+}
+
+async fn throughput(
+    exe: &Path,
+    work: &Path,
+    sim: &Simulator,
+    scenario: &str,
+    hours: i64,
+    ticks: f64,
+) -> Result<Row> {
+    let (hec, es) = match scenario {
+        "hec" => (true, false),
+        "es" => (false, true),
+        "both" => (true, true),
+        _ => (false, false),
+    };
+    let rx = start_receivers(hec, es).await?;
+    let cfg = write_config(
+        work,
+        sim,
+        100_000,
+        1000,
+        &sink_toml(&rx, scenario == "stdout"),
+    )?;
+    let (from, until) = window(sim, hours);
+    let truth: u64 = ["www", "api"]
+        .iter()
+        .map(|s| sim.ground_truth(s, from, until).len() as u64)
+        .sum();
+    let m = run_backfill(exe, work, &cfg, from, until, ticks).await?;
+    if m.exit != Some(0) {
+        bail!(
+            "{scenario}: backfill exited {:?}; see {}",
+            m.exit,
+            work.join("stderr.log").display()
+        );
+    }
+    let (mut wire, mut raw, mut requests, mut notes) = (0, 0, 0, Vec::new());
+    if scenario == "stdout" {
+        wire = m.stdout_bytes;
+        raw = m.stdout_bytes;
+    }
+    if let Some(h) = &rx.hec {
+        let s = h.stats();
+        wire += s.bytes_wire;
+        raw += s.bytes_uncompressed;
+        requests += s.event_requests;
+        notes.push(format!(
+            "HEC: {} events indexed, {} duplicates",
+            s.events_indexed,
+            h.duplicates()
+        ));
+    }
+    if let Some(e) = &rx.es {
+        let s = e.stats();
+        wire += s.bytes_wire;
+        raw += s.bytes_uncompressed;
+        requests += s.bulk_requests;
+        notes.push(format!(
+            "ES: {} docs, {} items 409",
+            e.doc_count(),
+            s.items_by_status.get(&409).copied().unwrap_or(0)
+        ));
+    }
+    if let Some(h) = rx.hec {
+        h.shutdown().await;
+    }
+    if let Some(e) = rx.es {
+        e.shutdown().await;
+    }
+    Ok(Row {
+        scenario: scenario.to_string(),
+        events: truth,
+        m,
+        wire_bytes: wire,
+        raw_bytes: raw,
+        requests,
+        note: notes.join("; "),
+    })
+}
+
+async fn ratelimit(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<Row> {
+    let sim = Simulator::start(
+        SimConfig {
+            rate_per_min: args.rate,
+            faults: FaultConfig {
+                latency_ms: args.latency_ms,
+                ..FaultConfig::default()
+            },
+            ..SimConfig::default()
+        },
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .await?;
+    // A burst of 1: the quota alone sets the pace, so pages/min can be compared with it.
+    let cfg = write_config(work, &sim, args.quota, 1, "[[sinks]]\ntype = \"stdout\"\n")?;
+    let (from, until) = window(&sim, args.hours);
+    let truth: u64 = ["www", "api"]
+        .iter()
+        .map(|s| sim.ground_truth(s, from, until).len() as u64)
+        .sum();
+    let m = run_backfill(exe, work, &cfg, from, until, ticks).await?;
+    if m.exit != Some(0) {
+        bail!("ratelimit: backfill exited {:?}", m.exit);
+    }
+    let pages = sim.requests().len() as u64;
+    let per_min = pages as f64 / (m.wall.as_secs_f64() / 60.0);
+    sim.shutdown().await;
+    Ok(Row {
+        scenario: format!(
+            "ratelimit ({} ms/page, quota {}/min)",
+            args.latency_ms, args.quota
+        ),
+        events: truth,
+        wire_bytes: m.stdout_bytes,
+        raw_bytes: m.stdout_bytes,
+        requests: pages,
+        note: format!(
+            "{per_min:.0} pages/min = {:.0}% of the quota",
+            100.0 * per_min / args.quota as f64
+        ),
+        m,
+    })
+}
+
+async fn backlog(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<Row> {
+    // Enough synthetic traffic over 24 h and 2 sites to reach the requested event count.
+    let rate = (args.backlog_events as f64 / (24.0 * 60.0 * 2.0)).ceil() as u32;
+    let sim = Simulator::start(
+        SimConfig {
+            rate_per_min: rate,
+            ..SimConfig::default()
+        },
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .await?;
+    let rx = start_receivers(true, true).await?;
+    if let Some(h) = rx.hec.as_ref() {
+        h.pause();
+    }
+    if let Some(e) = rx.es.as_ref() {
+        e.pause();
+    }
+    let cfg = write_config(work, &sim, 100_000, 1000, &sink_toml(&rx, false))?;
+    let (from, until) = window(&sim, 24);
+    let truth: u64 = ["www", "api"]
+        .iter()
+        .map(|s| sim.ground_truth(s, from, until).len() as u64)
+        .sum();
+    // Resume both sinks once everything is spooled (the backfill's cursors reach `until`).
+    let state = work.join("state.db");
+    let resumer = {
+        let state = state.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Ok(store) = sigsci_export::store::Store::open_read_only(&state) else {
+                    continue;
+                };
+                let Ok(cursors) = store.cursors().await else {
+                    continue;
+                };
+                if cursors.len() == 2 && cursors.iter().all(|c| c.cursor >= until) {
+                    let spooled = store
+                        .sink_states()
+                        .await
+                        .map(|s| s.iter().map(|x| x.pending_events).max().unwrap_or(0))
+                        .unwrap_or(0);
+                    return spooled;
+                }
+            }
+        }
+    };
+    let run = run_backfill(exe, work, &cfg, from, until, ticks);
+    tokio::pin!(run);
+    let spooled = tokio::select! {
+        n = resumer => n,
+        m = &mut run => bail!("backlog: backfill ended while the sinks were down: {:?}", m.map(|m| m.exit)),
+    };
+    eprintln!("bench: backlog: {spooled} events spooled with both sinks down; resuming them");
+    if let Some(h) = rx.hec.as_ref() {
+        h.resume();
+    }
+    if let Some(e) = rx.es.as_ref() {
+        e.resume();
+    }
+    let m = run.await?;
+    if m.exit != Some(0) {
+        bail!("backlog: backfill exited {:?}", m.exit);
+    }
+    let s = rx.hec.as_ref().map(|h| h.stats()).unwrap_or_default();
+    let e = rx.es.as_ref().map(|e| e.stats()).unwrap_or_default();
+    let note = format!(
+        "{spooled} spooled while both sinks were down; HEC {} indexed, ES {} docs",
+        s.events_indexed,
+        rx.es.as_ref().map_or(0, |e| e.doc_count())
+    );
+    sim.shutdown().await;
+    Ok(Row {
+        scenario: "backlog (both sinks down, then drained)".into(),
+        events: truth,
+        wire_bytes: s.bytes_wire + e.bytes_wire,
+        raw_bytes: s.bytes_uncompressed + e.bytes_uncompressed,
+        requests: s.event_requests + e.bulk_requests,
+        note,
+        m,
+    })
+}
