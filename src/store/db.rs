@@ -112,6 +112,18 @@ impl SyncStore {
         Ok(store)
     }
 
+    /// A read-only connection beside the writer of the same process (the schema is known to
+    /// be current: the writer just migrated it).
+    pub(super) fn open_reader(path: &Path) -> Result<Self, StoreError> {
+        let store = Self::open_read_only(path)?;
+        let configured = store
+            .conn
+            .pragma_update(None, "cache_size", -8_192)
+            .map_err(Fail::from);
+        store.finish("open reader", configured)?;
+        Ok(store)
+    }
+
     fn new(conn: Connection, path: &Path) -> Self {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         SyncStore {
@@ -142,6 +154,10 @@ impl SyncStore {
         // lost sink offset resends a batch (at least once). FULL would add an fsync to every
         // page and every settle for no change in what can be lost for good.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // The recent spool is written here and read back by the sinks (through the reader's
+        // own cache, see `open_reader`): 8 MiB each instead of SQLite's 2 keeps the hot pages
+        // in memory instead of copying them from the kernel again and again.
+        conn.pragma_update(None, "cache_size", -8_192)?;
         // The schema declares no foreign keys today; enabled so that any added later are
         // enforced rather than silently ignored (SQLite's default is off).
         conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -284,6 +284,10 @@ pub struct Store {
 struct Shared {
     path: PathBuf,
     db: Mutex<SyncStore>,
+    /// A second, read-only connection for the sinks' hot reads: in WAL mode it reads a
+    /// consistent snapshot while the writer commits, so sink drivers and pollers do not wait
+    /// for each other's SQLite work.
+    reader: Option<Mutex<SyncStore>>,
     changed: Arc<Notify>,
 }
 
@@ -301,7 +305,15 @@ impl Store {
     ///
     /// This blocks (file I/O, possibly a migration); call it at start-up, before serving.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        SyncStore::open(path).map(Store::from_sync)
+        let writer = SyncStore::open(path)?;
+        let mut store = Store::from_sync(writer);
+        // Without a reader everything goes through the writer: slower, never wrong.
+        if let Ok(reader) = SyncStore::open_reader(path) {
+            if let Some(shared) = Arc::get_mut(&mut store.shared) {
+                shared.reader = Some(Mutex::new(reader));
+            }
+        }
+        Ok(store)
     }
 
     /// Open an existing database read-only, for `status` while `run` holds it open for
@@ -317,6 +329,7 @@ impl Store {
             shared: Arc::new(Shared {
                 path: db.path().to_path_buf(),
                 db: Mutex::new(db),
+                reader: None,
                 changed: Arc::new(Notify::new()),
             }),
         }
@@ -334,6 +347,22 @@ impl Store {
             // transaction (if any) was rolled back when the `Transaction` dropped during the
             // unwind, and SQLite itself is consistent, so the connection is safe to reuse.
             let mut db = shared.db.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut db)
+        })
+        .await
+        .map_err(|source| StoreError::Join { op, source })?
+    }
+
+    /// Like [`Store::run`], on the read-only connection when there is one.
+    async fn run_read<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SyncStore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let conn = shared.reader.as_ref().unwrap_or(&shared.db);
+            let mut db = conn.lock().unwrap_or_else(PoisonError::into_inner);
             f(&mut db)
         })
         .await
@@ -396,7 +425,7 @@ impl Store {
     ) -> Result<Vec<SpooledEvent>, StoreError> {
         let ns = ns.to_owned();
         let sink = sink.to_owned();
-        self.run("read_batch", move |db| {
+        self.run_read("read_batch", move |db| {
             db.read_batch(&ns, &sink, max_events, max_bytes)
         })
         .await
