@@ -905,7 +905,7 @@ pub fn secret_permissions_warning(path: &Path) -> Option<String> {
         SECRET_KEYS.contains(&k).then(|| k.to_string())
     })?;
     Some(format!(
-        "`{}` holds a secret (`{key}`) and is readable by every user (mode {:o});          chmod 600 it, or use {key}_file / the environment instead",
+        "`{}` holds a secret (`{key}`) and is readable by every user (mode {:o}); chmod 600 it, or use {key}_file / the environment instead",
         path.display(),
         mode & 0o777
     ))

@@ -153,6 +153,7 @@ fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
 /// Bring the database up to [`supported_version`], one transaction per step.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let supported = supported_version();
+    let initial = read_version(conn, path)?;
     loop {
         let next = read_version(conn, path)?.saturating_add(1);
         let migration_err = |source| StoreError::Migration {
@@ -185,7 +186,12 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         tx.pragma_update(None, "user_version", to)
             .map_err(migration_err)?;
         tx.commit().map_err(migration_err)?;
-        tracing::info!(path = %path.display(), version = to, supported, "migrated spool schema");
+        if initial == 0 {
+            // A new file: nothing to announce per step.
+            tracing::debug!(path = %path.display(), version = to, supported, "created spool schema step");
+        } else {
+            tracing::info!(path = %path.display(), version = to, supported, "migrated spool schema");
+        }
     }
 }
 
