@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sigsci_export::sim::es::{EsReceiver, EsReceiverAuth, EsReceiverConfig};
+use sigsci_export::sim::hec::{HecReceiver, HecReceiverConfig, HecToken};
 use sigsci_export::sim::{SimConfig, Simulator};
 use sigsci_export::store::{NewEvent, SiteKey, Store};
 
@@ -353,19 +355,50 @@ async fn dead_letters_are_listed_replayed_and_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_appear_in_any_output() {
     let secret = "tok-SECRET-5b9e2d71";
+    let hec_secret = "hec-SECRET-8d1f03aa";
+    let es_secret = "es-SECRET-77c2e9b4";
     let sim = start_sim(SimConfig {
         token: secret.into(),
         ..SimConfig::default()
     })
     .await;
+    let local = ([127, 0, 0, 1], 0).into();
+    let hec = HecReceiver::start(
+        HecReceiverConfig {
+            tokens: vec![HecToken::new(hec_secret)],
+            ..HecReceiverConfig::default()
+        },
+        local,
+    )
+    .await
+    .unwrap();
+    let es = EsReceiver::start(
+        EsReceiverConfig {
+            auth: EsReceiverAuth::Basic {
+                username: "elastic".into(),
+                password: es_secret.into(),
+            },
+            ..EsReceiverConfig::default()
+        },
+        local,
+    )
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, port) = config_with_admin(
-        dir.path(),
-        &sim,
-        secret,
-        "",
-        "[poll]\nstart_at = \"-10m\"\ninterval_secs = 5\n",
+    // Three ways to hand over a secret: a file (API token), the environment (HEC token), and
+    // a *_file next to the config (ES password).
+    std::fs::write(dir.path().join("es-password"), es_secret).unwrap();
+    let sinks = format!(
+        "[[sinks]]\ntype = \"splunk_hec\"\nname = \"splunk\"\nurl = \"{}\"\n\n\
+         [[sinks]]\ntype = \"elasticsearch\"\nname = \"elastic\"\nurl = \"{}\"\nauth = \"basic\"\n\
+         username = \"elastic\"\npassword_file = \"{}\"\n\n\
+         [poll]\nstart_at = \"-10m\"\ninterval_secs = 5\n",
+        hec.url(),
+        es.url(),
+        dir.path().join("es-password").display()
     );
+    let (cfg, port) = config_with_admin(dir.path(), &sim, secret, "", &sinks);
+    let env = [("SIGSCI_EXPORT_SINK_SPLUNK_TOKEN", hec_secret)];
     let cfg = cfg.to_str().unwrap().to_string();
     let mut seen = String::new();
 
@@ -373,7 +406,7 @@ async fn secrets_never_appear_in_any_output() {
         vec!["check", "-c", &cfg],
         vec!["check", "--offline", "-c", &cfg],
     ] {
-        let out = run(&args, &[], Duration::from_secs(60)).await;
+        let out = run(&args, &env, Duration::from_secs(60)).await;
         assert_eq!(
             out.code,
             Some(0),
@@ -395,7 +428,7 @@ async fn secrets_never_appear_in_any_output() {
             "--until",
             &rfc3339(until),
         ],
-        &[],
+        &env,
         Duration::from_secs(60),
     )
     .await;
@@ -403,7 +436,7 @@ async fn secrets_never_appear_in_any_output() {
     seen.push_str(&out.stderr);
 
     let lines = Arc::new(Mutex::new(Vec::new()));
-    let running = spawn(&["run", "-c", &cfg], lines.clone());
+    let running = spawn_env(&["run", "-c", &cfg], &env, lines.clone());
     let base = format!("http://127.0.0.1:{port}");
     let up = wait_until(Duration::from_secs(30), || {
         !lines.lock().unwrap().is_empty()
@@ -418,7 +451,7 @@ async fn secrets_never_appear_in_any_output() {
         vec!["status", "--json", "-c", &cfg],
         vec!["dead-letters", "-c", &cfg, "list"],
     ] {
-        let out = run(&args, &[], Duration::from_secs(30)).await;
+        let out = run(&args, &env, Duration::from_secs(30)).await;
         assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
         seen.push_str(&out.stdout);
         seen.push_str(&out.stderr);
@@ -427,7 +460,17 @@ async fn secrets_never_appear_in_any_output() {
     assert_eq!(code, Some(0));
     seen.push_str(&stderr);
     assert!(seen.len() > 1000, "the outputs were captured");
-    assert!(!seen.contains(secret), "a secret leaked:\n{seen}");
+    assert!(
+        seen.contains("OK   sink splunk") && seen.contains("OK   sink elastic"),
+        "{seen}"
+    );
+    for s in [secret, hec_secret, es_secret] {
+        assert!(!seen.contains(s), "a secret leaked:\n{seen}");
+    }
+    assert!(
+        hec.stats().events_indexed > 0 && es.doc_count() > 0,
+        "both sinks were used"
+    );
 
     // The same token inline in a world-readable config: warned about, still never printed.
     let inline = dir.path().join("inline.toml");
@@ -441,7 +484,7 @@ async fn secrets_never_appear_in_any_output() {
     std::fs::set_permissions(&inline, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = run(
         &["check", "--offline", "-c", inline.to_str().unwrap()],
-        &[],
+        &env,
         Duration::from_secs(30),
     )
     .await;

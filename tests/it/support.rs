@@ -125,7 +125,16 @@ pub(crate) struct Running {
 }
 
 pub(crate) fn spawn(args: &[&str], lines: Arc<Mutex<Vec<String>>>) -> Running {
-    let mut child = command(args, &[]).spawn().expect("binary starts");
+    spawn_env(args, &[], lines)
+}
+
+/// [`spawn`] with extra environment variables.
+pub(crate) fn spawn_env(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    lines: Arc<Mutex<Vec<String>>>,
+) -> Running {
+    let mut child = command(args, envs).spawn().expect("binary starts");
     let stdout = child.stdout.take().unwrap();
     let mut stderr_pipe = child.stderr.take().unwrap();
     let stderr = Arc::new(Mutex::new(String::new()));
