@@ -218,6 +218,11 @@ impl Driver {
                         backoff = self.backoff();
                     } else {
                         debug!(sink = %name, events = retried.len(), "Some events asked to be retried.");
+                        if delivered + duplicate + dead > 0 {
+                            // The destination is taking events, just not all of them (per-item
+                            // 429s): pause, but do not escalate as if it were down.
+                            backoff = self.backoff();
+                        }
                         if !self.pause(&mut backoff, retry_after).await {
                             break;
                         }

@@ -1,4 +1,4 @@
-//! HTTP plumbing shared by the network sinks: the client, gzip, transport-error
+//! HTTP plumbing shared by the network sinks: the client, transport-error
 //! classification, `Retry-After`, and cutting a batch into requests bounded by encoded bytes
 //! that are sent a few at a time.
 //!
@@ -57,17 +57,6 @@ pub(crate) fn client(
     builder
         .build()
         .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))
-}
-
-/// gzip at level 1: most of the size win for a fraction of the CPU (Filebeat's default).
-pub(crate) fn gzip(body: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4 + 64),
-        flate2::Compression::new(1),
-    );
-    // Writing into a Vec cannot fail.
-    let _ = enc.write_all(body);
-    enc.finish().unwrap_or_default()
 }
 
 /// A failed exchange (no HTTP status): timeouts, refused connections, resets, TLS. All are
@@ -133,37 +122,82 @@ pub(crate) fn snippet(body: &[u8]) -> String {
 pub(crate) struct Chunk {
     /// Which events of the batch it carries.
     pub range: Range<usize>,
-    /// The encoded (uncompressed) body.
+    /// The request body: gzip-compressed (at level 1: most of the size win for a fraction of
+    /// the CPU, Filebeat's default) when [`chunk`] was asked to compress.
     pub body: Vec<u8>,
 }
 
-/// Encodes `events` in order into bodies of at most `max_bytes`; an event that alone is larger
-/// goes in a body of its own (the destination then decides, usually with a 413).
+/// Builds one body, compressing as it goes so the uncompressed body never exists in full.
+#[allow(clippy::large_enum_variant)] // one per request body, short-lived
+enum BodyWriter {
+    Plain(Vec<u8>),
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+}
+
+impl BodyWriter {
+    fn new(gzip: bool, capacity: usize) -> BodyWriter {
+        if gzip {
+            BodyWriter::Gzip(flate2::write::GzEncoder::new(
+                Vec::with_capacity(capacity / 6 + 64),
+                flate2::Compression::new(1),
+            ))
+        } else {
+            BodyWriter::Plain(Vec::with_capacity(capacity))
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        match self {
+            BodyWriter::Plain(v) => v.extend_from_slice(bytes),
+            // Writing into a Vec cannot fail.
+            BodyWriter::Gzip(enc) => {
+                let _ = enc.write_all(bytes);
+            }
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            BodyWriter::Plain(v) => v,
+            BodyWriter::Gzip(enc) => enc.finish().unwrap_or_default(),
+        }
+    }
+}
+
+/// Encodes `events` in order into bodies of at most `max_bytes` (counted before compression);
+/// an event that alone is larger goes in a body of its own (the destination then decides,
+/// usually with a 413). With `gzip` each body is compressed while it is built.
 pub(crate) fn chunk(
     events: &[SpooledEvent],
     max_bytes: usize,
+    gzip: bool,
     mut encode: impl FnMut(&SpooledEvent, &mut Vec<u8>),
 ) -> Vec<Chunk> {
+    let capacity = max_bytes.min(events.iter().map(|e| e.body.len() + 256).sum());
     let mut chunks = Vec::new();
     let mut start = 0;
-    let mut body =
-        Vec::with_capacity(max_bytes.min(events.iter().map(|e| e.body.len() + 256).sum()));
+    let mut raw_len = 0;
+    let mut body = BodyWriter::new(gzip, capacity);
+    let mut scratch = Vec::with_capacity(4096);
     for (i, ev) in events.iter().enumerate() {
-        let mark = body.len();
-        encode(ev, &mut body);
-        if body.len() > max_bytes && i > start {
-            let tail = body.split_off(mark);
+        scratch.clear();
+        encode(ev, &mut scratch);
+        if raw_len + scratch.len() > max_bytes && i > start {
+            let done = std::mem::replace(&mut body, BodyWriter::new(gzip, capacity));
             chunks.push(Chunk {
                 range: start..i,
-                body: std::mem::replace(&mut body, tail),
+                body: done.finish(),
             });
             start = i;
+            raw_len = 0;
         }
+        body.write(&scratch);
+        raw_len += scratch.len();
     }
     if start < events.len() {
         chunks.push(Chunk {
             range: start..events.len(),
-            body,
+            body: body.finish(),
         });
     }
     chunks
@@ -244,7 +278,7 @@ mod tests {
     #[test]
     fn chunks_stay_under_the_byte_limit_and_keep_order() {
         let events: Vec<_> = (0..10).map(|i| ev(i, "0123456789")).collect();
-        let chunks = chunk(&events, 35, copy);
+        let chunks = chunk(&events, 35, false, copy);
         let ranges: Vec<_> = chunks.iter().map(|c| c.range.clone()).collect();
         assert_eq!(ranges, vec![0..3, 3..6, 6..9, 9..10]);
         assert!(chunks.iter().all(|c| c.body.len() <= 35));
@@ -255,7 +289,7 @@ mod tests {
     #[test]
     fn an_oversized_event_goes_alone() {
         let events = vec![ev(0, "ab"), ev(1, &"x".repeat(50)), ev(2, "cd")];
-        let ranges: Vec<_> = chunk(&events, 10, copy)
+        let ranges: Vec<_> = chunk(&events, 10, false, copy)
             .into_iter()
             .map(|c| c.range)
             .collect();
@@ -265,7 +299,7 @@ mod tests {
     #[tokio::test]
     async fn one_failed_request_retries_only_its_events() {
         let events: Vec<_> = (0..6).map(|i| ev(i, "0123456789")).collect();
-        let chunks = chunk(&events, 20, copy);
+        let chunks = chunk(&events, 20, false, copy);
         assert_eq!(chunks.len(), 3);
         let ack = send_all(chunks, 6, 2, |c: Chunk| async move {
             if c.range.start == 2 {
@@ -292,7 +326,7 @@ mod tests {
     #[tokio::test]
     async fn every_request_failing_is_the_batch_error() {
         let events: Vec<_> = (0..4).map(|i| ev(i, "0123456789")).collect();
-        let chunks = chunk(&events, 20, copy);
+        let chunks = chunk(&events, 20, false, copy);
         let err = send_all(chunks, 4, 4, |_c: Chunk| async { Err(SinkError::TooLarge) })
             .await
             .unwrap_err();
@@ -300,16 +334,21 @@ mod tests {
     }
 
     #[test]
-    fn gzip_round_trips() {
+    fn compressed_chunks_hold_the_same_bytes() {
         use std::io::Read;
-        let body = b"{\"event\":1}{\"event\":2}".repeat(100);
-        let packed = gzip(&body);
-        assert!(packed.len() < body.len());
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&packed[..])
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, body);
+        let events: Vec<_> = (0..10).map(|i| ev(i, "0123456789")).collect();
+        let plain = chunk(&events, 35, false, copy);
+        let packed = chunk(&events, 35, true, copy);
+        assert_eq!(plain.len(), packed.len());
+        for (p, z) in plain.iter().zip(&packed) {
+            assert_eq!(p.range, z.range);
+            assert!(p.body.len() <= 35);
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&z.body[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, p.body);
+        }
     }
 
     #[test]

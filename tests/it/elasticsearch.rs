@@ -116,7 +116,7 @@ async fn backfill_with_item_429s_and_sigkill_stores_each_id_once() {
         want.len()
     );
 
-    let out = run(&args, &[], Duration::from_secs(60)).await;
+    let out = run(&args, &[], Duration::from_secs(180)).await;
     assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
     assert_exactly_once(&rx, &want);
     let st = rx.stats();

@@ -93,12 +93,10 @@ impl EsSink {
             .client
             .post(&self.bulk_url)
             .header(CONTENT_TYPE, "application/x-ndjson");
-        rb = if self.cfg.gzip {
-            rb.header(CONTENT_ENCODING, "gzip")
-                .body(http::gzip(&chunk.body))
-        } else {
-            rb.body(chunk.body)
-        };
+        if self.cfg.gzip {
+            rb = rb.header(CONTENT_ENCODING, "gzip");
+        }
+        rb = rb.body(chunk.body);
         let resp = self
             .authorize(rb)
             .send()
@@ -143,7 +141,7 @@ impl Sink for EsSink {
         // Cut by document count first, then by bytes within each slice.
         for (n, slice) in events.chunks(self.cfg.batch_max_events).enumerate() {
             let offset = n * self.cfg.batch_max_events;
-            for mut c in http::chunk(slice, self.cfg.batch_max_bytes, |ev, out| {
+            for mut c in http::chunk(slice, self.cfg.batch_max_bytes, self.cfg.gzip, |ev, out| {
                 self.encoder.write(ev, out)
             }) {
                 c.range = c.range.start + offset..c.range.end + offset;

@@ -223,13 +223,14 @@ impl HecSink {
             )
             .header("X-Splunk-Request-Channel", self.channel())
             .header(header::CONTENT_TYPE, "application/json");
-        let body = if self.cfg.gzip {
+        if self.cfg.gzip {
             req = req.header(header::CONTENT_ENCODING, "gzip");
-            http::gzip(&chunk.body)
-        } else {
-            chunk.body
-        };
-        let resp = req.body(body).send().await.map_err(http::transport_error)?;
+        }
+        let resp = req
+            .body(chunk.body)
+            .send()
+            .await
+            .map_err(http::transport_error)?;
         let status = resp.status().as_u16();
         let after = http::retry_after(resp.headers());
         let bytes = resp.bytes().await.map_err(http::transport_error)?;
@@ -296,10 +297,15 @@ impl HecSink {
     async fn send_new(&self, events: &[SpooledEvent]) -> Result<Ack, SinkError> {
         let chunks = {
             let resent = lock(&self.resent);
-            http::chunk(events, self.cfg.batch_max_bytes, |ev, out| {
-                self.envelope
-                    .write(ev, !resent.is_empty() && resent.contains(&ev.seq), out)
-            })
+            http::chunk(
+                events,
+                self.cfg.batch_max_bytes,
+                self.cfg.gzip,
+                |ev, out| {
+                    self.envelope
+                        .write(ev, !resent.is_empty() && resent.contains(&ev.seq), out)
+                },
+            )
         };
         http::send_all(chunks, events.len(), self.cfg.in_flight, |c| {
             self.send_chunk(events, c)
