@@ -51,6 +51,9 @@ struct Args {
     /// `backlog` scenario: events to spool while both sinks are down.
     #[arg(long, default_value_t = 1_000_000)]
     backlog_events: u64,
+    /// Send uncompressed request bodies to HEC and ES (default: gzip, the sinks' default).
+    #[arg(long)]
+    no_gzip: bool,
     /// Keep the temporary directory (configs, state files, logs) and print its path.
     #[arg(long)]
     keep: bool,
@@ -111,7 +114,7 @@ async fn main() -> Result<()> {
                 if ceiling.is_none() {
                     ceiling = Some(measure_ceiling(&sim, args.hours).await?);
                 }
-                let row = throughput(&exe, &work, &sim, scenario, args.hours, ticks).await?;
+                let row = throughput(&exe, &work, &sim, scenario, &args, ticks).await?;
                 sim.shutdown().await;
                 row
             }
@@ -284,20 +287,21 @@ async fn start_receivers(hec: bool, es: bool) -> Result<Receivers> {
     })
 }
 
-fn sink_toml(r: &Receivers, stdout: bool) -> String {
+fn sink_toml(r: &Receivers, stdout: bool, gzip: bool) -> String {
     let mut s = String::new();
+    let gzip = if gzip { "" } else { "gzip = false\n" };
     if stdout {
         s.push_str("[[sinks]]\ntype = \"stdout\"\n");
     }
     if let Some(h) = &r.hec {
         s.push_str(&format!(
-            "[[sinks]]\ntype = \"splunk_hec\"\nname = \"splunk\"\nurl = \"{}\"\ntoken = \"hec-token\"\n",
+            "[[sinks]]\ntype = \"splunk_hec\"\nname = \"splunk\"\nurl = \"{}\"\ntoken = \"hec-token\"\n{gzip}",
             h.url()
         ));
     }
     if let Some(e) = &r.es {
         s.push_str(&format!(
-            "[[sinks]]\ntype = \"elasticsearch\"\nname = \"elastic\"\nurl = \"{}\"\n",
+            "[[sinks]]\ntype = \"elasticsearch\"\nname = \"elastic\"\nurl = \"{}\"\n{gzip}",
             e.url()
         ));
     }
@@ -403,9 +407,10 @@ async fn throughput(
     work: &Path,
     sim: &Simulator,
     scenario: &str,
-    hours: i64,
+    args: &Args,
     ticks: f64,
 ) -> Result<Row> {
+    let hours = args.hours;
     let (hec, es) = match scenario {
         "hec" => (true, false),
         "es" => (false, true),
@@ -418,7 +423,7 @@ async fn throughput(
         sim,
         100_000,
         1000,
-        &sink_toml(&rx, scenario == "stdout"),
+        &sink_toml(&rx, scenario == "stdout", !args.no_gzip),
     )?;
     let (from, until) = window(sim, hours);
     let truth: u64 = ["www", "api"]
@@ -467,7 +472,11 @@ async fn throughput(
         e.shutdown().await;
     }
     Ok(Row {
-        scenario: scenario.to_string(),
+        scenario: if args.no_gzip && scenario != "stdout" {
+            format!("{scenario} (no gzip)")
+        } else {
+            scenario.to_string()
+        },
         events: truth,
         m,
         wire_bytes: wire,
@@ -539,7 +548,13 @@ async fn backlog(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<Row
     if let Some(e) = rx.es.as_ref() {
         e.pause();
     }
-    let cfg = write_config(work, &sim, 100_000, 1000, &sink_toml(&rx, false))?;
+    let cfg = write_config(
+        work,
+        &sim,
+        100_000,
+        1000,
+        &sink_toml(&rx, false, !args.no_gzip),
+    )?;
     let (from, until) = window(&sim, 24);
     let truth: u64 = ["www", "api"]
         .iter()
