@@ -22,6 +22,8 @@ pub mod admin;
 pub mod check;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pipeline;
 pub mod scheduler;
 pub mod secret;

@@ -502,7 +502,7 @@ fn classify(
 
 /// Parses a page, keeping every record's exact JSON. A reply that does not parse (a truncated
 /// body, an HTML error page with status 200) is transient: retried, never taken as empty.
-fn parse_page(body: &[u8], window_from: i64) -> Result<Page, SourceError> {
+pub(crate) fn parse_page(body: &[u8], window_from: i64) -> Result<Page, SourceError> {
     let wire: PageWire<'_> = serde_json::from_slice(body).map_err(|e| SourceError::Transient {
         reason: format!("unparseable feed page ({} bytes): {e}", body.len()),
     })?;

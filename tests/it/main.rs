@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `sigsci-export` binary against the in-process simulator, all on
 //! 127.0.0.1 with ports chosen at run time. One integration binary (ripgrep's layout).
 
+mod chaos;
 mod cli;
 mod crash;
 mod delivery;

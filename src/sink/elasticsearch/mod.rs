@@ -13,7 +13,7 @@
 
 mod config;
 mod encode;
-mod reply;
+pub(crate) mod reply;
 
 #[cfg(test)]
 mod tests;
