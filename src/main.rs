@@ -47,6 +47,9 @@ fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Blocking work is SQLite behind two connections: more threads only wait on their
+        // locks, and each idle thread keeps its allocator cache (peak RSS).
+        .max_blocking_threads(4)
         .build()
     {
         Ok(rt) => rt,
@@ -532,9 +535,3 @@ async fn demo(grace: Duration) -> Result<(), Failure> {
     sim.shutdown().await;
     result
 }
-
-// mimalloc: the pipeline allocates and frees many short-lived buffers from several threads;
-// glibc's per-thread arenas keep that memory (peak RSS well above the working set) and its
-// malloc/free showed up at ~7 % of CPU in profiles.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -203,8 +203,12 @@ fn clock_ticks() -> f64 {
 
 /// The newest minute the feed serves, as the exporter computes it.
 fn window(sim: &Simulator, hours: i64) -> (i64, i64) {
-    let until = (sim.now() - 300) / 60 * 60;
-    (until - hours * 3600, until)
+    let now = sim.now();
+    let until = (now - 300) / 60 * 60;
+    // 24 h back reaches the edge of the feed's retention (24 h 5 min): keep two minutes of
+    // margin so the range is still servable when the run starts.
+    let oldest = (now - 86_700 + 120 + 59) / 60 * 60;
+    ((until - hours * 3600).max(oldest), until)
 }
 
 fn rfc3339(t: i64) -> String {
