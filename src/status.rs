@@ -364,19 +364,27 @@ mod tests {
     use super::*;
     use crate::store::{NewEvent, SiteKey};
 
-    #[tokio::test]
-    async fn reports_cursor_backlog_errors_gaps_and_blocks() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).unwrap();
-        let key = SiteKey {
+    fn www() -> SiteKey {
+        SiteKey {
             ns: "run".into(),
             corp: "acme".into(),
             site: "www".into(),
-        };
-        store
-            .register_sinks("run", &["hec".to_string(), "out".to_string()])
-            .await
-            .unwrap();
+        }
+    }
+
+    /// A fresh store (kept alive by the returned directory) with `sinks` registered in `run`.
+    async fn store_with(sinks: &[&str]) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let sinks: Vec<String> = sinks.iter().map(|s| s.to_string()).collect();
+        store.register_sinks("run", &sinks).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn reports_cursor_backlog_errors_gaps_and_blocks() {
+        let (_dir, store) = store_with(&["hec", "out"]).await;
+        let key = www();
         let events = (0..3)
             .map(|i| NewEvent {
                 id: format!("id{i}"),
@@ -430,17 +438,8 @@ mod tests {
 
     #[tokio::test]
     async fn replayed_dead_letter_goes_only_to_its_sink() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).unwrap();
-        let key = SiteKey {
-            ns: "run".into(),
-            corp: "acme".into(),
-            site: "www".into(),
-        };
-        store
-            .register_sinks("run", &["a".to_string(), "b".to_string()])
-            .await
-            .unwrap();
+        let (_dir, store) = store_with(&["a", "b"]).await;
+        let key = www();
         store
             .commit_page(
                 &key,
@@ -497,17 +496,8 @@ mod tests {
 
     #[tokio::test]
     async fn drop_oldest_keeps_the_newest_and_records_the_drop() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).unwrap();
-        let key = SiteKey {
-            ns: "run".into(),
-            corp: "acme".into(),
-            site: "www".into(),
-        };
-        store
-            .register_sinks("run", &["a".to_string()])
-            .await
-            .unwrap();
+        let (_dir, store) = store_with(&["a"]).await;
+        let key = www();
         let body = "x".repeat(100);
         let events = (0..10)
             .map(|i| NewEvent {
