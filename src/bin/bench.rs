@@ -54,6 +54,10 @@ struct Args {
     /// Send uncompressed request bodies to HEC and ES (default: gzip, the sinks' default).
     #[arg(long)]
     no_gzip: bool,
+    /// MALLOC_ARENA_MAX for the exporter, as the systemd unit and the container image set it;
+    /// 0 leaves glibc's default (one arena per thread, up to 8 per core).
+    #[arg(long, default_value_t = 2)]
+    malloc_arena_max: u32,
     /// Keep the temporary directory (configs, state files, logs) and print its path.
     #[arg(long)]
     keep: bool,
@@ -336,13 +340,17 @@ async fn run_backfill(
     exe: &Path,
     work: &Path,
     cfg: &Path,
-    from: i64,
-    until: i64,
+    (from, until): (i64, i64),
     ticks: f64,
+    arenas: u32,
 ) -> Result<Measured> {
     let log = std::fs::File::create(work.join("stderr.log"))?;
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(exe)
+    let mut cmd = tokio::process::Command::new(exe);
+    if arenas > 0 {
+        cmd.env("MALLOC_ARENA_MAX", arenas.to_string());
+    }
+    let mut child = cmd
         .args(["backfill", "-c"])
         .arg(cfg)
         .args(["--from", &rfc3339(from), "--until", &rfc3339(until)])
@@ -434,7 +442,7 @@ async fn throughput(
         .iter()
         .map(|s| sim.ground_truth(s, from, until).len() as u64)
         .sum();
-    let m = run_backfill(exe, work, &cfg, from, until, ticks).await?;
+    let m = run_backfill(exe, work, &cfg, (from, until), ticks, args.malloc_arena_max).await?;
     if m.exit != Some(0) {
         bail!(
             "{scenario}: backfill exited {:?}; see {}",
@@ -510,7 +518,7 @@ async fn ratelimit(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<R
         .iter()
         .map(|s| sim.ground_truth(s, from, until).len() as u64)
         .sum();
-    let m = run_backfill(exe, work, &cfg, from, until, ticks).await?;
+    let m = run_backfill(exe, work, &cfg, (from, until), ticks, args.malloc_arena_max).await?;
     if m.exit != Some(0) {
         bail!("ratelimit: backfill exited {:?}", m.exit);
     }
@@ -588,7 +596,7 @@ async fn backlog(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<Row
             }
         }
     };
-    let run = run_backfill(exe, work, &cfg, from, until, ticks);
+    let run = run_backfill(exe, work, &cfg, (from, until), ticks, args.malloc_arena_max);
     tokio::pin!(run);
     let spooled = tokio::select! {
         n = resumer => n,
