@@ -303,11 +303,11 @@ pub async fn backfill(
     // Every window is spooled; done when every sink has settled everything.
     let names: Vec<String> = cfg.sinks.iter().map(|s| s.name().to_string()).collect();
     loop {
-        let mut pending = 0;
+        let mut pending = false;
         for n in &names {
-            pending += store.pending(&ns, n).await?;
+            pending = pending || store.has_pending(&ns, n).await?;
         }
-        if pending == 0 {
+        if !pending {
             break;
         }
         tokio::select! {

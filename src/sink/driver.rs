@@ -1,19 +1,27 @@
 //! The sink driver: the only retry loop, one task per sink.
 //!
-//! It reads a batch after the sink's offset, sends it, and settles: the offset moves only over a
-//! contiguous prefix of events whose outcome is final (delivered, duplicate, or dead-lettered
-//! with a reason), in the same transaction as the dead letters. Retryable failures are retried
-//! forever with exponential backoff and full jitter (the spool bounds the cost, and one batch in
-//! flight per sink means a failing SIEM sees no retry storm); `TooLarge` halves the request down
-//! to a single event, which is then dead-lettered; `Blocked` pauses the sink and probes its
-//! health until it recovers. Nothing is ever dropped here.
+//! It reads batches after the sink's offset and keeps up to `in_flight` of them in flight at
+//! once, settling them strictly in order: the offset moves only over a contiguous prefix of
+//! events whose outcome is final (delivered, duplicate, or dead-lettered with a reason), in
+//! the same transaction as the dead letters. Retryable failures are retried forever with
+//! exponential backoff and full jitter (the spool bounds the cost, and at most `in_flight`
+//! batches are ever retrying, so a failing SIEM sees no retry storm); `TooLarge` halves the
+//! request down to a single event, which is then dead-lettered; `Blocked` pauses the sink and
+//! probes its health until it recovers. A sink that refuses a long run of events while
+//! delivering none is blocked too rather than allowed to dead-letter the whole spool: that
+//! pattern is a misconfiguration (a proxy refusing gzip, a closed index), not bad data.
+//! Nothing is ever dropped here.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use rand::Rng;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -29,6 +37,11 @@ fn error_kind(e: &SinkError) -> &'static str {
         SinkError::Blocked { .. } => "blocked",
     }
 }
+
+/// Events refused in a row, with nothing delivered in between, after which the driver stops
+/// dead-lettering and blocks the sink instead. Real bad data is rare and scattered; a run this
+/// long means every event is being refused for a reason no event can fix.
+pub const REJECTION_STREAK_LIMIT: usize = 100;
 
 /// Backoff bounds of the driver.
 #[derive(Debug, Clone, Copy)]
@@ -56,12 +69,29 @@ pub struct Driver {
     limits: BatchLimits,
     delays: RetryDelays,
     cancel: CancellationToken,
+    /// Shared by the batches in flight, so a block is logged and recorded once.
+    blocked: AtomicBool,
+    /// Events refused in a row with none delivered (see [`REJECTION_STREAK_LIMIT`]).
+    rejected_streak: AtomicUsize,
 }
 
 /// Why a settled event is not simply delivered.
 enum Final {
     Done,
     Dead(String),
+}
+
+/// A batch whose every event has a final outcome (or that was cut short by cancellation).
+struct Finished {
+    events: Vec<SpooledEvent>,
+    outcome: Vec<Option<Final>>,
+}
+
+/// The next step's backoff, kept so that a partly successful send can pause for the current
+/// step without escalating.
+struct Backoff {
+    steps: Box<dyn Iterator<Item = Duration> + Send>,
+    current: Duration,
 }
 
 impl Driver {
@@ -80,6 +110,8 @@ impl Driver {
             limits,
             delays: RetryDelays::default(),
             cancel,
+            blocked: AtomicBool::new(false),
+            rejected_streak: AtomicUsize::new(0),
         }
     }
 
@@ -93,69 +125,128 @@ impl Driver {
     pub async fn run(self) -> Result<(), StoreError> {
         let name = self.sink.name().to_string();
         let changed = self.store.changed();
-        info!(sink = %name, ns = %self.ns, "Sink driver started.");
+        let in_flight = self.limits.in_flight.max(1);
+        info!(sink = %name, ns = %self.ns, in_flight, "Sink driver started.");
         // A block recorded by an earlier process is stale until this one sees it again.
         self.mark_blocked(None).await?;
-        while !self.cancel.is_cancelled() {
-            // Register interest before reading, so a commit between the read and the wait is not
-            // missed; the timeout is a safety net, not the mechanism.
-            let notified = changed.notified();
-            let events = self
-                .store
-                .read_batch(
-                    &self.ns,
-                    &name,
-                    self.limits.max_events,
-                    self.limits.max_bytes,
-                )
-                .await?;
-            if events.is_empty() {
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = self.cancel.cancelled() => break,
-                }
-                continue;
+        let mut flying = FuturesOrdered::new();
+        // The batch being filled, the last seq handed out (reads continue after it), and
+        // when a partial batch must go anyway.
+        let mut filling: Vec<SpooledEvent> = Vec::new();
+        let mut filling_bytes = 0usize;
+        let mut full = false;
+        let mut read_after: Option<i64> = None;
+        let mut deadline: Option<Instant> = None;
+        // Set once a batch ends with unsettled events (cancellation): later batches must then
+        // not move the offset past them.
+        let mut hole = false;
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
             }
-            let events = if self.limits.linger.is_zero() || self.is_full(&events) {
-                events
-            } else {
-                // A partial batch: give the source `linger` to add to it, so a trickle does
-                // not become one tiny request per page.
-                tokio::select! {
-                    _ = tokio::time::sleep(self.limits.linger) => {}
-                    _ = self.cancel.cancelled() => break,
-                }
-                self.store
-                    .read_batch(
+            // Register interest before reading, so a commit between the read and the wait is
+            // not missed; the timeout below is a safety net, not the mechanism.
+            let notified = changed.notified();
+            tokio::pin!(notified);
+            // Read only with a free slot: a batch read ahead would wait in memory, and the
+            // batches in flight keep the destination busy meanwhile.
+            if !full && flying.len() < in_flight {
+                let read = self
+                    .store
+                    .read_after(
                         &self.ns,
                         &name,
-                        self.limits.max_events,
-                        self.limits.max_bytes,
+                        read_after,
+                        self.limits.max_events - filling.len(),
+                        self.limits.max_bytes.saturating_sub(filling_bytes),
+                        filling.is_empty(),
                     )
-                    .await?
-            };
-            self.deliver(events).await?;
+                    .await?;
+                if let Some(last) = read.events.last() {
+                    read_after = Some(last.seq);
+                }
+                filling_bytes += read.events.iter().map(|e| e.body.len()).sum::<usize>();
+                filling.extend(read.events);
+                full = read.budget_hit || filling.len() >= self.limits.max_events;
+                if !filling.is_empty() && deadline.is_none() {
+                    deadline = Some(Instant::now() + self.limits.linger);
+                }
+            }
+            let due = full || deadline.is_some_and(|d| d <= Instant::now());
+            if due && flying.len() < in_flight {
+                let events = std::mem::take(&mut filling);
+                filling_bytes = 0;
+                full = false;
+                deadline = None;
+                flying.push_back(self.deliver(events));
+                continue;
+            }
+            let room = flying.len() < in_flight;
+            let linger_until = deadline.filter(|_| room);
+            tokio::select! {
+                done = flying.next(), if !flying.is_empty() => {
+                    if let Some(done) = done {
+                        self.settle(done, &mut hole).await?;
+                    }
+                }
+                _ = &mut notified, if room && !full => {}
+                _ = sleep_until(linger_until), if linger_until.is_some() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)), if room && !full => {}
+                _ = self.cancel.cancelled() => break,
+            }
+        }
+        // Cancelled: each batch in flight stops after its current request. What they settled
+        // is recorded, in order, so a restart resends as little as possible.
+        while let Some(done) = flying.next().await {
+            self.settle(done, &mut hole).await?;
         }
         info!(sink = %name, ns = %self.ns, "Sink driver stopped.");
         Ok(())
     }
 
-    /// Delivers one batch completely (or until cancelled), settling progress as it goes.
-    async fn deliver(&self, events: Vec<SpooledEvent>) -> Result<(), StoreError> {
+    /// Settles a finished batch: its events all have outcomes unless cancellation cut it
+    /// short, in which case only its settled prefix is recorded (the rest is resent later)
+    /// and `hole` is set so that no later batch is settled past it.
+    async fn settle(&self, done: Finished, hole: &mut bool) -> Result<(), StoreError> {
+        if *hole {
+            return Ok(());
+        }
+        let Finished {
+            events,
+            mut outcome,
+        } = done;
+        let mut end = 0;
+        let mut dead = Vec::new();
+        for (i, ev) in events.iter().enumerate() {
+            match outcome[i].take() {
+                Some(Final::Done) => {}
+                Some(Final::Dead(reason)) => dead.push((ev.clone(), reason)),
+                None => break,
+            }
+            end = i + 1;
+        }
+        *hole = end < events.len();
+        if end > 0 {
+            self.store
+                .settle(&self.ns, self.sink.name(), events[end - 1].seq, dead)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one batch until every event has a final outcome, or until cancelled.
+    async fn deliver(&self, events: Vec<SpooledEvent>) -> Finished {
         let name = self.sink.name();
         let full = Batch { events };
         let events = &full.events;
         let mut outcome: Vec<Option<Final>> = (0..events.len()).map(|_| None).collect();
-        let mut committed = 0usize; // events[..committed] are settled in the store
         let mut backoff = self.backoff();
         let mut queue: VecDeque<Vec<usize>> = VecDeque::from([(0..events.len()).collect()]);
-        let mut blocked = false;
 
         loop {
             let Some(chunk) = queue.pop_front() else {
                 // Everything sent once; whatever is unsettled asked to be retried.
-                let rest: Vec<usize> = (committed..events.len())
+                let rest: Vec<usize> = (0..events.len())
                     .filter(|&i| outcome[i].is_none())
                     .collect();
                 if rest.is_empty() {
@@ -183,28 +274,30 @@ impl Driver {
             metrics::sink_send(name, started.elapsed(), sent.as_ref().err().map(error_kind));
             match sent {
                 Ok(ack) if ack.items.len() == chunk.len() => {
-                    if blocked {
-                        info!(sink = %name, "Sink recovered; delivering again.");
-                        blocked = false;
-                        self.mark_blocked(None).await?;
-                    }
                     let mut retry_after: Option<Duration> = None;
                     let mut retried = Vec::new();
+                    let mut refused: Option<String> = None;
                     let (mut delivered, mut duplicate, mut dead) = (0, 0, 0);
                     for (&i, item) in chunk.iter().zip(ack.items) {
                         match item {
                             ItemOutcome::Delivered => {
                                 delivered += 1;
+                                self.rejected_streak.store(0, Ordering::Relaxed);
                                 outcome[i] = Some(Final::Done)
                             }
                             ItemOutcome::Duplicate => {
                                 duplicate += 1;
+                                self.rejected_streak.store(0, Ordering::Relaxed);
                                 outcome[i] = Some(Final::Done)
                             }
                             ItemOutcome::Rejected { reason } => {
-                                dead += 1;
-                                warn!(sink = %name, id = %events[i].id, site = %events[i].site, %reason, "Event rejected by the sink; dead-lettered.");
-                                outcome[i] = Some(Final::Dead(reason))
+                                if let Some(reason) = self.reject(&events[i], reason) {
+                                    dead += 1;
+                                    outcome[i] = Some(Final::Dead(reason));
+                                } else {
+                                    retried.push(i);
+                                    refused.get_or_insert(reason_of_streak());
+                                }
                             }
                             ItemOutcome::Retry { after } => {
                                 retried.push(i);
@@ -213,26 +306,34 @@ impl Driver {
                         }
                     }
                     metrics::sink_outcomes(name, delivered, duplicate, retried.len(), dead);
-                    committed = self.settle_prefix(events, &mut outcome, committed).await?;
+                    if refused.is_none() {
+                        // An answer per event: whatever blocked the sink is gone.
+                        self.recovered().await;
+                    }
                     if retried.is_empty() {
                         backoff = self.backoff();
-                    } else {
-                        debug!(sink = %name, events = retried.len(), "Some events asked to be retried.");
-                        if delivered + duplicate + dead > 0 {
-                            // The destination is taking events, just not all of them (per-item
-                            // 429s): pause, but do not escalate as if it were down.
-                            backoff = self.backoff();
-                        }
-                        if !self.pause(&mut backoff, retry_after).await {
+                        continue;
+                    }
+                    if let Some(reason) = refused {
+                        if !self.block(&reason, &mut backoff).await {
                             break;
                         }
-                        queue.push_front(retried);
+                    } else {
+                        debug!(sink = %name, events = retried.len(), "Some events asked to be retried.");
+                        // The destination is taking events, just not all of them (per-item
+                        // 429s, one of several requests throttled): pause for the current
+                        // step, neither escalating as if it were down nor starting over.
+                        let progress = delivered + duplicate + dead > 0;
+                        if !self.pause(&mut backoff, retry_after, !progress).await {
+                            break;
+                        }
                     }
+                    queue.push_front(retried);
                 }
                 Ok(ack) => {
                     // A sink bug, not the destination's: never guess which events landed.
                     error!(sink = %name, sent = chunk.len(), outcomes = ack.items.len(), "Sink returned a wrong number of outcomes; resending the batch.");
-                    if !self.pause(&mut backoff, None).await {
+                    if !self.pause(&mut backoff, None, true).await {
                         break;
                     }
                     queue.push_front(chunk);
@@ -243,10 +344,15 @@ impl Driver {
                         SinkError::Invalid { reason } => reason,
                         _ => "event larger than the sink accepts (HTTP 413)".to_string(),
                     };
-                    warn!(sink = %name, id = %events[i].id, bytes = events[i].body.len(), %reason, "Sink refuses this single event; dead-lettered.");
-                    metrics::sink_outcomes(name, 0, 0, 0, 1);
-                    outcome[i] = Some(Final::Dead(reason));
-                    committed = self.settle_prefix(events, &mut outcome, committed).await?;
+                    if let Some(reason) = self.reject(&events[i], reason) {
+                        metrics::sink_outcomes(name, 0, 0, 0, 1);
+                        outcome[i] = Some(Final::Dead(reason));
+                    } else {
+                        if !self.block(&reason_of_streak(), &mut backoff).await {
+                            break;
+                        }
+                        queue.push_front(chunk);
+                    }
                 }
                 Err(e @ (SinkError::TooLarge | SinkError::Invalid { .. })) => {
                     // Bisect: the halves that pass are settled, the bad event ends up alone.
@@ -259,25 +365,60 @@ impl Driver {
                 Err(SinkError::Retryable { reason, after }) => {
                     warn!(sink = %name, %reason, events = chunk.len(), "Send failed; will retry.");
                     metrics::sink_outcomes(name, 0, 0, chunk.len(), 0);
-                    if !self.pause(&mut backoff, after).await {
+                    if !self.pause(&mut backoff, after, true).await {
                         break;
                     }
                     queue.push_front(chunk);
                 }
                 Err(SinkError::Blocked { reason }) => {
-                    if !blocked {
-                        error!(sink = %name, %reason, pending_events = events.len() - committed, "Sink blocked: delivery paused, events kept in the spool until it recovers.");
-                        self.mark_blocked(Some(&reason)).await?;
-                    }
-                    blocked = true;
-                    if !self.wait_healthy(&mut backoff).await {
+                    if !self.block(&reason, &mut backoff).await {
                         break;
                     }
                     queue.push_front(chunk);
                 }
             }
         }
-        Ok(())
+        Finished {
+            events: full.events,
+            outcome,
+        }
+    }
+
+    /// An event the sink refused for good: the reason to dead-letter it with, or `None` when
+    /// the refusals have become a streak that blocks the sink instead.
+    fn reject(&self, ev: &SpooledEvent, reason: String) -> Option<String> {
+        let streak = self.rejected_streak.fetch_add(1, Ordering::Relaxed) + 1;
+        if streak > REJECTION_STREAK_LIMIT {
+            // Undo: this event is kept, not dead-lettered; the count stays at the limit.
+            self.rejected_streak
+                .store(REJECTION_STREAK_LIMIT + 1, Ordering::Relaxed);
+            debug!(sink = %self.sink.name(), id = %ev.id, %reason, "Refused again while blocked by a rejection streak.");
+            return None;
+        }
+        warn!(sink = %self.sink.name(), id = %ev.id, site = %ev.site, %reason, "Event rejected by the sink; dead-lettered.");
+        Some(reason)
+    }
+
+    /// Pauses the sink as blocked (ERROR and store record on the first batch to see it) and
+    /// probes its health until it answers. False if cancelled meanwhile.
+    async fn block(&self, reason: &str, backoff: &mut Backoff) -> bool {
+        if !self.blocked.swap(true, Ordering::SeqCst) {
+            error!(sink = %self.sink.name(), %reason, "Sink blocked: delivery paused, events kept in the spool until it recovers.");
+            if let Err(e) = self.mark_blocked(Some(reason)).await {
+                warn!(sink = %self.sink.name(), error = %e, "Cannot record the blocked state.");
+            }
+        }
+        self.wait_healthy(backoff).await
+    }
+
+    /// Clears the blocked state after a send that got an answer per event.
+    async fn recovered(&self) {
+        if self.blocked.swap(false, Ordering::SeqCst) {
+            info!(sink = %self.sink.name(), "Sink recovered; delivering again.");
+            if let Err(e) = self.mark_blocked(None).await {
+                warn!(sink = %self.sink.name(), error = %e, "Cannot clear the blocked state.");
+            }
+        }
     }
 
     /// Records (or clears) the blocked state where `status` and `/readyz` see it.
@@ -286,53 +427,28 @@ impl Driver {
         self.store.set_blocked(self.sink.name(), reason).await
     }
 
-    fn is_full(&self, events: &[SpooledEvent]) -> bool {
-        events.len() >= self.limits.max_events
-            || events.iter().map(|e| e.body.len()).sum::<usize>() * 2 >= self.limits.max_bytes
-    }
-
-    /// Settles the longest settled prefix past `committed`; returns the new `committed`.
-    async fn settle_prefix(
-        &self,
-        events: &[SpooledEvent],
-        outcome: &mut [Option<Final>],
-        committed: usize,
-    ) -> Result<usize, StoreError> {
-        let mut end = committed;
-        let mut dead = Vec::new();
-        while end < events.len() {
-            match outcome[end].take() {
-                Some(Final::Done) => {}
-                Some(Final::Dead(reason)) => dead.push((events[end].clone(), reason)),
-                None => break,
-            }
-            end += 1;
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            steps: Box::new(
+                ExponentialBuilder::default()
+                    .with_min_delay(self.delays.min)
+                    .with_max_delay(self.delays.max)
+                    .with_factor(2.0)
+                    .without_max_times()
+                    .build(),
+            ),
+            current: self.delays.min,
         }
-        if end > committed {
-            self.store
-                .settle(&self.ns, self.sink.name(), events[end - 1].seq, dead)
-                .await?;
+    }
+
+    /// Sleeps for a backoff step with full jitter, or the requested pause if that is longer.
+    /// `escalate` takes the next step; otherwise the current one is repeated. False if
+    /// cancelled meanwhile.
+    async fn pause(&self, backoff: &mut Backoff, after: Option<Duration>, escalate: bool) -> bool {
+        if escalate {
+            backoff.current = backoff.steps.next().unwrap_or(self.delays.max);
         }
-        Ok(end)
-    }
-
-    fn backoff(&self) -> impl Iterator<Item = Duration> + use<> {
-        ExponentialBuilder::default()
-            .with_min_delay(self.delays.min)
-            .with_max_delay(self.delays.max)
-            .with_factor(2.0)
-            .without_max_times()
-            .build()
-    }
-
-    /// Sleeps for the next backoff step (full jitter) or the requested pause, whichever is
-    /// longer. False if cancelled meanwhile.
-    async fn pause(
-        &self,
-        backoff: &mut impl Iterator<Item = Duration>,
-        after: Option<Duration>,
-    ) -> bool {
-        let step = backoff.next().unwrap_or(self.delays.max);
+        let step = backoff.current;
         let jittered = Duration::from_millis(
             rand::rng().random_range(0..=step.as_millis().min(u64::MAX as u128) as u64),
         );
@@ -344,9 +460,9 @@ impl Driver {
     }
 
     /// Probes the sink's health with backoff until it answers OK. False if cancelled.
-    async fn wait_healthy(&self, backoff: &mut impl Iterator<Item = Duration>) -> bool {
+    async fn wait_healthy(&self, backoff: &mut Backoff) -> bool {
         loop {
-            if !self.pause(backoff, None).await {
+            if !self.pause(backoff, None, true).await {
                 return false;
             }
             match self.sink.healthcheck().await {
@@ -355,6 +471,22 @@ impl Driver {
             }
         }
     }
+}
+
+/// Sleeps until `at` (a guard in `select!` ensures it is set).
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+fn reason_of_streak() -> String {
+    format!(
+        "the sink refused {REJECTION_STREAK_LIMIT} events in a row and delivered none: this \
+         looks like a configuration problem (a proxy refusing the requests, an index that \
+         cannot take these documents), not bad data; the events are kept. Check the sink's \
+         dead letters and WARN logs for the reason it gives, fix it, and delivery resumes"
+    )
 }
 
 #[cfg(test)]

@@ -111,6 +111,10 @@ pub struct BatchLimits {
     pub max_bytes: usize,
     /// How long the driver waits for a batch to fill before sending a partial one.
     pub linger: Duration,
+    /// Batches the driver keeps in flight at once (settled in order): sending the next batch
+    /// while the destination is still indexing the last keeps a slow reply, such as a HEC
+    /// indexer acknowledgement, from idling the pipe.
+    pub in_flight: usize,
 }
 
 /// A sink that cannot be set up (unreadable CA file, bad client settings, store failure).
@@ -138,6 +142,8 @@ pub async fn build(
                 max_events: c.batch_max_events,
                 max_bytes: 16 * 1024 * 1024,
                 linger: Duration::ZERO,
+                // Writing to a pipe has nothing to overlap with.
+                in_flight: 1,
             },
         )),
         SinkConfig::SplunkHec(c) => splunk_hec::build(c, store).await,

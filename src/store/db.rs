@@ -302,26 +302,35 @@ impl SyncStore {
         self.finish("commit_page", result)
     }
 
-    pub(super) fn read_batch(
+    /// Spooled events of `ns` for `sink` after `max(offset, after)`, in `seq` order, up to
+    /// `max_events` and `max_bytes` of bodies. With `at_least_one`, an event larger than
+    /// `max_bytes` alone is still returned (it must reach the sink, which may dead-letter it).
+    /// The flag is true when the byte budget, not the end of the spool, stopped the read.
+    pub(super) fn read_after(
         &mut self,
         ns: &str,
         sink: &str,
+        after: Option<i64>,
         max_events: usize,
         max_bytes: usize,
-    ) -> Result<Vec<SpooledEvent>, StoreError> {
+        at_least_one: bool,
+    ) -> Result<(Vec<SpooledEvent>, bool), StoreError> {
         let result = (|| -> Result<_, Fail> {
             let offset = sink_offset(&self.conn, ns, sink)?;
+            let from = after.map_or(offset, |a| a.max(offset));
             let mut stmt = self.conn.prepare_cached(
                 "SELECT seq, corp, site, id, ts, fetched_at, bytes, body
                  FROM spool WHERE ns = ?1 AND seq > ?2 AND (target IS NULL OR target = ?4)
                  ORDER BY seq LIMIT ?3",
             )?;
-            let mut rows = stmt.query(params![ns, offset, to_i64(max_events), sink])?;
+            let mut rows = stmt.query(params![ns, from, to_i64(max_events), sink])?;
             let mut batch = Vec::new();
             let mut total: usize = 0;
+            let mut budget_hit = false;
             while let Some(row) = rows.next()? {
                 let bytes = usize::try_from(row.get::<_, i64>(6)?).unwrap_or(0);
-                if !batch.is_empty() && total.saturating_add(bytes) > max_bytes {
+                if (!batch.is_empty() || !at_least_one) && total.saturating_add(bytes) > max_bytes {
+                    budget_hit = true;
                     break;
                 }
                 total = total.saturating_add(bytes);
@@ -335,7 +344,7 @@ impl SyncStore {
                     body: row.get(7)?,
                 });
             }
-            Ok(batch)
+            Ok((batch, budget_hit))
         })();
         self.finish("read_batch", result)
     }
@@ -412,6 +421,21 @@ impl SyncStore {
             Ok(n)
         })();
         self.finish("pending", result)
+    }
+
+    pub(super) fn has_pending(&mut self, ns: &str, sink: &str) -> Result<bool, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let offset = sink_offset(&self.conn, ns, sink)?;
+            let found = self
+                .conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM spool
+                     WHERE ns = ?1 AND seq > ?2 AND (target IS NULL OR target = ?3))",
+                )?
+                .query_row(params![ns, offset, sink], |row| row.get(0))?;
+            Ok(found)
+        })();
+        self.finish("has_pending", result)
     }
 
     pub(super) fn prune_seen(&mut self, before_ts: i64) -> Result<usize, StoreError> {

@@ -209,6 +209,15 @@ pub struct SpooledEvent {
     pub body: String,
 }
 
+/// What [`Store::read_after`] found.
+#[derive(Debug, Clone, Default)]
+pub struct ReadBatch {
+    /// The events, in `seq` order.
+    pub events: Vec<SpooledEvent>,
+    /// The byte budget stopped the read: more events are waiting.
+    pub budget_hit: bool,
+}
+
 /// What [`Store::commit_page`] did with a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct CommitOutcome {
@@ -423,12 +432,33 @@ impl Store {
         max_events: usize,
         max_bytes: usize,
     ) -> Result<Vec<SpooledEvent>, StoreError> {
+        Ok(self
+            .read_after(ns, sink, None, max_events, max_bytes, true)
+            .await?
+            .events)
+    }
+
+    /// Like [`Store::read_batch`], but after `max(offset, after)`: a driver with batches in
+    /// flight reads past the last event it already holds. Without `at_least_one` an event that
+    /// does not fit in `max_bytes` is left for the next read (the caller is topping up a
+    /// batch); [`ReadBatch::budget_hit`] says so.
+    pub async fn read_after(
+        &self,
+        ns: &str,
+        sink: &str,
+        after: Option<i64>,
+        max_events: usize,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<ReadBatch, StoreError> {
         let ns = ns.to_owned();
         let sink = sink.to_owned();
-        self.run_read("read_batch", move |db| {
-            db.read_batch(&ns, &sink, max_events, max_bytes)
-        })
-        .await
+        let (events, budget_hit) = self
+            .run_read("read_batch", move |db| {
+                db.read_after(&ns, &sink, after, max_events, max_bytes, at_least_one)
+            })
+            .await?;
+        Ok(ReadBatch { events, budget_hit })
     }
 
     /// In ONE transaction: write this sink's dead letters (event + reason), move its offset to
@@ -451,11 +481,21 @@ impl Store {
             .await
     }
 
-    /// Number of spooled events of `ns` after the sink's offset.
+    /// Number of spooled events of `ns` after the sink's offset (counts every row: for
+    /// tests and reports, not for polling).
     pub async fn pending(&self, ns: &str, sink: &str) -> Result<i64, StoreError> {
         let ns = ns.to_owned();
         let sink = sink.to_owned();
         self.run("pending", move |db| db.pending(&ns, &sink)).await
+    }
+
+    /// Whether any spooled event of `ns` is after the sink's offset. Unlike [`Store::pending`]
+    /// it stops at the first row, so it can be polled while a large backlog drains.
+    pub async fn has_pending(&self, ns: &str, sink: &str) -> Result<bool, StoreError> {
+        let ns = ns.to_owned();
+        let sink = sink.to_owned();
+        self.run_read("has_pending", move |db| db.has_pending(&ns, &sink))
+            .await
     }
 
     /// Forget `seen` ids with `ts < before_ts`; returns how many were forgotten. Call it

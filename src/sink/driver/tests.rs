@@ -114,6 +114,7 @@ async fn drive(store: &Store, sink: Arc<FakeSink>, max_events: usize) {
         max_events,
         max_bytes: 1 << 20,
         linger: Duration::ZERO,
+        in_flight: 1,
     };
     let driver = Driver::new(sink, store.clone(), "run", limits, cancel.clone()).with_delays(FAST);
     let task = tokio::spawn(driver.run());
@@ -266,6 +267,7 @@ async fn cancellation_stops_a_retrying_driver_without_settling() {
         max_events: 10,
         max_bytes: 1 << 20,
         linger: Duration::ZERO,
+        in_flight: 1,
     };
     let driver =
         Driver::new(sink.clone(), store.clone(), "run", limits, cancel.clone()).with_delays(FAST);
@@ -282,4 +284,202 @@ async fn cancellation_stops_a_retrying_driver_without_settling() {
         3,
         "nothing settled"
     );
+}
+
+/// Delivers everything, but holds any send containing `hold_id` until `release` is notified,
+/// and records how many sends were in progress at once.
+#[derive(Default)]
+struct GatedSink {
+    hold_id: String,
+    fail_id: String,
+    release: tokio::sync::Notify,
+    active: std::sync::atomic::AtomicUsize,
+    max_active: std::sync::atomic::AtomicUsize,
+    delivered: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl Sink for GatedSink {
+    fn name(&self) -> &str {
+        "fake"
+    }
+    async fn send(&self, batch: &Batch) -> Result<Ack, SinkError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.active.fetch_add(1, SeqCst) + 1;
+        self.max_active.fetch_max(now, SeqCst);
+        if batch.events.iter().any(|e| e.id == self.hold_id) {
+            self.release.notified().await;
+        }
+        self.active.fetch_sub(1, SeqCst);
+        if batch.events.iter().any(|e| e.id == self.fail_id) {
+            return Err(SinkError::Retryable {
+                reason: "503".into(),
+                after: None,
+            });
+        }
+        let mut d = self.delivered.lock().unwrap();
+        d.extend(batch.events.iter().map(|e| e.id.clone()));
+        Ok(Ack::all_delivered(batch.events.len()))
+    }
+    async fn healthcheck(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+fn start(
+    store: &Store,
+    sink: Arc<dyn Sink>,
+    max_events: usize,
+    in_flight: usize,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), StoreError>>,
+) {
+    let cancel = CancellationToken::new();
+    let limits = BatchLimits {
+        max_events,
+        max_bytes: 1 << 20,
+        linger: Duration::ZERO,
+        in_flight,
+    };
+    let driver = Driver::new(sink, store.clone(), "run", limits, cancel.clone()).with_delays(FAST);
+    (cancel, tokio::spawn(driver.run()))
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn batches_fly_together_but_settle_in_order() {
+    let (_d, store, ids) = store_with(40).await;
+    let sink = Arc::new(GatedSink {
+        hold_id: ids[0].clone(),
+        ..GatedSink::default()
+    });
+    let (cancel, task) = start(&store, sink.clone(), 10, 3);
+    // The first batch is held; the next two go out meanwhile and are delivered.
+    wait_for("two later batches delivered", || {
+        sink.delivered.lock().unwrap().len() >= 20
+    })
+    .await;
+    // Three batches in flight and none can settle: the fourth must wait.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        sink.delivered.lock().unwrap().len(),
+        20,
+        "in_flight is a bound"
+    );
+    assert!(sink.max_active.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    assert_eq!(
+        store.pending("run", "fake").await.unwrap(),
+        40,
+        "nothing settles past the held first batch"
+    );
+    sink.release.notify_one();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.pending("run", "fake").await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backlog never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    let mut got = sink.delivered.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, ids);
+}
+
+#[tokio::test]
+async fn cancellation_settles_nothing_past_a_batch_still_in_flight() {
+    let (_d, store, ids) = store_with(30).await;
+    // The second batch keeps failing; the first and third are delivered.
+    let sink = Arc::new(GatedSink {
+        fail_id: ids[10].clone(),
+        ..GatedSink::default()
+    });
+    let (cancel, task) = start(&store, sink.clone(), 10, 3);
+    wait_for("batches 1 and 3 delivered", || {
+        sink.delivered.lock().unwrap().len() >= 20
+    })
+    .await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        store.pending("run", "fake").await.unwrap(),
+        20,
+        "the offset passed the first batch, never the third"
+    );
+}
+
+#[tokio::test]
+async fn a_sink_refusing_everything_is_blocked_instead_of_dead_lettering_the_spool() {
+    let n = REJECTION_STREAK_LIMIT + 50;
+    let (_d, store, ids) = store_with(n).await;
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let r = refuse.clone();
+    let sink = Arc::new(FakeSink::default());
+    for _ in 0..10_000 {
+        let r = r.clone();
+        sink.script
+            .lock()
+            .unwrap()
+            .push_back(Box::new(move |b: &Batch| {
+                if r.load(std::sync::atomic::Ordering::SeqCst) {
+                    Ok(Ack {
+                        items: vec![
+                            ItemOutcome::Rejected {
+                                reason: "400 code 6 invalid-event-number 0".into(),
+                            };
+                            b.events.len()
+                        ],
+                    })
+                } else {
+                    Ok(Ack::all_delivered(b.events.len()))
+                }
+            }));
+    }
+    let (cancel, task) = start(&store, sink.clone(), 20, 1);
+    let blocked = || async {
+        store
+            .blocked_sinks()
+            .await
+            .unwrap()
+            .into_iter()
+            .any(|b| b.sink == "fake")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !blocked().await {
+        assert!(std::time::Instant::now() < deadline, "never blocked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let dead = store.dead_letters(Some("fake"), 1000).await.unwrap();
+    assert_eq!(
+        dead.len(),
+        REJECTION_STREAK_LIMIT,
+        "dead letters stop at the limit"
+    );
+    // The operator fixes the cause: everything else is delivered and the block clears.
+    refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.pending("run", "fake").await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backlog never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!blocked().await, "block cleared after delivery resumed");
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(sink.delivered(), ids[REJECTION_STREAK_LIMIT..].to_vec());
 }

@@ -64,12 +64,16 @@ impl EsSink {
         })
     }
 
-    /// What the driver should hand this sink at once: enough for `in_flight` full requests.
+    /// The batch limits the driver should use: one `_bulk` request per batch, `in_flight`
+    /// batches at once. The budget counts spooled bytes; the action line adds about an
+    /// eighth to a typical event, so a batch of 17/20 of `batch_max_bytes` usually encodes to
+    /// one request.
     pub fn limits(&self) -> BatchLimits {
         BatchLimits {
-            max_events: self.cfg.batch_max_events.saturating_mul(self.cfg.in_flight),
-            max_bytes: self.cfg.batch_max_bytes.saturating_mul(self.cfg.in_flight),
+            max_events: self.cfg.batch_max_events,
+            max_bytes: (self.cfg.batch_max_bytes / 20 * 17).max(1),
             linger: self.cfg.linger,
+            in_flight: self.cfg.in_flight,
         }
     }
 

@@ -544,7 +544,12 @@ fn defaults() {
     assert_eq!(c.timeout, Duration::from_secs(90));
     assert!(matches!(c.auth, EsAuth::None));
     let sink = EsSink::new(c).unwrap();
-    assert_eq!(sink.limits().max_bytes, 10_000_000);
+    let limits = sink.limits();
+    assert_eq!(
+        (limits.max_bytes, limits.max_events, limits.in_flight),
+        (4_250_000, 10_000, 2),
+        "one request per batch, in_flight batches at once"
+    );
     assert_eq!(
         sink.bulk_url,
         "https://es.example.com:9200/_bulk?filter_path=errors,items.*.status,items.*.error"

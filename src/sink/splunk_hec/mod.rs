@@ -179,13 +179,16 @@ impl HecSink {
         Ok(sink)
     }
 
-    /// The batch limits the driver should use: enough spooled bytes to fill `in_flight`
-    /// requests.
+    /// The batch limits the driver should use: one request per batch, `in_flight` batches at
+    /// once. The budget counts spooled bytes; the envelope adds about a quarter to a typical
+    /// event, so a batch of 3/4 of `batch_max_bytes` usually encodes to one request rather
+    /// than a full one and a small one.
     pub fn limits(&self) -> BatchLimits {
         BatchLimits {
             max_events: self.cfg.batch_max_events,
-            max_bytes: self.cfg.batch_max_bytes.saturating_mul(self.cfg.in_flight),
+            max_bytes: (self.cfg.batch_max_bytes / 4 * 3).max(1),
             linger: self.cfg.linger,
+            in_flight: self.cfg.in_flight,
         }
     }
 
