@@ -4,8 +4,17 @@
 //! top-level 400), `create` vs `index` semantics (409 `version_conflict_engine_exception` on an
 //! existing `_id`), data streams (`logs-*-*`: `create` only, `@timestamp` required),
 //! `filter_path`, and fault injection: per-item 429 and mapping errors (random or scripted per
-//! `_id`), index-level 404/403 blocks, top-level 429/503/413, 413 above a byte limit
-//! (uncompressed, like `http.max_content_length`).
+//! `_id`), index-level blocks (missing, forbidden, closed, read-only, alias without a write
+//! index), top-level 408/429/503/413 and slow replies, 413 above a byte limit (uncompressed, like
+//! `http.max_content_length`).
+//!
+//! Request checks a real cluster makes before indexing anything: `Content-Type` must be JSON or
+//! NDJSON (else 406), every query parameter must be known to the claimed version (else 400
+//! `unrecognized parameter`; `require_data_stream` is unknown to Elasticsearch 7 and
+//! OpenSearch), an `_id` over 512 bytes fails the whole request (400
+//! `action_request_validation_exception`), `pipeline` must name an existing pipeline (else
+//! every item 400), and with `require_data_stream=true` every target must be a data stream
+//! (else item 404). The query strings and content types seen are recorded.
 //!
 //! Pause: while paused every request (including `GET /`) answers 503
 //! `master_not_discovered_exception`, as a cluster without an elected master does; nothing is
@@ -41,8 +50,18 @@ pub enum EsFlavour {
     Es8,
     /// Elasticsearch 9.1.
     Es9,
+    /// OpenSearch 1.3 (`version.distribution = "opensearch"`).
+    OpenSearch1,
     /// OpenSearch 2.17 (`version.distribution = "opensearch"`).
     OpenSearch2,
+}
+
+impl EsFlavour {
+    /// Whether `_bulk` knows `require_data_stream` (Elasticsearch 8 and 9 here; 7.x and
+    /// OpenSearch answer 400 `unrecognized parameter`).
+    pub fn knows_require_data_stream(self) -> bool {
+        matches!(self, EsFlavour::Es8 | EsFlavour::Es9)
+    }
 }
 
 impl std::str::FromStr for EsFlavour {
@@ -52,9 +71,10 @@ impl std::str::FromStr for EsFlavour {
             "es7" => Ok(EsFlavour::Es7),
             "es8" => Ok(EsFlavour::Es8),
             "es9" => Ok(EsFlavour::Es9),
+            "opensearch1" => Ok(EsFlavour::OpenSearch1),
             "opensearch2" => Ok(EsFlavour::OpenSearch2),
             o => Err(format!(
-                "unknown flavour `{o}`: use es7, es8, es9 or opensearch2"
+                "unknown flavour `{o}`: use es7, es8, es9, opensearch1 or opensearch2"
             )),
         }
     }
@@ -146,6 +166,10 @@ pub struct EsReceiverConfig {
     /// Keep document sources and create attempts per `_id` (default true). Off, only the ids
     /// (enough for 409s) and the counters are kept.
     pub keep_documents: bool,
+    /// The ingest pipelines that exist at start ([`EsReceiver::add_pipeline`] adds more).
+    /// `None` (default): any name exists (the receiver never runs one); `Some(list)`:
+    /// `?pipeline=` naming anything else fails every item.
+    pub pipelines: Option<Vec<String>>,
 }
 
 impl Default for EsReceiverConfig {
@@ -157,6 +181,7 @@ impl Default for EsReceiverConfig {
             faults: EsFaults::default(),
             seed: 1,
             keep_documents: true,
+            pipelines: None,
         }
     }
 }
@@ -186,6 +211,11 @@ pub enum TopFault {
     /// 200 `{"acknowledged":true}`: a success status without `items`, as a misbehaving proxy
     /// sends; nothing is stored.
     BadReply,
+    /// 408 with an empty body, as a proxy in front of the cluster sends.
+    RequestTimeout,
+    /// The request is applied as usual, but the reply waits this long: a client with a shorter
+    /// timeout never learns that its documents were stored.
+    SlowReply(Duration),
 }
 
 /// Why an index cannot be written (every item to it fails).
@@ -195,8 +225,15 @@ pub enum IndexBlock {
     NotFound,
     /// 403 `security_exception` (no privilege on it).
     Forbidden,
-    /// 403 `cluster_block_exception` (read-only after the flood-stage watermark).
+    /// 401 `security_exception` on the item (credentials not valid for it).
+    Unauthenticated,
+    /// 429 `cluster_block_exception`: read-only after the disk flood-stage watermark. Since
+    /// Elasticsearch 7.6 this block is `TOO_MANY_REQUESTS/12` and the item status 429, not 403.
     ReadOnly,
+    /// 400 `index_closed_exception`.
+    Closed,
+    /// 400 `illegal_argument_exception`: the name is an alias with no write index.
+    NoWriteIndex,
 }
 
 /// Counters of everything received.
@@ -229,6 +266,11 @@ struct Store {
     top_script: VecDeque<TopFault>,
     blocked: HashMap<String, IndexBlock>,
     auto_id: u64,
+    /// Existing ingest pipelines (`None`: any name exists).
+    pipelines: Option<std::collections::HashSet<String>>,
+    /// Distinct `_bulk` query strings and `Content-Type` values seen.
+    bulk_queries: std::collections::BTreeSet<String>,
+    content_types: std::collections::BTreeSet<String>,
 }
 
 struct Shared {
@@ -260,6 +302,7 @@ impl EsReceiver {
             rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed)),
             state: Mutex::new(Store {
                 faults: cfg.faults.clone(),
+                pipelines: cfg.pipelines.as_ref().map(|p| p.iter().cloned().collect()),
                 ..Store::default()
             }),
             cfg,
@@ -331,6 +374,13 @@ impl EsReceiver {
         self.shared.lock().blocked.remove(index);
     }
 
+    /// Creates ingest pipeline `id` (with `pipelines` configured; otherwise all exist anyway).
+    pub fn add_pipeline(&self, id: &str) {
+        if let Some(p) = self.shared.lock().pipelines.as_mut() {
+            p.insert(id.to_string());
+        }
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> EsStats {
         self.shared.lock().stats.clone()
@@ -371,6 +421,16 @@ impl EsReceiver {
     /// How many `create` actions named `id` (with `keep_documents`).
     pub fn create_attempts(&self, id: &str) -> u32 {
         self.shared.lock().attempts.get(id).copied().unwrap_or(0)
+    }
+
+    /// The distinct query strings of `_bulk` requests so far (`""` for none).
+    pub fn bulk_queries(&self) -> Vec<String> {
+        self.shared.lock().bulk_queries.iter().cloned().collect()
+    }
+
+    /// The distinct `Content-Type` values of `_bulk` requests so far (`""` for none).
+    pub fn content_types(&self) -> Vec<String> {
+        self.shared.lock().content_types.iter().cloned().collect()
     }
 
     /// Stops serving (in-flight requests get 5 s).
@@ -478,6 +538,14 @@ async fn root(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
         EsFlavour::Es7 => es("7.17.22", "8.11.3"),
         EsFlavour::Es8 => es("8.15.0", "9.11.1"),
         EsFlavour::Es9 => es("9.1.0", "10.2.2"),
+        EsFlavour::OpenSearch1 => json!({"name": "sim-node-1", "cluster_name": "sim",
+            "cluster_uuid": "sIm0000000000000000000",
+            "version": {"distribution": "opensearch", "number": "1.3.19", "build_type": "tar",
+                "build_hash": "0000000", "build_date": "2024-08-26T00:00:00.000Z",
+                "build_snapshot": false, "lucene_version": "8.10.1",
+                "minimum_wire_compatibility_version": "6.8.0",
+                "minimum_index_compatibility_version": "6.0.0-beta1"},
+            "tagline": "The OpenSearch Project: https://opensearch.org/"}),
         EsFlavour::OpenSearch2 => json!({"name": "sim-node-1", "cluster_name": "sim",
             "version": {"distribution": "opensearch", "number": "2.17.1", "build_type": "tar",
                 "lucene_version": "9.11.1", "minimum_wire_compatibility_version": "7.10.0"},
@@ -492,7 +560,7 @@ async fn bulk_root(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    bulk(&s, None, &uri, &headers, &body)
+    reply_after(bulk(&s, None, &uri, &headers, &body)).await
 }
 
 async fn bulk_index(
@@ -502,7 +570,15 @@ async fn bulk_index(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    bulk(&s, Some(index), &uri, &headers, &body)
+    reply_after(bulk(&s, Some(index), &uri, &headers, &body)).await
+}
+
+/// Waits out a [`TopFault::SlowReply`] after the request was applied.
+async fn reply_after((resp, delay): (Response, Option<Duration>)) -> Response {
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    resp
 }
 
 fn bulk(
@@ -511,14 +587,102 @@ fn bulk(
     uri: &Uri,
     headers: &HeaderMap,
     wire: &[u8],
-) -> Response {
-    let resp = bulk_inner(s, default_index, uri, headers, wire);
+) -> (Response, Option<Duration>) {
+    let mut delay = None;
+    let resp = bulk_inner(s, default_index, uri, headers, wire, &mut delay);
     let mut st = s.lock();
     *st.stats
         .bulk_by_status
         .entry(resp.status().as_u16())
         .or_insert(0) += 1;
-    resp
+    (resp, delay)
+}
+
+/// The `_bulk` query parameters Elasticsearch 7.17+/OpenSearch accept (plus the common ones);
+/// `require_data_stream` is checked per flavour.
+const BULK_PARAMS: &[&str] = &[
+    "filter_path",
+    "pipeline",
+    "refresh",
+    "routing",
+    "timeout",
+    "wait_for_active_shards",
+    "require_alias",
+    "_source",
+    "_source_includes",
+    "_source_excludes",
+    "pretty",
+    "human",
+    "error_trace",
+];
+
+/// What the query string asks for, once every parameter is known.
+#[derive(Default)]
+struct BulkParams {
+    filter: Option<Vec<Vec<String>>>,
+    pipeline: Option<String>,
+    require_data_stream: bool,
+}
+
+/// The parsed query, or the first parameter the claimed version does not know.
+fn bulk_params(s: &Shared, uri: &Uri) -> Result<BulkParams, String> {
+    let mut p = BulkParams::default();
+    let query = uri.query().unwrap_or("");
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        let known = BULK_PARAMS.contains(&k.as_ref())
+            || (k == "require_data_stream" && s.cfg.flavour.knows_require_data_stream());
+        if !known {
+            return Err(k.into_owned());
+        }
+        match k.as_ref() {
+            "filter_path" => {
+                p.filter = Some(
+                    v.split(',')
+                        .map(|p| p.trim().split('.').map(str::to_string).collect())
+                        .collect(),
+                )
+            }
+            "pipeline" => p.pipeline = Some(v.into_owned()),
+            "require_data_stream" => p.require_data_stream = v != "false",
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// ES refuses a body whose `Content-Type` is not a JSON flavour with 406 and a string `error`.
+fn content_type_error(headers: &HeaderMap) -> Option<Response> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let reason = match &given {
+        None => "Content-Type header is missing".to_string(),
+        Some(ct) => {
+            let media = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if matches!(
+                media.as_str(),
+                "application/json"
+                    | "application/x-ndjson"
+                    | "application/vnd.elasticsearch+json"
+                    | "application/vnd.elasticsearch+x-ndjson"
+            ) {
+                return None;
+            }
+            format!("Content-Type header [{ct}] is not supported")
+        }
+    };
+    Some(
+        (
+            StatusCode::NOT_ACCEPTABLE,
+            axum::Json(json!({"error": reason, "status": 406})),
+        )
+            .into_response(),
+    )
 }
 
 fn bulk_inner(
@@ -527,6 +691,7 @@ fn bulk_inner(
     uri: &Uri,
     headers: &HeaderMap,
     wire: &[u8],
+    delay: &mut Option<Duration>,
 ) -> Response {
     if let Some(r) = gate(s, headers, uri.path()) {
         return r;
@@ -536,9 +701,35 @@ fn bulk_inner(
         let mut st = s.lock();
         st.stats.bulk_requests += 1;
         st.stats.bytes_wire += wire.len() as u64;
+        st.bulk_queries
+            .insert(uri.query().unwrap_or("").to_string());
+        st.content_types.insert(
+            headers
+                .get(header::CONTENT_TYPE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default(),
+        );
     }
-    if let Some(r) = top_fault(s) {
+    if let Some(r) = content_type_error(headers) {
         return r;
+    }
+    let params = match bulk_params(s, uri) {
+        Ok(p) => p,
+        Err(k) => {
+            return es_error(
+                StatusCode::BAD_REQUEST,
+                "illegal_argument_exception",
+                &format!(
+                    "request [{}] contains unrecognized parameter: [{k}]",
+                    uri.path()
+                ),
+            );
+        }
+    };
+    match top_fault(s) {
+        Some(TopFault::SlowReply(d)) => *delay = Some(d),
+        Some(f) => return fault_response(s, f),
+        None => {}
     }
     let gzipped = headers
         .get(header::CONTENT_ENCODING)
@@ -571,7 +762,28 @@ fn bulk_inner(
         Ok(ops) => ops,
         Err((kind, reason)) => return es_error(StatusCode::BAD_REQUEST, kind, &reason),
     };
-    let items = apply(s, ops);
+    // Request validation runs over every action before any is executed, so one bad action
+    // fails the whole request (as Elasticsearch's `BulkRequest.validate` does).
+    if let Some(reason) = validate_ops(&ops) {
+        return es_error(
+            StatusCode::BAD_REQUEST,
+            "action_request_validation_exception",
+            &reason,
+        );
+    }
+    let missing_pipeline = params.pipeline.filter(|p| {
+        p != "_none"
+            && s.lock()
+                .pipelines
+                .as_ref()
+                .is_some_and(|known| !known.contains(p))
+    });
+    let items = apply(
+        s,
+        ops,
+        missing_pipeline.as_deref(),
+        params.require_data_stream,
+    );
     let errors = items.iter().any(|i| {
         i.as_object()
             .and_then(|o| o.values().next())
@@ -583,28 +795,42 @@ fn bulk_inner(
         "errors": errors,
         "items": items,
     });
-    let filter: Option<Vec<Vec<String>>> = uri.query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "filter_path")
-            .map(|(_, v)| {
-                v.split(',')
-                    .map(|p| p.trim().split('.').map(str::to_string).collect())
-                    .collect()
-            })
-    });
-    let reply = match filter {
+    let reply = match params.filter {
         Some(paths) => filter_value(&reply, &paths).unwrap_or_else(|| json!({})),
         None => reply,
     };
     axum::Json(reply).into_response()
 }
 
-fn top_fault(s: &Shared) -> Option<Response> {
+/// `Validation Failed: 1: ...;` for the actions ES refuses before executing any.
+fn validate_ops(ops: &[Op]) -> Option<String> {
+    let errors: Vec<String> = ops
+        .iter()
+        .filter_map(|op| op.id.as_deref())
+        .filter(|id| id.len() > 512)
+        .map(|id| {
+            format!(
+                "id [{id}] is too long, must be no longer than 512 bytes but was: {}",
+                id.len()
+            )
+        })
+        .collect();
+    if errors.is_empty() {
+        return None;
+    }
+    let mut out = String::from("Validation Failed: ");
+    for (i, e) in errors.iter().enumerate() {
+        out.push_str(&format!("{}: {e};", i + 1));
+    }
+    Some(out)
+}
+
+fn top_fault(s: &Shared) -> Option<TopFault> {
     let (scripted, faults) = {
         let mut st = s.lock();
         (st.top_script.pop_front(), st.faults.clone())
     };
-    let fault = scripted.or_else(|| {
+    scripted.or_else(|| {
         let r: f64 = s
             .rng
             .lock()
@@ -617,15 +843,19 @@ fn top_fault(s: &Shared) -> Option<Response> {
         } else {
             None
         }
-    })?;
+    })
+}
+
+fn fault_response(s: &Shared, fault: TopFault) -> Response {
+    let retry_after = s.lock().faults.retry_after_secs;
     let with_retry = |mut r: Response| {
-        if let Some(secs) = faults.retry_after_secs {
+        if let Some(secs) = retry_after {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         }
         r
     };
-    Some(match fault {
+    match fault {
         TopFault::TooManyRequests => with_retry(es_error(
             StatusCode::TOO_MANY_REQUESTS,
             "es_rejected_execution_exception",
@@ -637,13 +867,16 @@ fn top_fault(s: &Shared) -> Option<Response> {
             "primary shard is not active",
         )),
         TopFault::TooLarge => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        TopFault::RequestTimeout => StatusCode::REQUEST_TIMEOUT.into_response(),
         TopFault::BadReply => axum::Json(json!({"acknowledged": true})).into_response(),
         TopFault::Unauthorized => es_error(
             StatusCode::UNAUTHORIZED,
             "security_exception",
             "unable to authenticate with provided credentials",
         ),
-    })
+        // Handled by the caller: the request is applied and only the reply waits.
+        TopFault::SlowReply(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 /// One parsed bulk operation.
@@ -743,8 +976,15 @@ fn is_data_stream(index: &str) -> bool {
         .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
 }
 
-/// Applies the operations in order; returns one response item each.
-fn apply(s: &Shared, ops: Vec<Op>) -> Vec<Value> {
+/// Applies the operations in order; returns one response item each. `missing_pipeline`: the
+/// request's `?pipeline=` names one that does not exist. `require_data_stream`: every target
+/// must be (or become, through the `logs-*-*` template) a data stream.
+fn apply(
+    s: &Shared,
+    ops: Vec<Op>,
+    missing_pipeline: Option<&str>,
+    require_data_stream: bool,
+) -> Vec<Value> {
     let mut st = s.lock();
     let mut rng = s.rng.lock().unwrap_or_else(PoisonError::into_inner);
     let keep = s.cfg.keep_documents;
@@ -765,7 +1005,32 @@ fn apply(s: &Shared, ops: Vec<Op>) -> Vec<Value> {
             json!({"_index": index, "_id": id, "status": status,
                 "error": {"type": kind, "reason": reason, "index": index}})
         };
-        let item = if let Some(block) = st.blocked.get(&index).copied() {
+        let item = if let Some(p) = missing_pipeline {
+            // Ingest runs before the target is resolved: every document fails alike.
+            fail(
+                400,
+                "illegal_argument_exception",
+                format!("pipeline with id [{p}] does not exist"),
+            )
+        } else if require_data_stream && !is_data_stream(&index) {
+            if st.docs.contains_key(&index) {
+                fail(
+                    404,
+                    "resource_not_found_exception",
+                    format!(
+                        "[require_data_stream] request flag is [true] and [{index}] is not a data stream"
+                    ),
+                )
+            } else {
+                fail(
+                    404,
+                    "index_not_found_exception",
+                    format!(
+                        "no such index [{index}] and the index creation request requires a data stream, but no matching index template with data stream template was found for it"
+                    ),
+                )
+            }
+        } else if let Some(block) = st.blocked.get(&index).copied() {
             match block {
                 IndexBlock::NotFound => fail(
                     404,
@@ -779,11 +1044,25 @@ fn apply(s: &Shared, ops: Vec<Op>) -> Vec<Value> {
                         "action [indices:data/write/bulk[s]] is unauthorized for user [sim] on indices [{index}]"
                     ),
                 ),
+                IndexBlock::Unauthenticated => fail(
+                    401,
+                    "security_exception",
+                    "unable to authenticate user [sim] for action [indices:data/write/bulk[s]]"
+                        .into(),
+                ),
                 IndexBlock::ReadOnly => fail(
-                    403,
+                    429,
                     "cluster_block_exception",
                     format!(
                         "index [{index}] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block];"
+                    ),
+                ),
+                IndexBlock::Closed => fail(400, "index_closed_exception", "closed".into()),
+                IndexBlock::NoWriteIndex => fail(
+                    400,
+                    "illegal_argument_exception",
+                    format!(
+                        "no write index is defined for alias [{index}]. The write index may be explicitly disabled using is_write_index=false or the alias points to multiple indices without one being designated as a write index"
                     ),
                 ),
             }
@@ -935,6 +1214,171 @@ mod tests {
         let ops = parse_ndjson(b"{\"create\":{\"_id\":\"1\"}}\n{\"a\":1}\n", Some("x")).unwrap();
         assert_eq!(ops[0].index.as_deref(), Some("x"));
         assert_eq!(ops[0].source.as_deref(), Some("{\"a\":1}"));
+    }
+
+    /// Posts `body` to `/_bulk?{query}` with `content_type` (none when `None`).
+    async fn post(
+        rx: &EsReceiver,
+        query: &str,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> (u16, Value) {
+        let mut rb = reqwest::Client::new()
+            .post(format!("{}/_bulk?{query}", rx.url()))
+            .body(body.to_string());
+        if let Some(ct) = content_type {
+            rb = rb.header("content-type", ct);
+        }
+        let resp = rb.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
+    async fn start(cfg: EsReceiverConfig) -> EsReceiver {
+        EsReceiver::start(cfg, ([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap()
+    }
+
+    const DOC: &str = "{\"create\":{\"_index\":\"idx\",\"_id\":\"a\"}}\n{\"x\":1}\n";
+    const NDJSON: Option<&str> = Some("application/x-ndjson");
+
+    #[tokio::test]
+    async fn content_type_must_be_json_like_a_cluster() {
+        let rx = start(EsReceiverConfig::default()).await;
+        for (ct, want) in [
+            (None, "Content-Type header is missing"),
+            (
+                Some("text/plain"),
+                "Content-Type header [text/plain] is not supported",
+            ),
+        ] {
+            let (status, body) = post(&rx, "", ct, DOC).await;
+            assert_eq!(status, 406);
+            assert_eq!(body, json!({"error": want, "status": 406}));
+            // What the sink makes of it: blocked, not retried or bisected.
+            assert!(matches!(
+                crate::sink::elasticsearch::reply::classify_bulk(
+                    status,
+                    None,
+                    None,
+                    body.to_string().as_bytes(),
+                    1,
+                    "idx"
+                ),
+                Err(crate::sink::SinkError::Blocked { .. })
+            ));
+        }
+        for ct in ["application/json", "application/x-ndjson; charset=UTF-8"] {
+            assert_eq!(post(&rx, "", Some(ct), DOC).await.0, 200, "{ct}");
+        }
+        assert_eq!(rx.doc_count(), 1);
+        let seen = rx.content_types();
+        assert!(seen.contains(&String::new()) && seen.contains(&"text/plain".to_string()));
+    }
+
+    #[tokio::test]
+    async fn unknown_parameters_are_refused_per_version() {
+        for (flavour, knows) in [
+            (EsFlavour::Es7, false),
+            (EsFlavour::Es8, true),
+            (EsFlavour::Es9, true),
+            (EsFlavour::OpenSearch1, false),
+            (EsFlavour::OpenSearch2, false),
+        ] {
+            let rx = start(EsReceiverConfig {
+                flavour,
+                ..EsReceiverConfig::default()
+            })
+            .await;
+            let ds = "{\"create\":{\"_index\":\"logs-a-b\",\"_id\":\"a\"}}\n{\"@timestamp\":\"2026-01-01T00:00:00Z\"}\n";
+            let (status, body) = post(&rx, "require_data_stream=true", NDJSON, ds).await;
+            if knows {
+                assert_eq!(status, 200, "{flavour:?}: {body}");
+            } else {
+                assert_eq!(status, 400, "{flavour:?}");
+                assert_eq!(
+                    body["error"]["reason"],
+                    "request [/_bulk] contains unrecognized parameter: [require_data_stream]"
+                );
+            }
+            let (status, _) = post(&rx, "bogus=1", NDJSON, DOC).await;
+            assert_eq!(status, 400);
+            assert_eq!(
+                rx.bulk_queries(),
+                vec![
+                    "bogus=1".to_string(),
+                    "require_data_stream=true".to_string()
+                ]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn require_data_stream_and_pipelines_fail_items() {
+        let rx = start(EsReceiverConfig {
+            pipelines: Some(vec!["p1".into()]),
+            ..EsReceiverConfig::default()
+        })
+        .await;
+        let status_of = |v: &Value| v["items"][0]["create"]["status"].as_u64();
+        // A plain index exists; then the same name is required to be a data stream.
+        let (_, r) = post(&rx, "", NDJSON, DOC).await;
+        assert_eq!(status_of(&r), Some(201));
+        let again = DOC.replace("\"a\"", "\"b\"");
+        let (_, r) = post(&rx, "require_data_stream=true", NDJSON, &again).await;
+        assert_eq!(status_of(&r), Some(404));
+        assert_eq!(
+            r["items"][0]["create"]["error"]["type"],
+            "resource_not_found_exception"
+        );
+        let other = again.replace("idx", "other");
+        let (_, r) = post(&rx, "require_data_stream=true", NDJSON, &other).await;
+        assert_eq!(
+            r["items"][0]["create"]["error"]["type"],
+            "index_not_found_exception"
+        );
+        let (_, r) = post(&rx, "pipeline=nope", NDJSON, &again).await;
+        assert_eq!(status_of(&r), Some(400));
+        assert_eq!(
+            r["items"][0]["create"]["error"]["reason"],
+            "pipeline with id [nope] does not exist"
+        );
+        let (_, r) = post(&rx, "pipeline=p1", NDJSON, &again).await;
+        assert_eq!(status_of(&r), Some(201));
+        rx.add_pipeline("nope");
+        let third = again.replace("\"b\"", "\"c\"");
+        let (_, r) = post(&rx, "pipeline=nope", NDJSON, &third).await;
+        assert_eq!(status_of(&r), Some(201));
+    }
+
+    #[tokio::test]
+    async fn an_overlong_id_fails_the_whole_request() {
+        let rx = start(EsReceiverConfig::default()).await;
+        let long = format!(
+            "{DOC}{{\"create\":{{\"_index\":\"idx\",\"_id\":\"{}\"}}}}\n{{}}\n",
+            "x".repeat(513)
+        );
+        let (status, body) = post(&rx, "", NDJSON, &long).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["type"], "action_request_validation_exception");
+        assert!(
+            body["error"]["reason"]
+                .as_str()
+                .unwrap()
+                .ends_with("must be no longer than 512 bytes but was: 513;")
+        );
+        assert_eq!(rx.doc_count(), 0, "nothing of the request is applied");
+    }
+
+    #[tokio::test]
+    async fn read_only_block_answers_429_like_es_7_6_and_later() {
+        let rx = start(EsReceiverConfig::default()).await;
+        rx.block_index("idx", IndexBlock::ReadOnly);
+        let (_, r) = post(&rx, "", NDJSON, DOC).await;
+        let item = &r["items"][0]["create"];
+        assert_eq!(item["status"], 429);
+        assert_eq!(item["error"]["type"], "cluster_block_exception");
     }
 
     #[test]

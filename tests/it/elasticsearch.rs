@@ -107,13 +107,24 @@ async fn backfill_with_item_429s_and_sigkill_stores_each_id_once() {
     let wait_ms = rand::rng().random_range(0..400);
     assert!(wait_until(Duration::from_secs(30), || rx.doc_count() > 0).await);
     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-    let stored_at_kill = rx.doc_count();
-    let stderr1 = child.kill9().await;
+    let (killed, stderr1) = child.kill9_mid_run().await;
     assert!(!stderr1.contains("panicked"), "{stderr1}");
+    // Counted after the process died, so it includes everything the first run delivered.
+    let stored_at_kill = rx.doc_count();
     let want = truth(&sim, from, until);
     eprintln!(
         "killed {wait_ms} ms after the first document: {stored_at_kill} of {} stored",
         want.len()
+    );
+    // Otherwise the second run only re-checks a finished backfill and the test proves nothing
+    // about a restart.
+    assert!(
+        killed,
+        "the first run exited on its own before the SIGKILL:\n{stderr1}"
+    );
+    assert!(
+        stored_at_kill < want.len(),
+        "the first run had stored everything ({stored_at_kill}) before the SIGKILL"
     );
 
     let out = run(&args, &[], Duration::from_secs(180)).await;

@@ -169,6 +169,25 @@ impl Running {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// SIGKILL, then wait for the pipes to drain; also says whether the process was still
+    /// running when the signal hit (it died of SIGKILL rather than exiting on its own), so a
+    /// test cannot mistake a finished run for an interrupted one.
+    pub(crate) async fn kill9_mid_run(mut self) -> (bool, String) {
+        use std::os::unix::process::ExitStatusExt;
+        // A process that already exited is reaped by try_wait and cannot be signalled.
+        let killed = match self.child.try_wait().unwrap() {
+            Some(_) => false,
+            None => {
+                self.child.start_kill().unwrap();
+                self.child.wait().await.unwrap().signal() == Some(9)
+            }
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.await;
+        }
+        (killed, self.stderr.lock().unwrap().clone())
+    }
+
     /// SIGTERM, then wait (at most `limit`) and return the exit code and stderr.
     pub(crate) async fn terminate(mut self, limit: Duration) -> (Option<i32>, String) {
         let pid = self.child.id().expect("still running");

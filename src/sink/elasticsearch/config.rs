@@ -49,7 +49,9 @@ pub struct RawEsSink {
     #[serde(default = "default_index")]
     pub index: String,
     /// `auto` (default: a data stream iff `index` has no `%` and looks like `logs-*-*`),
-    /// `index` or `data_stream`.
+    /// `index` or `data_stream`. For a data stream the sink sends `require_data_stream=true`
+    /// (where the cluster knows it), so a missing template blocks the sink instead of creating
+    /// a plain index.
     #[serde(default)]
     pub mode: EsMode,
     /// Ingest pipeline for every document (`?pipeline=`). Default: none (the index's default).
@@ -109,7 +111,8 @@ pub enum EsMode {
     Auto,
     /// A plain index (or alias).
     Index,
-    /// A data stream: every document gets `@timestamp`.
+    /// A data stream: `require_data_stream=true`, no date in the name. Every document has
+    /// `@timestamp` whatever the mode.
     DataStream,
 }
 
@@ -298,7 +301,8 @@ pub struct EsConfig {
     pub auth: EsAuth,
     /// Target index pattern.
     pub index: IndexPattern,
-    /// Whether the target is a data stream (decided from `mode`).
+    /// Whether the target is a data stream (decided from `mode`): adds
+    /// `require_data_stream=true` to the bulk URL.
     pub data_stream: bool,
     /// Ingest pipeline.
     pub pipeline: Option<String>,
@@ -423,6 +427,19 @@ pub(crate) fn validate(i: usize, raw: RawEsSink) -> Result<EsConfig, ConfigError
         IndexPattern::parse(raw.index.trim()).map_err(|e| ConfigError::new(key("index"), e))?;
     let data_stream = match raw.mode {
         EsMode::Index => false,
+        // A data stream rolls over by itself, and a dated name would make one stream per day,
+        // each needing its own template match: refuse it rather than guess.
+        EsMode::DataStream if index.is_dated() => {
+            return Err(ConfigError::new(
+                key("index"),
+                format!(
+                    "`{}` has a date (%Y/%m/%d), but mode = \"data_stream\" needs one fixed data \
+                     stream name, e.g. logs-sigsci.requests-default (rollover replaces daily \
+                     names): remove the date or set mode = \"index\"",
+                    index.text
+                ),
+            ));
+        }
         EsMode::DataStream => true,
         EsMode::Auto => !index.is_dated() && looks_like_logs_data_stream(&index.text),
     };

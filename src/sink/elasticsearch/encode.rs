@@ -43,10 +43,27 @@ impl Encoder {
         out.extend_from_slice(b"}}\n");
         let start = out.len();
         self.shaper.write(ev, out);
+        flatten_lines(&mut out[start..]);
         if self.add_timestamp {
             splice_timestamp(out, start, ev.ts);
         }
         out.push(b'\n');
+    }
+}
+
+/// Turns the line breaks of one JSON document into spaces, so it stays one NDJSON line.
+///
+/// The raw shape copies the API's bytes, and a record pretty-printed upstream has line breaks
+/// between its tokens; `_bulk` would read the next line as an action and refuse the whole
+/// request. Outside strings a line break is whitespace like a space, and inside strings JSON
+/// allows it only escaped (`\n`), so no raw `\n` or `\r` byte there can be meaningful and the
+/// document's value is unchanged. (In UTF-8 these bytes never occur inside a multi-byte
+/// character.)
+fn flatten_lines(doc: &mut [u8]) {
+    for b in doc.iter_mut() {
+        if matches!(*b, b'\n' | b'\r') {
+            *b = b' ';
+        }
     }
 }
 
@@ -129,6 +146,44 @@ mod tests {
         );
         let doc: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
         assert_eq!(doc["sigsci_export"]["site"], "www");
+    }
+
+    #[test]
+    fn a_pretty_printed_record_stays_on_one_line() {
+        let body = "{\r\n  \"id\": \"5f1a\",\n  \"path\": \"/a\\nb\",\n  \"tags\": [\n    {\"type\": \"SQLI\"}\n  ]\n}\n";
+        for format in [Format::Raw, Format::Ecs, Format::Cim] {
+            let mut out = Vec::new();
+            encoder("sigsci-%Y.%m.%d", format).write(&ev("5f1a", 1_795_482_123, body), &mut out);
+            let text = String::from_utf8(out).unwrap();
+            let lines: Vec<&str> = text.split_terminator('\n').collect();
+            assert_eq!(lines.len(), 2, "{format:?}: {text}");
+            assert!(!text.contains('\r'), "{format:?}: {text}");
+            let doc: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+            assert_eq!(doc["@timestamp"], "2026-11-24T01:02:03Z", "{format:?}");
+        }
+        let mut out = Vec::new();
+        encoder("x", Format::Raw).write(&ev("5f1a", 0, body), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_str(text.split_terminator('\n').nth(1).unwrap()).unwrap();
+        // An escaped newline inside a string is text, and stays.
+        assert_eq!(doc["path"], "/a\nb");
+        assert_eq!(doc["tags"][0]["type"], "SQLI");
+    }
+
+    #[test]
+    fn index_date_comes_from_the_spooled_ts_not_the_fetch_time() {
+        // No timestamp in the record; fetched the next day. The spooled `ts` decides, so every
+        // resend of this spooled event targets the same index.
+        let mut e = ev("5f1b", 1_795_482_123, r#"{"id":"5f1b"}"#);
+        e.fetched_at = e.ts + 86_400;
+        let mut out = Vec::new();
+        encoder("sigsci-%Y.%m.%d", Format::Raw).write(&e, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(r#"{"create":{"_index":"sigsci-2026.11.24""#),
+            "{text}"
+        );
     }
 
     #[test]

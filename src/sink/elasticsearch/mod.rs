@@ -5,9 +5,10 @@
 //! `batch_max_bytes` before compression and `batch_max_events` documents), up to `in_flight` at
 //! a time. Each reply is classified per item, in order (see [`reply`]): stored → delivered,
 //! 409 → duplicate (an earlier attempt landed), 429/5xx → retried alone by the driver, a
-//! mapping error → dead-lettered with the cluster's words, and an index that cannot be written
-//! (401/403/404 item) → the whole request is blocked: every document to that index would fail
-//! the same way, so the sink pauses and keeps the data instead of dead-lettering the lot.
+//! mapping error → dead-lettered with the cluster's words, and a target that cannot be written
+//! (missing, closed, read-only, forbidden, missing pipeline, alias without a write index) → the
+//! whole request is blocked: every document to it would fail the same way, so the sink pauses
+//! and keeps the data instead of dead-lettering the lot.
 //!
 //! Layout: `config.rs` (settings), `encode.rs` (NDJSON body), `reply.rs` (classification).
 
@@ -18,8 +19,11 @@ pub(crate) mod reply;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, LOCATION};
-use tracing::info;
+use tracing::{info, warn};
 
 pub(crate) use config::validate;
 pub use config::{
@@ -37,7 +41,20 @@ pub struct EsSink {
     client: reqwest::Client,
     encoder: Encoder,
     bulk_url: String,
+    /// `bulk_url` plus `require_data_stream=true`, in data_stream mode.
+    bulk_url_ds: Option<String>,
+    /// Cleared once the cluster refuses `require_data_stream` as unknown (Elasticsearch 7,
+    /// OpenSearch): it then gets the plain URL, as before the parameter existed.
+    send_require_ds: AtomicBool,
     root_url: String,
+}
+
+/// A reply as far as classification needs it.
+struct Reply {
+    status: u16,
+    after: Option<std::time::Duration>,
+    location: Option<String>,
+    body: Bytes,
 }
 
 impl EsSink {
@@ -55,10 +72,18 @@ impl EsSink {
             bulk_url.push_str("&pipeline=");
             bulk_url.extend(url::form_urlencoded::byte_serialize(p.as_bytes()));
         }
+        // Without it a data stream whose template is missing silently becomes a plain index
+        // (wrong mappings, no rollover); with it the item fails and the sink blocks, naming the
+        // template.
+        let bulk_url_ds = cfg
+            .data_stream
+            .then(|| format!("{bulk_url}&require_data_stream=true"));
         Ok(EsSink {
             client,
             encoder,
+            send_require_ds: AtomicBool::new(bulk_url_ds.is_some()),
             bulk_url,
+            bulk_url_ds,
             root_url: format!("{root}/"),
             cfg,
         })
@@ -91,18 +116,16 @@ impl EsSink {
         }
     }
 
-    async fn send_chunk(&self, chunk: Chunk) -> Result<Ack, SinkError> {
-        let sent = chunk.range.len();
+    async fn post(&self, url: &str, body: Bytes) -> Result<Reply, SinkError> {
         let mut rb = self
             .client
-            .post(&self.bulk_url)
+            .post(url)
             .header(CONTENT_TYPE, "application/x-ndjson");
         if self.cfg.gzip {
             rb = rb.header(CONTENT_ENCODING, "gzip");
         }
-        rb = rb.body(chunk.body);
         let resp = self
-            .authorize(rb)
+            .authorize(rb.body(body))
             .send()
             .await
             .map_err(http::transport_error)?;
@@ -114,11 +137,40 @@ impl EsSink {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let body = resp.bytes().await.map_err(http::transport_error)?;
-        reply::classify_bulk(
+        Ok(Reply {
             status,
             after,
-            location.as_deref(),
-            &body,
+            location,
+            body,
+        })
+    }
+
+    async fn send_chunk(&self, chunk: Chunk) -> Result<Ack, SinkError> {
+        let sent = chunk.range.len();
+        let body = Bytes::from(chunk.body);
+        let ds_url = self
+            .bulk_url_ds
+            .as_deref()
+            .filter(|_| self.send_require_ds.load(Ordering::Relaxed));
+        let mut reply = self
+            .post(ds_url.unwrap_or(&self.bulk_url), body.clone())
+            .await?;
+        // Nothing was indexed (the request was refused before parsing), so sending the same
+        // body again without the parameter cannot store anything twice.
+        if ds_url.is_some()
+            && reply.status == 400
+            && reply::unrecognized_parameter(&reply.body).as_deref() == Some("require_data_stream")
+        {
+            if self.send_require_ds.swap(false, Ordering::Relaxed) {
+                warn!(sink = %self.cfg.name, index = %self.cfg.index.text, "The cluster does not know require_data_stream (Elasticsearch 7 or OpenSearch); sending without it. If no index template with data_stream enabled matches the index, the cluster creates a plain index instead of a data stream.");
+            }
+            reply = self.post(&self.bulk_url, body).await?;
+        }
+        reply::classify_bulk(
+            reply.status,
+            reply.after,
+            reply.location.as_deref(),
+            &reply.body,
             sent,
             &self.cfg.index.text,
         )

@@ -98,9 +98,25 @@ pub(crate) fn classify_bulk(
                 snippet(body)
             ),
         }),
+        // A parameter the cluster does not know fails every request alike; bisecting would
+        // dead-letter every event for a configuration problem.
+        400 if unrecognized_parameter(body).is_some() => Err(SinkError::Blocked {
+            reason: format!(
+                "HTTP 400 ({}): this cluster version does not accept a query parameter the sink \
+                 sends; upgrade the cluster or remove the setting that adds it",
+                error_text(body)
+            ),
+        }),
         // A malformed request is our bug, tied to some event: bisect to isolate it.
         400 => Err(SinkError::Invalid {
             reason: format!("HTTP 400: {}", error_text(body)),
+        }),
+        406 => Err(SinkError::Blocked {
+            reason: format!(
+                "HTTP 406 ({}): the cluster refused the request's Content-Type \
+                 (application/x-ndjson); is a proxy in front of it rewriting headers?",
+                error_text(body)
+            ),
         }),
         408 | 429 | 500..=599 => Err(SinkError::Retryable {
             reason: format!("HTTP {status}: {}", error_text(body)),
@@ -152,13 +168,25 @@ fn classify_items(
         };
         let status = item.status.unwrap_or(0);
         let err = item.error.unwrap_or_default();
+        if matches!(status, 200 | 201) {
+            out.push(ItemOutcome::Delivered);
+            continue;
+        }
+        if status == 409 {
+            out.push(ItemOutcome::Duplicate);
+            continue;
+        }
+        // The target itself is unusable: every document to it fails the same way, so the
+        // whole request is blocked rather than dead-lettering documents one by one. Checked
+        // before the status classes because such errors come as 400 (closed index, missing
+        // pipeline) or 429 (the flood-stage block) too.
+        if let Some(fix) = target_unusable(status, &err, target) {
+            return Err(SinkError::Blocked {
+                reason: format!("{fix} (item status {status}: {})", err.text()),
+            });
+        }
         out.push(match status {
-            200 | 201 => ItemOutcome::Delivered,
-            409 => ItemOutcome::Duplicate,
             429 | 500..=599 => ItemOutcome::Retry { after },
-            // The index itself is unusable: every document to it fails the same way, so the
-            // whole request is blocked rather than dead-lettering documents one by one.
-            401 | 403 | 404 => return Err(index_blocked(status, &err, target)),
             400..=499 => ItemOutcome::Rejected {
                 reason: if err.kind.is_empty() {
                     format!("item status {status}")
@@ -173,29 +201,108 @@ fn classify_items(
     Ok(Ack { items: out })
 }
 
-fn index_blocked(status: u16, err: &EsError, target: &str) -> SinkError {
+/// Why no document can be written to the item's target, with the fix, or `None` when the
+/// error is about this document (a mapping error) or passing (a full write queue).
+///
+/// Decided by `error.type` and the reason, not the status: Elasticsearch answers a closed
+/// index, a missing pipeline and an alias without a write index with 400, like a mapping
+/// error, and the disk flood-stage block with 429, like a full queue.
+fn target_unusable(status: u16, err: &EsError, target: &str) -> Option<String> {
     let index = err.index.as_deref().unwrap_or(target);
-    let fix = match err.kind.as_str() {
+    let reason = err.reason.as_deref().unwrap_or("");
+    Some(match err.kind.as_str() {
+        "cluster_block_exception" => cluster_block_fix(index, reason),
+        "index_closed_exception" => {
+            format!("index `{index}` is closed: open it (POST /{index}/_open) or change `index`")
+        }
+        "index_not_found_exception" if reason.contains("requires a data stream") => format!(
+            "data stream `{index}` does not exist and no index template with `data_stream` \
+             enabled matches it (the sink sends require_data_stream=true in data_stream mode): \
+             add such a template, or set mode = \"index\" to write a plain index"
+        ),
+        "index_not_found_exception" if reason.contains("require_alias") => format!(
+            "`{index}` is not an alias, and the request requires one: create the alias with a \
+             write index"
+        ),
         "index_not_found_exception" => format!(
             "index `{index}` does not exist and may not be auto-created: create it, add an index \
              template, or allow it in action.auto_create_index"
         ),
-        "cluster_block_exception" => format!(
-            "index `{index}` is blocked for writes (read-only, e.g. after the disk flood-stage \
-             watermark, or closed/frozen): free disk space and remove the block \
-             (index.blocks.read_only_allow_delete)"
+        "resource_not_found_exception" if reason.contains("require_data_stream") => format!(
+            "`{index}` exists but is not a data stream (a plain index or alias of that name was \
+             created earlier): delete or rename it so the data stream can be created, or set \
+             mode = \"index\""
+        ),
+        "illegal_argument_exception"
+            if reason.starts_with("pipeline with id [") && reason.contains("does not exist") =>
+        {
+            "the ingest pipeline named in `pipeline` does not exist: create it (PUT \
+             /_ingest/pipeline/<id>) or fix or remove the sink's `pipeline` setting"
+                .to_string()
+        }
+        _ if reason.contains("no write index is defined for alias") => format!(
+            "alias `{index}` has no write index: mark one of its indices with \
+             is_write_index: true (or bootstrap the rollover alias), or point `index` at an index"
+        ),
+        _ if reason.contains("maximum normal shards open")
+            || reason.contains("maximum shards open") =>
+        {
+            format!(
+                "index `{index}` cannot be created: the cluster is at its shard limit \
+                 (cluster.max_shards_per_node): delete or shrink old indices, or raise the limit"
+            )
+        }
+        "security_exception" if status == 401 => format!(
+            "Elasticsearch rejected the credentials for writing to `{index}`: check auth and \
+             the username/password, api_key or bearer_token"
         ),
         "security_exception" => format!(
             "the user lacks the create_doc/create_index privilege on `{index}` (auto_configure \
              too for data streams): grant them in the user's role"
         ),
-        _ => {
+        _ if matches!(status, 401 | 403 | 404) => {
             format!("index `{index}` cannot be written: fix its settings or the user's privileges")
         }
-    };
-    SinkError::Blocked {
-        reason: format!("{fix} (item status {status}: {})", err.text()),
+        _ => return None,
+    })
+}
+
+/// The fix for a `cluster_block_exception`, from the block named in its reason
+/// (`blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, ...]`).
+fn cluster_block_fix(index: &str, reason: &str) -> String {
+    // `read-only-allow-delete` since 7.6, `read-only / allow delete (api)` before it.
+    if reason.contains("flood-stage")
+        || reason.contains("allow-delete")
+        || reason.contains("allow delete")
+    {
+        format!(
+            "index `{index}` is read-only because a data node's disk passed the flood-stage \
+             watermark: free disk space or add nodes; Elasticsearch 7.4+ lifts the block once \
+             usage falls below the high watermark, older versions need PUT /{index}/_settings \
+             {{\"index.blocks.read_only_allow_delete\": null}}"
+        )
+    } else if reason.contains("index write") || reason.contains("read-only") {
+        format!(
+            "index `{index}` has a write or read-only block (index.blocks.write / \
+             index.blocks.read_only, e.g. set for a shrink or a frozen index): remove it or \
+             point `index` elsewhere"
+        )
+    } else {
+        format!(
+            "writes to `{index}` are blocked by the cluster (no elected master or state not \
+             yet recovered?): check the cluster's health; the sink resumes when the block \
+             lifts"
+        )
     }
+}
+
+/// The parameter named by a top-level `request [/_bulk] contains unrecognized parameter: [x]`.
+pub(crate) fn unrecognized_parameter(body: &[u8]) -> Option<String> {
+    let text = error_text(body);
+    let rest = text.split("unrecognized parameter").nth(1)?;
+    let start = rest.find('[')? + 1;
+    let end = start + rest[start..].find(']')?;
+    Some(rest[start..end].to_string())
 }
 
 /// `GET /`: `{"version":{"number":"8.15.0","distribution"?:"opensearch"},...}`.
@@ -332,26 +439,163 @@ mod tests {
         );
     }
 
+    /// One reply of two items: a 201 and `status` with `kind` and `reason`.
+    fn with_error(status: u16, kind: &str, reason: &str) -> Result<Ack, SinkError> {
+        let err = serde_json::json!({"type": kind, "reason": reason, "index": "sigsci-x"});
+        let body = serde_json::json!({"errors": true, "items": [
+            {"create": {"status": 201}},
+            {"create": {"status": status, "error": err}},
+        ]});
+        bulk(&body.to_string(), 2)
+    }
+
     #[test]
-    fn index_level_item_errors_block_the_request() {
-        for (status, kind, want) in [
-            (404, "index_not_found_exception", "does not exist"),
-            (403, "security_exception", "create_doc"),
-            (403, "cluster_block_exception", "read-only"),
+    fn target_level_item_errors_block_the_request() {
+        for (status, kind, reason, want) in [
+            (
+                404,
+                "index_not_found_exception",
+                "no such index [sigsci-x]",
+                "action.auto_create_index",
+            ),
+            (
+                404,
+                "index_not_found_exception",
+                "no such index [sigsci-x] and [require_alias] request flag is [true] and [sigsci-x] is not an alias",
+                "not an alias",
+            ),
+            (
+                404,
+                "index_not_found_exception",
+                "no such index [sigsci-x] and the index creation request requires a data stream, but no matching index template with data stream template was found for it",
+                "data_stream` enabled",
+            ),
+            (
+                404,
+                "resource_not_found_exception",
+                "[require_data_stream] request flag is [true] and [sigsci-x] is not a data stream",
+                "not a data stream",
+            ),
+            (
+                403,
+                "security_exception",
+                "action [indices:data/write/bulk[s]] is unauthorized",
+                "create_doc",
+            ),
+            (
+                401,
+                "security_exception",
+                "unable to authenticate user [u]",
+                "credentials",
+            ),
+            (
+                403,
+                "cluster_block_exception",
+                "index [sigsci-x] blocked by: [FORBIDDEN/12/index read-only / allow delete (api)];",
+                "flood-stage",
+            ),
+            (
+                403,
+                "cluster_block_exception",
+                "index [sigsci-x] blocked by: [FORBIDDEN/8/index write (api)];",
+                "index.blocks.write",
+            ),
+            (
+                503,
+                "cluster_block_exception",
+                "blocked by: [SERVICE_UNAVAILABLE/2/no master];",
+                "no elected master",
+            ),
+            (
+                400,
+                "index_closed_exception",
+                "closed",
+                "POST /sigsci-x/_open",
+            ),
+            (
+                400,
+                "illegal_argument_exception",
+                "pipeline with id [geoip] does not exist",
+                "PUT /_ingest/pipeline",
+            ),
+            (
+                400,
+                "illegal_argument_exception",
+                "no write index is defined for alias [sigsci-x]. The write index may be explicitly disabled using is_write_index=false or the alias points to multiple indices without one being designated as a write index",
+                "is_write_index: true",
+            ),
+            (
+                400,
+                "validation_exception",
+                "Validation Failed: 1: this action would add [2] shards, but this cluster currently has [1000]/[1000] maximum normal shards open;",
+                "max_shards_per_node",
+            ),
         ] {
-            let body = format!(
-                r#"{{"errors":true,"items":[{{"create":{{"status":201}}}},{{"create":{{"status":{status},"error":{{"type":"{kind}","reason":"r","index":"sigsci-x"}}}}}}]}}"#
-            );
-            match bulk(&body, 2) {
-                Err(SinkError::Blocked { reason }) => {
-                    assert!(
-                        reason.contains(want) && reason.contains("sigsci-x"),
-                        "{reason}"
-                    )
+            match with_error(status, kind, reason) {
+                Err(SinkError::Blocked { reason: r }) => {
+                    assert!(r.contains(want), "{kind}: {r}");
+                    assert!(r.contains(kind), "the cluster's words are kept: {r}");
+                    assert!(r.contains(&format!("item status {status}")), "{r}");
                 }
-                other => panic!("{kind}: {other:?}"),
+                other => panic!("{kind} / {reason}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn flood_stage_block_is_blocked_although_its_status_is_429() {
+        // Elasticsearch 7.6+: TOO_MANY_REQUESTS/12 with item status 429. Retrying it like a full
+        // queue would spin until an operator frees disk, without saying so.
+        match with_error(
+            429,
+            "cluster_block_exception",
+            "index [sigsci-x] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block];",
+        ) {
+            Err(SinkError::Blocked { reason }) => {
+                assert!(reason.contains("flood-stage watermark"), "{reason}");
+                assert!(reason.contains("free disk space"), "{reason}");
+                assert!(reason.contains("`sigsci-x`"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn document_level_errors_are_rejected_with_type_and_reason() {
+        for (kind, reason) in [
+            (
+                "mapper_parsing_exception",
+                "failed to parse field [status] of type [long]",
+            ),
+            (
+                "document_parsing_exception",
+                "[1:57] failed to parse field [tags] of type [keyword]",
+            ),
+            (
+                "strict_dynamic_mapping_exception",
+                "[1:2] mapping set to strict, dynamic introduction of [x] within [_doc] is not allowed",
+            ),
+            (
+                "illegal_argument_exception",
+                "mapper [response.bytes] cannot be changed from type [long] to [float]",
+            ),
+            (
+                "illegal_argument_exception",
+                "Limit of total fields [1000] has been exceeded while adding new fields [3]",
+            ),
+        ] {
+            let ack = with_error(400, kind, reason).unwrap();
+            assert_eq!(ack.items[0], ItemOutcome::Delivered);
+            assert_eq!(
+                ack.items[1],
+                ItemOutcome::Rejected {
+                    reason: format!("{kind}: {reason}")
+                }
+            );
+        }
+        // A queue-full 429 without a block is still passing.
+        let ack = with_error(429, "es_rejected_execution_exception", "queue full").unwrap();
+        assert_eq!(ack.items[1], ItemOutcome::Retry { after: None });
     }
 
     #[test]
@@ -396,11 +640,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert!(matches!(c(408, ""), Err(SinkError::Retryable { .. })));
         for (s, want) in [
             (401, "credentials"),
             (403, "create_doc"),
             (404, "cluster root"),
             (302, "`/x`"),
+            (406, "Content-Type"),
         ] {
             match c(s, "{}") {
                 Err(SinkError::Blocked { reason }) => {
@@ -409,6 +655,27 @@ mod tests {
                 other => panic!("{s}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn an_unknown_query_parameter_blocks_instead_of_bisecting() {
+        let body = r#"{"error":{"root_cause":[{"type":"illegal_argument_exception","reason":"request [/_bulk] contains unrecognized parameter: [require_data_stream]"}],"type":"illegal_argument_exception","reason":"request [/_bulk] contains unrecognized parameter: [require_data_stream]"},"status":400}"#;
+        assert_eq!(
+            unrecognized_parameter(body.as_bytes()).as_deref(),
+            Some("require_data_stream")
+        );
+        match classify_bulk(400, None, None, body.as_bytes(), 3, "idx") {
+            Err(SinkError::Blocked { reason }) => {
+                assert!(reason.contains("[require_data_stream]"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let parse = r#"{"error":{"type":"illegal_argument_exception","reason":"Malformed action/metadata line [3]"},"status":400}"#;
+        assert_eq!(unrecognized_parameter(parse.as_bytes()), None);
+        assert!(matches!(
+            classify_bulk(400, None, None, parse.as_bytes(), 3, "idx"),
+            Err(SinkError::Invalid { .. })
+        ));
     }
 
     #[test]

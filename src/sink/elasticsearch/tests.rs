@@ -67,6 +67,31 @@ async fn store_with(n: usize) -> (tempfile::TempDir, Store, Vec<String>) {
     (dir, store, ids)
 }
 
+/// A store whose `es` sink has `events` pending (all on the day of [`TS`]).
+async fn store_events(events: Vec<NewEvent>) -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    store
+        .register_sinks("run", &["es".to_string()])
+        .await
+        .unwrap();
+    let key = SiteKey {
+        ns: "run".into(),
+        corp: "acme".into(),
+        site: "www".into(),
+    };
+    store.commit_page(&key, events, TS, Some(60)).await.unwrap();
+    (dir, store)
+}
+
+fn event(id: &str, body: String) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        ts: TS,
+        body,
+    }
+}
+
 /// A running driver for the `es` sink.
 struct Running {
     cancel: CancellationToken,
@@ -139,6 +164,74 @@ async fn items_201_are_delivered_in_one_request() {
     assert_eq!(doc["@timestamp"], "2026-11-24T01:02:03Z");
     assert_eq!(doc["sigsci_export"]["site"], "www");
     assert_eq!(doc["path"], "/login");
+    // What the receiver checks like a cluster (406 otherwise), and no `refresh`: it costs the
+    // cluster a refresh per request and the sink never reads back.
+    assert_eq!(rx.content_types(), vec!["application/x-ndjson".to_string()]);
+    let queries = rx.bulk_queries();
+    assert_eq!(queries.len(), 1);
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(queries[0].as_bytes())
+        .into_owned()
+        .collect();
+    assert_eq!(
+        params,
+        vec![(
+            "filter_path".to_string(),
+            "errors,items.*.status,items.*.error".to_string()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_pretty_printed_record_is_stored_not_bisected() {
+    let rx = receiver(EsReceiverConfig::default()).await;
+    let pretty = "{\n  \"id\": \"pretty\",\n  \"path\": \"/login\",\r\n  \"tags\": [\n    {\"type\": \"SQLI\"}\n  ]\n}";
+    let (_d, store) = store_events(vec![
+        event("before", r#"{"id":"before"}"#.into()),
+        event("pretty", pretty.into()),
+        event("after", r#"{"id":"after"}"#.into()),
+    ])
+    .await;
+    deliver(&store, es_config(&rx.url(), json!({}))).await;
+    assert!(store.dead_letters(None, 10).await.unwrap().is_empty());
+    assert_stored_once(&rx, &["before".into(), "pretty".into(), "after".into()]);
+    assert_eq!(rx.stats().bulk_requests, 1, "one request, no bisection");
+    let doc: serde_json::Value =
+        serde_json::from_str(&rx.document(INDEX, "pretty").unwrap()).unwrap();
+    assert_eq!(doc["tags"][0]["type"], "SQLI");
+}
+
+#[tokio::test]
+async fn a_top_level_400_is_bisected_to_the_one_bad_event() {
+    // An `_id` over 512 bytes fails validation of the whole request (400
+    // action_request_validation_exception), not just its item.
+    let rx = receiver(EsReceiverConfig::default()).await;
+    let long_id = "x".repeat(600);
+    let mut events: Vec<NewEvent> = (0..8)
+        .map(|i| event(&format!("ok{i}"), format!(r#"{{"id":"ok{i}"}}"#)))
+        .collect();
+    events.insert(5, event(&long_id, r#"{"id":"long"}"#.into()));
+    let (_d, store) = store_events(events).await;
+    deliver(&store, es_config(&rx.url(), json!({}))).await;
+    let dead = store.dead_letters(None, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, long_id);
+    assert!(
+        dead[0]
+            .reason
+            .contains("action_request_validation_exception")
+            && dead[0].reason.contains("is too long"),
+        "{}",
+        dead[0].reason
+    );
+    let ok: Vec<String> = (0..8).map(|i| format!("ok{i}")).collect();
+    assert_stored_once(&rx, &ok);
+    let st = rx.stats();
+    assert!(
+        st.bulk_by_status.get(&400).copied().unwrap_or(0) >= 1,
+        "{st:?}"
+    );
+    // Bisecting 9 events down to one: a handful of requests, not one per event forever.
+    assert!(st.bulk_requests <= 10, "{st:?}");
 }
 
 #[tokio::test]
@@ -212,25 +305,36 @@ async fn mapping_error_is_dead_lettered_with_the_reason() {
     assert!(!rx.id_counts().contains_key(&ids[4]));
 }
 
-/// An index-level item error blocks the sink (data kept) until the index is usable; then
-/// everything lands once.
-async fn index_block_pauses_then_recovers(block: IndexBlock) {
+/// A target-level item error blocks the sink (data kept, the ERROR naming `want`) until the
+/// index is usable; then everything lands once.
+async fn index_block_pauses_then_recovers(block: IndexBlock, item_status: u16, want: &str) {
     let rx = receiver(EsReceiverConfig::default()).await;
     let (_d, store, ids) = store_with(10).await;
     rx.block_index(INDEX, block);
     let d = start_driver(&store, es_config(&rx.url(), json!({})));
-    assert!(!drained(&store, Duration::from_millis(400)).await);
+    let reason = blocked_reason(&store).await;
+    assert!(reason.contains(want), "{block:?}: {reason}");
+    assert!(
+        reason.contains(INDEX),
+        "{block:?} names the index: {reason}"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(rx.doc_count(), 0);
     assert!(
         store.dead_letters(None, 10).await.unwrap().is_empty(),
         "data kept"
     );
-    let blocked_requests = rx.stats().bulk_requests;
+    let st = rx.stats();
+    assert!(
+        st.items_by_status.get(&item_status).copied().unwrap_or(0) > 0,
+        "{block:?}: {st:?}"
+    );
     // With test delays of 5..50 ms, 400 ms allow a few dozen probes at most; a loop without
     // backoff would send thousands.
     assert!(
-        (1..=40).contains(&blocked_requests),
-        "blocked sink backs off: {blocked_requests} requests"
+        (1..=40).contains(&st.bulk_requests),
+        "blocked sink backs off: {} requests",
+        st.bulk_requests
     );
     rx.unblock_index(INDEX);
     assert!(drained(&store, Duration::from_secs(10)).await);
@@ -238,19 +342,80 @@ async fn index_block_pauses_then_recovers(block: IndexBlock) {
     assert_stored_once(&rx, &ids);
 }
 
+/// Waits (10 s at most) until the `es` sink is marked blocked; returns the reason.
+async fn blocked_reason(store: &Store) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Some(b) = store
+            .blocked_sinks()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|b| b.sink == "es")
+        {
+            return b.reason;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the sink was never marked blocked");
+}
+
 #[tokio::test]
 async fn index_not_found_blocks_then_recovers() {
-    index_block_pauses_then_recovers(IndexBlock::NotFound).await;
+    index_block_pauses_then_recovers(IndexBlock::NotFound, 404, "auto_create_index").await;
 }
 
 #[tokio::test]
 async fn index_forbidden_blocks_then_recovers() {
-    index_block_pauses_then_recovers(IndexBlock::Forbidden).await;
+    index_block_pauses_then_recovers(IndexBlock::Forbidden, 403, "create_doc").await;
+}
+
+#[tokio::test]
+async fn item_401_blocks_then_recovers() {
+    index_block_pauses_then_recovers(IndexBlock::Unauthenticated, 401, "credentials").await;
 }
 
 #[tokio::test]
 async fn index_read_only_blocks_then_recovers() {
-    index_block_pauses_then_recovers(IndexBlock::ReadOnly).await;
+    // The flood-stage block comes as item 429 (since ES 7.6): blocked, not retried as a queue.
+    index_block_pauses_then_recovers(IndexBlock::ReadOnly, 429, "flood-stage watermark").await;
+}
+
+#[tokio::test]
+async fn closed_index_blocks_then_recovers() {
+    index_block_pauses_then_recovers(IndexBlock::Closed, 400, "_open").await;
+}
+
+#[tokio::test]
+async fn alias_without_write_index_blocks_then_recovers() {
+    index_block_pauses_then_recovers(IndexBlock::NoWriteIndex, 400, "is_write_index").await;
+}
+
+#[tokio::test]
+async fn missing_pipeline_blocks_until_it_exists() {
+    let rx = receiver(EsReceiverConfig {
+        pipelines: Some(vec![]),
+        ..EsReceiverConfig::default()
+    })
+    .await;
+    let (_d, store, ids) = store_with(10).await;
+    let d = start_driver(
+        &store,
+        es_config(&rx.url(), json!({"pipeline": "sigsci-geoip"})),
+    );
+    let reason = blocked_reason(&store).await;
+    assert!(
+        reason.contains("pipeline with id [sigsci-geoip] does not exist")
+            && reason.contains("PUT /_ingest/pipeline"),
+        "{reason}"
+    );
+    assert_eq!(rx.doc_count(), 0);
+    assert!(store.dead_letters(None, 10).await.unwrap().is_empty());
+    rx.add_pipeline("sigsci-geoip");
+    assert!(drained(&store, Duration::from_secs(10)).await);
+    d.stop().await;
+    assert_stored_once(&rx, &ids);
+    assert!(store.dead_letters(None, 10).await.unwrap().is_empty());
 }
 
 /// A scripted whole-request fault is followed by a clean delivery in a few requests.
@@ -280,6 +445,27 @@ async fn top_level_503_is_retried() {
 async fn top_level_413_halves_the_batch() {
     // The whole batch refused once, then its halves go through.
     top_fault_then_delivered(TopFault::TooLarge, 3).await;
+}
+
+#[tokio::test]
+async fn top_level_408_is_retried() {
+    top_fault_then_delivered(TopFault::RequestTimeout, 2).await;
+}
+
+#[tokio::test]
+async fn a_reply_slower_than_the_timeout_is_retried_and_stored_once() {
+    // The first request is stored but its reply comes after the sink gave up: the resend
+    // finds every document there (409) and settles them as duplicates.
+    let rx = receiver(EsReceiverConfig::default()).await;
+    let (_d, store, ids) = store_with(20).await;
+    rx.script_top([TopFault::SlowReply(Duration::from_secs(3))]);
+    deliver(&store, es_config(&rx.url(), json!({"timeout_secs": 1}))).await;
+    assert_stored_once(&rx, &ids);
+    assert!(store.dead_letters(None, 10).await.unwrap().is_empty());
+    let st = rx.stats();
+    assert_eq!(st.bulk_requests, 2, "{st:?}");
+    assert_eq!(st.items_by_status.get(&201), Some(&20));
+    assert_eq!(st.items_by_status.get(&409), Some(&20));
 }
 
 #[tokio::test]
@@ -405,6 +591,71 @@ async fn data_stream_gets_timestamp_and_create_only() {
     let doc: serde_json::Value =
         serde_json::from_str(&rx.document("logs-sigsci-default", &ids[0]).unwrap()).unwrap();
     assert_eq!(doc["@timestamp"], "2026-11-24T01:02:03Z");
+    let queries = rx.bulk_queries();
+    assert!(
+        queries.len() == 1 && queries[0].ends_with("&require_data_stream=true"),
+        "{queries:?}"
+    );
+}
+
+#[tokio::test]
+async fn data_stream_without_a_template_blocks_instead_of_creating_an_index() {
+    let rx = receiver(EsReceiverConfig::default()).await;
+    let (_d, store, _ids) = store_with(10).await;
+    // Not `logs-*-*`: no template in the receiver (or a default cluster) makes it a stream.
+    let cfg = es_config(
+        &rx.url(),
+        json!({"index": "sigsci-waf", "mode": "data_stream"}),
+    );
+    let d = start_driver(&store, cfg);
+    let reason = blocked_reason(&store).await;
+    assert!(
+        reason.contains("`sigsci-waf`") && reason.contains("data_stream` enabled"),
+        "{reason}"
+    );
+    d.stop().await;
+    assert_eq!(rx.doc_count(), 0, "no plain index was created");
+    assert!(store.dead_letters(None, 10).await.unwrap().is_empty());
+    assert!(store.pending("run", "es").await.unwrap() == 10, "data kept");
+    assert!(rx.stats().items_by_status.get(&404).copied().unwrap_or(0) > 0);
+}
+
+#[tokio::test]
+async fn clusters_without_require_data_stream_get_the_plain_url() {
+    for flavour in [
+        EsFlavour::Es7,
+        EsFlavour::OpenSearch1,
+        EsFlavour::OpenSearch2,
+    ] {
+        let rx = receiver(EsReceiverConfig {
+            flavour,
+            ..EsReceiverConfig::default()
+        })
+        .await;
+        let (_d, store, ids) = store_with(10).await;
+        let cfg = es_config(
+            &rx.url(),
+            json!({"index": "logs-sigsci-default", "batch_max_events": 4}),
+        );
+        deliver(&store, cfg).await;
+        assert!(store.dead_letters(None, 10).await.unwrap().is_empty());
+        let counts = rx.id_counts();
+        assert!(
+            ids.iter().all(|id| counts.get(id) == Some(&1)),
+            "{flavour:?}"
+        );
+        let st = rx.stats();
+        // Refused only by the requests already in flight (2 by default), then never sent again.
+        let refused = st.bulk_by_status.get(&400).copied().unwrap_or(0);
+        assert!((1..=2).contains(&refused), "{flavour:?}: {st:?}");
+        assert_eq!(st.bulk_by_status.get(&200), Some(&3), "{flavour:?}: {st:?}");
+        let queries = rx.bulk_queries();
+        assert_eq!(queries.len(), 2, "{queries:?}");
+        assert!(
+            queries.iter().any(|q| q.contains("require_data_stream")),
+            "{queries:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -464,6 +715,7 @@ async fn healthcheck_accepts_every_flavour() {
         EsFlavour::Es7,
         EsFlavour::Es8,
         EsFlavour::Es9,
+        EsFlavour::OpenSearch1,
         EsFlavour::OpenSearch2,
     ] {
         let rx = receiver(EsReceiverConfig {
@@ -554,6 +806,7 @@ fn defaults() {
         sink.bulk_url,
         "https://es.example.com:9200/_bulk?filter_path=errors,items.*.status,items.*.error"
     );
+    assert_eq!(sink.bulk_url_ds, None);
     let c = raw(json!({"url": "http://h:9200/es", "pipeline": "geo ip", "index": "logs-waf-prod"}))
         .unwrap();
     assert!(c.data_stream);
@@ -562,8 +815,34 @@ fn defaults() {
         sink.bulk_url,
         "http://h:9200/es/_bulk?filter_path=errors,items.*.status,items.*.error&pipeline=geo+ip"
     );
+    assert_eq!(
+        sink.bulk_url_ds.as_deref(),
+        Some(
+            "http://h:9200/es/_bulk?filter_path=errors,items.*.status,items.*.error&pipeline=geo+ip&require_data_stream=true"
+        )
+    );
     let c = raw(json!({"url": "http://h", "index": "logs-waf-prod", "mode": "index"})).unwrap();
     assert!(!c.data_stream);
+    assert_eq!(EsSink::new(c).unwrap().bulk_url_ds, None);
+    let c = raw(json!({"url": "http://h", "index": "sigsci-waf", "mode": "data_stream"})).unwrap();
+    assert!(c.data_stream);
+}
+
+#[test]
+fn a_data_stream_name_cannot_have_a_date() {
+    let e = raw(json!({"url": "http://h", "index": "logs-sigsci-%Y.%m.%d", "mode": "data_stream"}))
+        .unwrap_err();
+    assert_eq!(e.key, "sinks[3].index");
+    assert!(
+        e.reason.contains("data_stream") && e.reason.contains("mode = \"index\""),
+        "{e}"
+    );
+    // In auto mode a dated name is simply a plain index.
+    assert!(
+        !raw(json!({"url": "http://h", "index": "logs-sigsci-%Y"}))
+            .unwrap()
+            .data_stream
+    );
 }
 
 #[test]
