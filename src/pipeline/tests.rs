@@ -253,3 +253,18 @@ fn cim_mapping() {
         assert_eq!(v.get(*key), Some(want), "{key}: {v}");
     }
 }
+
+#[test]
+fn a_repeated_upstream_key_never_empties_the_event() {
+    let body = r#"{"id":"r1","remoteIP":"203.0.113.9","responseCode":200,"responseCode":500,
+        "tags":[{"type":"SQLI"}],"tags":[]}"#;
+    let (_, ecs) = shape(Format::Ecs, &[], body);
+    assert_eq!(ecs["event"]["id"], "r1");
+    assert_eq!(ecs["source"]["ip"], "203.0.113.9");
+    assert_eq!(ecs["http"]["response"]["status_code"], 200);
+    assert_eq!(ecs["rule"]["name"], serde_json::json!(["SQLI"]));
+    let (_, cim) = shape(Format::Cim, &[], body);
+    assert_eq!(cim["id"], "r1");
+    assert_eq!(cim["status"], 200);
+    assert!(filter::TagFilter::new(vec!["SQLI".into()], vec![]).keep(body));
+}
