@@ -53,9 +53,9 @@ struct Doc<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
     http_content_type: Option<&'r str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    response_time: Option<i64>,
+    response_time: Option<Ms>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    duration: Option<i64>,
+    duration: Option<Ms>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     signature: Vec<&'r str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,6 +65,22 @@ struct Doc<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
     http_response_headers: Option<Folded<'r>>,
     fetched_at: String,
+}
+
+/// Milliseconds as Splunk should see them: `2`, not `2.0`, so whole values look as they did in
+/// the record; fractions (`1.5`) are kept.
+#[derive(Clone, Copy)]
+struct Ms(f64);
+
+impl Serialize for Ms {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Millis caps values well inside the range where f64 holds every integer exactly.
+        if self.0.fract() == 0.0 {
+            s.serialize_i64(self.0 as i64)
+        } else {
+            s.serialize_f64(self.0)
+        }
+    }
 }
 
 /// Appends `ev` in the `cim` format (one JSON object, no newline) to `out`.
@@ -81,7 +97,7 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
     });
     let remote = s(&req.remote_ip);
     let user_agent = s(&req.user_agent);
-    let millis = req.response_millis.get();
+    let millis = req.response_millis.get().map(Ms);
 
     let doc = Doc {
         timestamp: map::timestamp(&req, ev),

@@ -314,10 +314,7 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
             kind_type: ["access", if blocked { "denied" } else { "allowed" }],
             action,
             id: s(&req.id).unwrap_or(&ev.id),
-            duration: req
-                .response_millis
-                .get()
-                .map(|ms| ms.saturating_mul(1_000_000)),
+            duration: req.response_millis.nanos(),
             dataset: DATASET,
             module: MODULE,
             ingested: crate::time::fmt(ev.fetched_at),

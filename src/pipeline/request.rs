@@ -91,7 +91,7 @@ first_value_wins! {
         uri: Str<'a> = "uri",
         response_code: Num = "responseCode",
         response_size: Num = "responseSize",
-        response_millis: Num = "responseMillis",
+        response_millis: Millis = "responseMillis",
         agent_response_code: Num = "agentResponseCode",
         headers_in: Headers<'a> = "headersIn",
         headers_out: Headers<'a> = "headersOut",
@@ -268,6 +268,77 @@ impl<'de> Visitor<'de> for NumVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(None)
+    }
+}
+
+/// `responseMillis`: a non-negative duration in milliseconds. Unlike [`Num`] it keeps
+/// fractions (`1.5`): the agent may report sub-millisecond precision. Numeric strings are
+/// accepted; anything negative, too large for nanoseconds in an `i64`, or not a number is
+/// missing.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Millis(pub(crate) Option<f64>);
+
+/// Above this many ms the value in ns would overflow an `i64` (about 292 years).
+const MAX_MILLIS: f64 = 9.0e12;
+
+impl Millis {
+    fn new(v: f64) -> Millis {
+        Millis((v.is_finite() && (0.0..MAX_MILLIS).contains(&v)).then_some(v))
+    }
+
+    /// The value in milliseconds, if present.
+    pub(crate) fn get(self) -> Option<f64> {
+        self.0
+    }
+
+    /// The value in whole nanoseconds (rounded), if present.
+    pub(crate) fn nanos(self) -> Option<i64> {
+        self.0.map(|ms| (ms * 1_000_000.0).round() as i64)
+    }
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(MillisVisitor)
+    }
+}
+
+struct MillisVisitor;
+
+impl<'de> Visitor<'de> for MillisVisitor {
+    type Value = Millis;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Millis::new(v as f64))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Millis::new(v as f64))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Millis::new(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.trim().parse().map_or(Millis(None), Millis::new))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Millis(None))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Millis(None))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Millis(None))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Millis(None))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Millis(None))
     }
 }
 

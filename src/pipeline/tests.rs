@@ -268,3 +268,35 @@ fn a_repeated_upstream_key_never_empties_the_event() {
     assert_eq!(cim["status"], 200);
     assert!(filter::TagFilter::new(vec!["SQLI".into()], vec![]).keep(body));
 }
+
+#[test]
+fn response_millis_fractions_become_ns_in_ecs_and_stay_ms_in_cim() {
+    // (responseMillis as sent, ECS event.duration in ns, CIM response_time/duration in ms)
+    let cases: &[(&str, Option<Value>, Option<Value>)] = &[
+        ("3", Some(3_000_000.into()), Some(3.into())),
+        ("1.5", Some(1_500_000.into()), Some(1.5.into())),
+        ("0.0000006", Some(1.into()), Some(0.0000006.into())),
+        ("\"2.25\"", Some(2_250_000.into()), Some(2.25.into())),
+        ("2.0", Some(2_000_000.into()), Some(2.into())),
+        ("0", Some(0.into()), Some(0.into())),
+        ("-1", None, None),
+        ("\"fast\"", None, None),
+        ("null", None, None),
+        ("1e300", None, None),
+    ];
+    for (millis, ns, ms) in cases {
+        let body = format!(r#"{{"id":"r1","responseMillis":{millis}}}"#);
+        let (_, ecs) = shape(Format::Ecs, &[], &body);
+        assert_eq!(ecs["event"].get("duration"), ns.as_ref(), "ecs {millis}");
+        let (text, cim) = shape(Format::Cim, &[], &body);
+        assert_eq!(
+            cim.get("response_time"),
+            ms.as_ref(),
+            "cim {millis}: {text}"
+        );
+        assert_eq!(cim.get("duration"), ms.as_ref(), "cim {millis}");
+    }
+    // Whole milliseconds are written as integers, not `3.0`.
+    let (text, _) = shape(Format::Cim, &[], r#"{"responseMillis":3}"#);
+    assert!(text.contains(r#""response_time":3,"#), "{text}");
+}
