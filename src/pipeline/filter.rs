@@ -100,20 +100,59 @@ impl Filters {
     }
 }
 
-/// Signal names are upper-case letters, digits, `-` and `_` (`SQLI`, `LOG4J-JNDI`,
-/// `HTTP404`); anything else cannot match what the API sends.
+/// Checks a signal name from `include_tags` / `exclude_tags` against the forms the API uses:
+/// system signals are upper-case letters, digits, `-` and `_` (`SQLI`, `LOG4J-JNDI`,
+/// `HTTP404`); custom signals are `site.` or `corp.` followed by letters, digits, `-`, `_` and
+/// `.` (`site.my-signal`, `corp.login-failure`). A name of neither form can match nothing the
+/// feed sends, and sent as `tags=` it could make the API return nothing at all, so it is
+/// refused here with what to write instead.
 pub fn check_tag_name(name: &str) -> Result<(), String> {
+    const FORMS: &str = "system signals are upper-case letters, digits, `-` and `_` (SQLI, \
+                         LOG4J-JNDI); custom signals start with `site.` or `corp.` \
+                         (site.my-signal, corp.foo)";
     if name.is_empty() {
         return Err("empty tag name".to_string());
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '-' | '_')))
-    {
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
-            "`{name}` contains `{c}`: tag names are the API's signal types, upper-case letters, \
-             digits, `-` and `_` (e.g. SQLI, XSS, LOG4J-JNDI)"
+            "`{}` contains whitespace: one signal name per string, without spaces",
+            name.escape_debug()
         ));
+    }
+    if name.contains(',') {
+        return Err(format!(
+            "`{name}` contains a comma: list each signal as its own string, e.g. [\"SQLI\", \"XSS\"]"
+        ));
+    }
+    let custom = ["site.", "corp."]
+        .into_iter()
+        .find_map(|prefix| name.strip_prefix(prefix));
+    if let Some(rest) = custom {
+        if rest.is_empty() {
+            return Err(format!(
+                "`{name}` has nothing after the prefix: custom signals look like site.my-signal"
+            ));
+        }
+        let bad = rest
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')));
+        return match bad {
+            Some(c) => Err(format!("`{name}` contains `{c}`: {FORMS}")),
+            None => Ok(()),
+        };
+    }
+    if name.contains('.') {
+        return Err(format!("`{name}` is not a signal name: {FORMS}"));
+    }
+    let system = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '-' | '_');
+    if let Some(c) = name.chars().find(|&c| !system(c)) {
+        let upper = name.to_ascii_uppercase();
+        if upper.chars().all(system) {
+            return Err(format!(
+                "`{name}` is not a signal name: did you mean {upper}? {FORMS}"
+            ));
+        }
+        return Err(format!("`{name}` contains `{c}`: {FORMS}"));
     }
     Ok(())
 }
@@ -140,6 +179,17 @@ mod tests {
             (f(&[], &["HTTP404"]), &[], true),
             (f(&["SQLI"], &["BLOCKED"]), &["SQLI", "BLOCKED"], false),
             (f(&["SQLI"], &["BLOCKED"]), &["sqli"], true),
+            (
+                f(&["site.my-signal"], &[]),
+                &["site.my-signal", "SQLI"],
+                true,
+            ),
+            (f(&["site.my-signal"], &[]), &["corp.my-signal"], false),
+            (
+                f(&[], &["corp.noisy-bot"]),
+                &["XSS", "corp.noisy-bot"],
+                false,
+            ),
         ];
         for (filter, types, want) in cases {
             assert_eq!(
@@ -179,11 +229,37 @@ mod tests {
 
     #[test]
     fn tag_names() {
-        for ok in ["SQLI", "LOG4J-JNDI", "HTTP404", "AWS-SSRF", "MY_SIGNAL"] {
+        for ok in [
+            "SQLI",
+            "LOG4J-JNDI",
+            "HTTP404",
+            "AWS-SSRF",
+            "MY_SIGNAL",
+            "site.my-signal",
+            "corp.foo",
+            "site.login-failure.v2",
+            "corp.rate_limit_1",
+            "site.MySignal",
+        ] {
             assert!(check_tag_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "sqli", "SQL I", "site.x", "XSS,SQLI"] {
-            assert!(check_tag_name(bad).is_err(), "{bad}");
+        // (name, a word the error must contain)
+        for (bad, why) in [
+            ("", "empty"),
+            ("SQL I", "whitespace"),
+            ("XSS,SQLI", "comma"),
+            ("site.my signal", "whitespace"),
+            (" SQLI", "whitespace"),
+            ("SQLI\t", "whitespace"),
+            ("sqli", "SQLI"),
+            ("site.", "after"),
+            ("foo.bar", "site."),
+            ("SITE.x", "site."),
+            ("site.a/b", "`/`"),
+            ("XSS;", "`;`"),
+        ] {
+            let err = check_tag_name(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad:?}: {err}");
         }
     }
 }
