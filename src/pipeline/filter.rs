@@ -1,10 +1,12 @@
 //! Tag filters: which requests are spooled at all (`[filters]` in the config).
 //!
 //! `include_tags` keeps a request that carries at least one of the listed signal types;
-//! `exclude_tags` drops a request that carries any of them (exclude wins). The include list is
-//! also sent to the API as `tags=` so it filters server-side, but every page is still checked
-//! here: a proxy or an older API may ignore the parameter. Requests filtered out are never
-//! spooled; the site's cursor still moves over them.
+//! `exclude_tags` drops a request that carries any of them (exclude wins). The check here is the
+//! source of truth and runs on every page. The API's `tags=` parameter is only a saving on
+//! transfer: the API documentation does not say whether `tags=A,B` means A or B (what
+//! `include_tags` means) or A and B (which would silently lose requests), so it is sent only for
+//! a single include tag, where both readings agree. Requests filtered out are never spooled; the
+//! site's cursor still moves over them.
 
 use std::collections::BTreeMap;
 
@@ -38,9 +40,13 @@ impl TagFilter {
         self.include.is_empty() && self.exclude.is_empty()
     }
 
-    /// The `tags=` value for the feed query (`SQLI,XSS`), when there is an include list.
+    /// The `tags=` value for the feed query: the include tag when there is exactly one (see the
+    /// module docs for why never several).
     pub fn query_value(&self) -> Option<String> {
-        (!self.include.is_empty()).then(|| self.include.join(","))
+        match self.include.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        }
     }
 
     /// Whether a request with these signal types is kept (names compared case-insensitively).
@@ -210,11 +216,22 @@ mod tests {
         assert!(!f(&["SQLI"], &[]).keep("[1]"));
         assert!(!f(&["SQLI"], &[]).keep(r#"[[{"type":"SQLI"}]]"#));
         assert!(f(&[], &["SQLI"]).keep(r#"{"tags":null}"#));
-        assert_eq!(
-            f(&["SQLI", "XSS"], &[]).query_value().as_deref(),
-            Some("SQLI,XSS")
-        );
-        assert_eq!(f(&[], &["XSS"]).query_value(), None);
+        assert!(f(&[], &[]).keep(body));
+    }
+
+    #[test]
+    fn only_a_single_include_tag_goes_to_the_api() {
+        let cases: &[(TagFilter, Option<&str>)] = &[
+            (f(&[], &[]), None),
+            (f(&["SQLI"], &[]), Some("SQLI")),
+            (f(&["site.my-signal"], &["BLOCKED"]), Some("site.my-signal")),
+            // AND or OR for several names is not documented: filter those client-side only.
+            (f(&["SQLI", "XSS"], &[]), None),
+            (f(&[], &["XSS"]), None),
+        ];
+        for (filter, want) in cases {
+            assert_eq!(filter.query_value().as_deref(), *want, "{filter:?}");
+        }
     }
 
     #[test]
