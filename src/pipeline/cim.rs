@@ -18,8 +18,9 @@ pub const VENDOR_PRODUCT: &str = "Fastly Next-Gen WAF";
 struct Doc<'r> {
     timestamp: Cow<'r, str>,
     id: &'r str,
-    corp: &'r str,
-    site: &'r str,
+    /// The Signal Sciences corp and site: CIM's own `site` is the web site requested.
+    sigsci_corp: &'r str,
+    sigsci_site: &'r str,
     action: &'static str,
     vendor_product: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -28,6 +29,8 @@ struct Doc<'r> {
     src_ip: Option<&'r str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dest: Option<&'r str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    site: Option<&'r str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dvc: Option<&'r str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,13 +105,14 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
     let doc = Doc {
         timestamp: map::timestamp(&req, ev),
         id: s(&req.id).unwrap_or(&ev.id),
-        corp: &ev.corp,
-        site: &ev.site,
+        sigsci_corp: &ev.corp,
+        sigsci_site: &ev.site,
         action: if blocked { "blocked" } else { "allowed" },
         vendor_product: VENDOR_PRODUCT,
         src: remote,
         src_ip: map::valid_ip(remote),
         dest: s(&req.server_name),
+        site: s(&req.server_name),
         dvc: s(&req.server_hostname),
         http_method: s(&req.method),
         uri_path: path,

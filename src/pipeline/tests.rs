@@ -138,6 +138,7 @@ fn missing_fields_are_omitted_and_fallbacks_used() {
     let (_, cim) = shape(Format::Cim, DEFAULT_REDACT_HEADERS, "{}");
     assert_eq!(cim["id"], "spool-id");
     assert_eq!(cim["action"], "allowed");
+    assert_eq!(cim["sigsci_site"], "www");
     for absent in [
         "src",
         "src_ip",
@@ -145,6 +146,7 @@ fn missing_fields_are_omitted_and_fallbacks_used() {
         "url",
         "signature",
         "http_request_headers",
+        "site",
     ] {
         assert!(cim.get(absent).is_none(), "{absent}: {cim}");
     }
@@ -244,14 +246,17 @@ fn cim_mapping() {
         ("vendor_product", CIM_VENDOR_PRODUCT.into()),
         ("signature", serde_json::json!(["XSS", "BLOCKED"])),
         ("ids_type", "application".into()),
-        ("site", "www".into()),
-        ("corp", "acme".into()),
+        // CIM `site` is the web site requested; the Signal Sciences corp/site get their own names.
+        ("site", "h.example".into()),
+        ("sigsci_site", "www".into()),
+        ("sigsci_corp", "acme".into()),
         ("id", "r9".into()),
         ("timestamp", "2026-11-24T01:02:03Z".into()),
     ];
     for (key, want) in checks {
         assert_eq!(v.get(*key), Some(want), "{key}: {v}");
     }
+    assert!(v.get("corp").is_none(), "{v}");
 }
 
 #[test]

@@ -122,7 +122,7 @@ include_tags = ["HTTP404"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cim_backfill_delivers_every_event_shaped() {
     let (out, from, until, sim) = backfill("format = \"cim\"", 10, "info").await;
-    for (site, got) in ids_by_site(&out.stdout, "/site", "/id") {
+    for (site, got) in ids_by_site(&out.stdout, "/sigsci_site", "/id") {
         let want: BTreeSet<String> = sim.ground_truth(&site, from, until).into_iter().collect();
         assert_eq!(got, want, "{site}");
     }
