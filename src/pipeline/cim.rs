@@ -99,7 +99,11 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
         (s(&req.path).or((!p.is_empty()).then_some(p)), q)
     });
     let remote = s(&req.remote_ip);
-    let user_agent = s(&req.user_agent);
+    let user_agent = map::user_agent(&req, redact);
+    // The length of a redacted agent would describe the hidden value.
+    let user_agent_length = s(&req.user_agent)
+        .filter(|_| user_agent != Some(map::REDACTED))
+        .map(|ua| ua.chars().count());
     let millis = req.response_millis.get().map(Ms);
 
     let doc = Doc {
@@ -122,7 +126,7 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
         status: req.response_code.get(),
         bytes_out: req.response_size.get(),
         http_user_agent: user_agent,
-        http_user_agent_length: user_agent.map(|ua| ua.chars().count()),
+        http_user_agent_length: user_agent_length,
         http_referrer: map::header(&req.headers_in.0, "referer", redact),
         http_content_type: map::header(&req.headers_out.0, "content-type", redact),
         response_time: millis,

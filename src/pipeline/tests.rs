@@ -305,3 +305,72 @@ fn response_millis_fractions_become_ns_in_ecs_and_stay_ms_in_cim() {
     let (text, _) = shape(Format::Cim, &[], r#"{"responseMillis":3}"#);
     assert!(text.contains(r#""response_time":3,"#), "{text}");
 }
+
+/// A user agent, a cookie and a query fragment, each also in a derived field or a tag value.
+const DERIVED_BODY: &str = r#"{"id":"r1","serverName":"h.example","userAgent":"ua-secret/1.0","uri":"/?q=x",
+    "headersIn":[["Host","h.example"],["User-Agent","ua-secret/1.0"],["Cookie","sid=c-secret"]],
+    "tags":[{"type":"USERAGENT","location":"USERAGENT","value":"ua-secret","detector":"UARule"},
+            {"type":"SQLI","location":"COOKIE","value":"sid=c-secret' OR 1=1","detector":"SQLiRule"},
+            {"type":"XSS","location":"QUERY_STRING","value":"q=<script>","detector":"XSSRule"},
+            {"type":"BLOCKED","location":"","value":"","detector":""}]}"#;
+
+#[test]
+fn a_redacted_header_is_redacted_in_derived_fields_and_tag_values_too() {
+    // (redact list, texts that must not appear, texts that must stay)
+    let cases: &[(&[&str], &[&str], &[&str])] = &[
+        (
+            &["user-agent", "cookie"],
+            &["ua-secret", "c-secret"],
+            &["q=<script>"],
+        ),
+        (&["User-Agent"], &["ua-secret"], &["c-secret", "q=<script>"]),
+        (
+            DEFAULT_REDACT_HEADERS,
+            &["c-secret"],
+            &["ua-secret", "q=<script>"],
+        ),
+        (&[], &[], &["ua-secret", "c-secret", "q=<script>"]),
+        // The virtual host names the protected site: `host` redacts the header copy only.
+        (
+            &["host"],
+            &[r#""host":"h.example""#, r#"["Host","h.example"]"#],
+            &["h.example"],
+        ),
+    ];
+    for (redact, gone, kept) in cases {
+        for format in ALL {
+            let (text, _) = shape(format, redact, DERIVED_BODY);
+            for g in *gone {
+                assert!(!text.contains(g), "{format:?} {redact:?} leaks {g}: {text}");
+            }
+            for k in *kept {
+                // cim carries no tag values (only signature names).
+                if format == Format::Cim && k.starts_with("q=") {
+                    continue;
+                }
+                assert!(text.contains(k), "{format:?} {redact:?} lost {k}: {text}");
+            }
+        }
+    }
+    let (_, ecs) = shape(Format::Ecs, &["user-agent"], DERIVED_BODY);
+    assert_eq!(ecs["user_agent"]["original"], REDACTED);
+    assert_eq!(ecs["sigsci"]["signals"][0]["value"], REDACTED);
+    assert_eq!(ecs["sigsci"]["signals"][0]["location"], "USERAGENT");
+    assert_eq!(ecs["sigsci"]["signals"][1]["value"], "sid=c-secret' OR 1=1");
+    let (_, cim) = shape(Format::Cim, &["user-agent"], DERIVED_BODY);
+    assert_eq!(cim["http_user_agent"], REDACTED);
+    assert!(cim.get("http_user_agent_length").is_none(), "{cim}");
+    let (_, raw) = shape(Format::Raw, &["user-agent"], DERIVED_BODY);
+    assert_eq!(raw["userAgent"], REDACTED);
+    assert_eq!(raw["tags"][0]["value"], REDACTED);
+    assert_eq!(raw["tags"][3]["value"], "", "empty values stay empty");
+    // raw finds them without any header list in the record (its fast path must not skip these).
+    for body in [
+        r#"{"userAgent":"ua-secret"}"#,
+        r#"{"tags":[{"location":"User_Agent","value":"ua-secret"}]}"#,
+        r#"{"tags":[{"value":"ua-secret","location":"USERAGENT"}],"tags":[]}"#,
+    ] {
+        let (text, _) = shape(Format::Raw, &["user-agent"], body);
+        assert!(!text.contains("ua-secret"), "{body} -> {text}");
+    }
+}
