@@ -46,6 +46,8 @@ struct Doc<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     bytes_out: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     http_user_agent: Option<&'r str>,
@@ -124,6 +126,9 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
         url: map::full_url(&req),
         url_domain: s(&req.server_name),
         status: req.response_code.get(),
+        // CIM's bytes is bytes_in + bytes_out, but the feed has no request size: the response
+        // size is all there is.
+        bytes: req.response_size.get(),
         bytes_out: req.response_size.get(),
         http_user_agent: user_agent,
         http_user_agent_length: user_agent_length,
@@ -131,7 +136,7 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
         http_content_type: map::header(&req.headers_out.0, "content-type", redact),
         response_time: millis,
         duration: millis,
-        signature: types,
+        signature: map::rule_names(&types),
         ids_type: attack.then_some("application"),
         http_request_headers: Folded::new(&req.headers_in.0, redact),
         http_response_headers: Folded::new(&req.headers_out.0, redact),

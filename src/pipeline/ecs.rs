@@ -300,11 +300,7 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
         cipher,
     });
 
-    let rule_names: Vec<&str> = types
-        .iter()
-        .copied()
-        .filter(|t| !t.eq_ignore_ascii_case(map::BLOCKED_TAG))
-        .collect();
+    let rule_names = map::rule_names(&types);
     let hosts: Vec<&str> = [s(&req.server_name), s(&req.remote_hostname)]
         .into_iter()
         .flatten()

@@ -57,6 +57,17 @@ pub(crate) fn tag_types<'r>(tags: &'r [Tag<'_>]) -> Vec<&'r str> {
     out
 }
 
+/// The signals that fired, as rule names / signatures: the distinct types without `BLOCKED`,
+/// which is the decision (ECS `event.type`, CIM `action`), not a rule. ECS `rule.name` and CIM
+/// `signature` both use this, so the two formats name the same rules.
+pub(crate) fn rule_names<'r>(types: &[&'r str]) -> Vec<&'r str> {
+    types
+        .iter()
+        .copied()
+        .filter(|t| !t.eq_ignore_ascii_case(BLOCKED_TAG))
+        .collect()
+}
+
 /// `HTTP/1.1` -> `1.1`, `HTTP/2.0` and `HTTP/2` -> `2`, `HTTP/3.0` -> `3` (ECS writes major-only
 /// versions from 2 on). Anything without the `HTTP/` prefix is kept as sent.
 pub(crate) fn http_version(protocol: &str) -> Option<&str> {

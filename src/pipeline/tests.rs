@@ -147,6 +147,7 @@ fn missing_fields_are_omitted_and_fallbacks_used() {
         "signature",
         "http_request_headers",
         "site",
+        "bytes",
     ] {
         assert!(cim.get(absent).is_none(), "{absent}: {cim}");
     }
@@ -244,7 +245,10 @@ fn cim_mapping() {
         ("response_time", 3.into()),
         ("duration", 3.into()),
         ("vendor_product", CIM_VENDOR_PRODUCT.into()),
-        ("signature", serde_json::json!(["XSS", "BLOCKED"])),
+        // BLOCKED is the decision (`action`), not a signature: as in ECS `rule.name`.
+        ("signature", serde_json::json!(["XSS"])),
+        // No request size in the feed: bytes is the response size alone.
+        ("bytes", 12.into()),
         ("ids_type", "application".into()),
         // CIM `site` is the web site requested; the Signal Sciences corp/site get their own names.
         ("site", "h.example".into()),
@@ -372,5 +376,31 @@ fn a_redacted_header_is_redacted_in_derived_fields_and_tag_values_too() {
     ] {
         let (text, _) = shape(Format::Raw, &["user-agent"], body);
         assert!(!text.contains("ua-secret"), "{body} -> {text}");
+    }
+}
+
+#[test]
+fn signals_name_the_same_rules_in_ecs_and_cim() {
+    // (tag types, ECS rule.name and CIM signature; None when absent)
+    let cases: &[(&str, Option<Value>)] = &[
+        (r#"["SQLI","BLOCKED"]"#, Some(serde_json::json!(["SQLI"]))),
+        (r#"["BLOCKED"]"#, None),
+        (
+            r#"["blocked","site.x","HTTP404","site.x"]"#,
+            Some(serde_json::json!(["site.x", "HTTP404"])),
+        ),
+        ("[]", None),
+    ];
+    for (types, want) in cases {
+        let kinds: Vec<String> = serde_json::from_str(types).unwrap();
+        let tags: Vec<Value> = kinds
+            .iter()
+            .map(|k| serde_json::json!({"type": k}))
+            .collect();
+        let body = serde_json::json!({"id": "r1", "tags": tags}).to_string();
+        let (_, ecs) = shape(Format::Ecs, &[], &body);
+        let (_, cim) = shape(Format::Cim, &[], &body);
+        assert_eq!(ecs.pointer("/rule/name"), want.as_ref(), "ecs {types}");
+        assert_eq!(cim.get("signature"), want.as_ref(), "cim {types}");
     }
 }
