@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use super::map::{self, Folded, s};
+use super::map::{self, Folded, REDACTED, s};
 use super::request::{Request, Tag};
 use crate::store::SpooledEvent;
 
@@ -189,19 +189,30 @@ struct Related<'r> {
 struct Sigsci<'r> {
     #[serde(skip_serializing_if = "Option::is_none")]
     agent_response_code: Option<i64>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    signals: &'r [Tag<'r>],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    signals: Vec<Signal<'r>>,
 }
 
-impl Serialize for Tag<'_> {
+/// One tag as written to `sigsci.signals`, its value possibly redacted.
+struct Signal<'r> {
+    tag: &'r Tag<'r>,
+    redact_value: bool,
+}
+
+impl Serialize for Signal<'_> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
+        let tag = self.tag;
+        let value = match &tag.value {
+            Some(_) if self.redact_value => Some(Cow::Borrowed(REDACTED)),
+            v => v.clone(),
+        };
         let mut m = ser.serialize_map(None)?;
-        m.serialize_entry("type", &self.kind)?;
+        m.serialize_entry("type", &tag.kind)?;
         for (k, v) in [
-            ("location", &self.location),
-            ("value", &self.value),
-            ("detector", &self.detector),
+            ("location", &tag.location),
+            ("value", &value),
+            ("detector", &tag.detector),
         ] {
             if let Some(v) = v {
                 m.serialize_entry(k, v)?;
@@ -289,11 +300,7 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
         cipher,
     });
 
-    let rule_names: Vec<&str> = types
-        .iter()
-        .copied()
-        .filter(|t| !t.eq_ignore_ascii_case(map::BLOCKED_TAG))
-        .collect();
+    let rule_names = map::rule_names(&types);
     let hosts: Vec<&str> = [s(&req.server_name), s(&req.remote_hostname)]
         .into_iter()
         .flatten()
@@ -314,10 +321,7 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
             kind_type: ["access", if blocked { "denied" } else { "allowed" }],
             action,
             id: s(&req.id).unwrap_or(&ev.id),
-            duration: req
-                .response_millis
-                .get()
-                .map(|ms| ms.saturating_mul(1_000_000)),
+            duration: req.response_millis.nanos(),
             dataset: DATASET,
             module: MODULE,
             ingested: crate::time::fmt(ev.fetched_at),
@@ -325,7 +329,7 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
         http,
         url,
         source,
-        user_agent: s(&req.user_agent).map(|ua| UserAgent { original: ua }),
+        user_agent: map::user_agent(&req, redact).map(|ua| UserAgent { original: ua }),
         tls,
         network: Network { protocol: "http" },
         observer: Observer {
@@ -343,7 +347,13 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
         related,
         sigsci: (req.agent_response_code.get().is_some() || !tags.is_empty()).then_some(Sigsci {
             agent_response_code: req.agent_response_code.get(),
-            signals: tags,
+            signals: tags
+                .iter()
+                .map(|tag| Signal {
+                    tag,
+                    redact_value: map::tag_value_redacted(tag, redact),
+                })
+                .collect(),
         }),
     };
     // Serialising borrowed strings and integers into a Vec cannot fail.

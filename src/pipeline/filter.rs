@@ -1,10 +1,12 @@
 //! Tag filters: which requests are spooled at all (`[filters]` in the config).
 //!
 //! `include_tags` keeps a request that carries at least one of the listed signal types;
-//! `exclude_tags` drops a request that carries any of them (exclude wins). The include list is
-//! also sent to the API as `tags=` so it filters server-side, but every page is still checked
-//! here: a proxy or an older API may ignore the parameter. Requests filtered out are never
-//! spooled; the site's cursor still moves over them.
+//! `exclude_tags` drops a request that carries any of them (exclude wins). The check here is the
+//! source of truth and runs on every page. The API's `tags=` parameter is only a saving on
+//! transfer: the API documentation does not say whether `tags=A,B` means A or B (what
+//! `include_tags` means) or A and B (which would silently lose requests), so it is sent only for
+//! a single include tag, where both readings agree. Requests filtered out are never spooled; the
+//! site's cursor still moves over them.
 
 use std::collections::BTreeMap;
 
@@ -38,9 +40,13 @@ impl TagFilter {
         self.include.is_empty() && self.exclude.is_empty()
     }
 
-    /// The `tags=` value for the feed query (`SQLI,XSS`), when there is an include list.
+    /// The `tags=` value for the feed query: the include tag when there is exactly one (see the
+    /// module docs for why never several).
     pub fn query_value(&self) -> Option<String> {
-        (!self.include.is_empty()).then(|| self.include.join(","))
+        match self.include.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        }
     }
 
     /// Whether a request with these signal types is kept (names compared case-insensitively).
@@ -100,20 +106,59 @@ impl Filters {
     }
 }
 
-/// Signal names are upper-case letters, digits, `-` and `_` (`SQLI`, `LOG4J-JNDI`,
-/// `HTTP404`); anything else cannot match what the API sends.
+/// Checks a signal name from `include_tags` / `exclude_tags` against the forms the API uses:
+/// system signals are upper-case letters, digits, `-` and `_` (`SQLI`, `LOG4J-JNDI`,
+/// `HTTP404`); custom signals are `site.` or `corp.` followed by letters, digits, `-`, `_` and
+/// `.` (`site.my-signal`, `corp.login-failure`). A name of neither form can match nothing the
+/// feed sends, and sent as `tags=` it could make the API return nothing at all, so it is
+/// refused here with what to write instead.
 pub fn check_tag_name(name: &str) -> Result<(), String> {
+    const FORMS: &str = "system signals are upper-case letters, digits, `-` and `_` (SQLI, \
+                         LOG4J-JNDI); custom signals start with `site.` or `corp.` \
+                         (site.my-signal, corp.foo)";
     if name.is_empty() {
         return Err("empty tag name".to_string());
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '-' | '_')))
-    {
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
-            "`{name}` contains `{c}`: tag names are the API's signal types, upper-case letters, \
-             digits, `-` and `_` (e.g. SQLI, XSS, LOG4J-JNDI)"
+            "`{}` contains whitespace: one signal name per string, without spaces",
+            name.escape_debug()
         ));
+    }
+    if name.contains(',') {
+        return Err(format!(
+            "`{name}` contains a comma: list each signal as its own string, e.g. [\"SQLI\", \"XSS\"]"
+        ));
+    }
+    let custom = ["site.", "corp."]
+        .into_iter()
+        .find_map(|prefix| name.strip_prefix(prefix));
+    if let Some(rest) = custom {
+        if rest.is_empty() {
+            return Err(format!(
+                "`{name}` has nothing after the prefix: custom signals look like site.my-signal"
+            ));
+        }
+        let bad = rest
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')));
+        return match bad {
+            Some(c) => Err(format!("`{name}` contains `{c}`: {FORMS}")),
+            None => Ok(()),
+        };
+    }
+    if name.contains('.') {
+        return Err(format!("`{name}` is not a signal name: {FORMS}"));
+    }
+    let system = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '-' | '_');
+    if let Some(c) = name.chars().find(|&c| !system(c)) {
+        let upper = name.to_ascii_uppercase();
+        if upper.chars().all(system) {
+            return Err(format!(
+                "`{name}` is not a signal name: did you mean {upper}? {FORMS}"
+            ));
+        }
+        return Err(format!("`{name}` contains `{c}`: {FORMS}"));
     }
     Ok(())
 }
@@ -140,6 +185,17 @@ mod tests {
             (f(&[], &["HTTP404"]), &[], true),
             (f(&["SQLI"], &["BLOCKED"]), &["SQLI", "BLOCKED"], false),
             (f(&["SQLI"], &["BLOCKED"]), &["sqli"], true),
+            (
+                f(&["site.my-signal"], &[]),
+                &["site.my-signal", "SQLI"],
+                true,
+            ),
+            (f(&["site.my-signal"], &[]), &["corp.my-signal"], false),
+            (
+                f(&[], &["corp.noisy-bot"]),
+                &["XSS", "corp.noisy-bot"],
+                false,
+            ),
         ];
         for (filter, types, want) in cases {
             assert_eq!(
@@ -160,11 +216,22 @@ mod tests {
         assert!(!f(&["SQLI"], &[]).keep("[1]"));
         assert!(!f(&["SQLI"], &[]).keep(r#"[[{"type":"SQLI"}]]"#));
         assert!(f(&[], &["SQLI"]).keep(r#"{"tags":null}"#));
-        assert_eq!(
-            f(&["SQLI", "XSS"], &[]).query_value().as_deref(),
-            Some("SQLI,XSS")
-        );
-        assert_eq!(f(&[], &["XSS"]).query_value(), None);
+        assert!(f(&[], &[]).keep(body));
+    }
+
+    #[test]
+    fn only_a_single_include_tag_goes_to_the_api() {
+        let cases: &[(TagFilter, Option<&str>)] = &[
+            (f(&[], &[]), None),
+            (f(&["SQLI"], &[]), Some("SQLI")),
+            (f(&["site.my-signal"], &["BLOCKED"]), Some("site.my-signal")),
+            // AND or OR for several names is not documented: filter those client-side only.
+            (f(&["SQLI", "XSS"], &[]), None),
+            (f(&[], &["XSS"]), None),
+        ];
+        for (filter, want) in cases {
+            assert_eq!(filter.query_value().as_deref(), *want, "{filter:?}");
+        }
     }
 
     #[test]
@@ -179,11 +246,37 @@ mod tests {
 
     #[test]
     fn tag_names() {
-        for ok in ["SQLI", "LOG4J-JNDI", "HTTP404", "AWS-SSRF", "MY_SIGNAL"] {
+        for ok in [
+            "SQLI",
+            "LOG4J-JNDI",
+            "HTTP404",
+            "AWS-SSRF",
+            "MY_SIGNAL",
+            "site.my-signal",
+            "corp.foo",
+            "site.login-failure.v2",
+            "corp.rate_limit_1",
+            "site.MySignal",
+        ] {
             assert!(check_tag_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "sqli", "SQL I", "site.x", "XSS,SQLI"] {
-            assert!(check_tag_name(bad).is_err(), "{bad}");
+        // (name, a word the error must contain)
+        for (bad, why) in [
+            ("", "empty"),
+            ("SQL I", "whitespace"),
+            ("XSS,SQLI", "comma"),
+            ("site.my signal", "whitespace"),
+            (" SQLI", "whitespace"),
+            ("SQLI\t", "whitespace"),
+            ("sqli", "SQLI"),
+            ("site.", "after"),
+            ("foo.bar", "site."),
+            ("SITE.x", "site."),
+            ("site.a/b", "`/`"),
+            ("XSS;", "`;`"),
+        ] {
+            let err = check_tag_name(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad:?}: {err}");
         }
     }
 }

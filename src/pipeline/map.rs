@@ -57,6 +57,17 @@ pub(crate) fn tag_types<'r>(tags: &'r [Tag<'_>]) -> Vec<&'r str> {
     out
 }
 
+/// The signals that fired, as rule names / signatures: the distinct types without `BLOCKED`,
+/// which is the decision (ECS `event.type`, CIM `action`), not a rule. ECS `rule.name` and CIM
+/// `signature` both use this, so the two formats name the same rules.
+pub(crate) fn rule_names<'r>(types: &[&'r str]) -> Vec<&'r str> {
+    types
+        .iter()
+        .copied()
+        .filter(|t| !t.eq_ignore_ascii_case(BLOCKED_TAG))
+        .collect()
+}
+
 /// `HTTP/1.1` -> `1.1`, `HTTP/2.0` and `HTTP/2` -> `2`, `HTTP/3.0` -> `3` (ECS writes major-only
 /// versions from 2 on). Anything without the `HTTP/` prefix is kept as sent.
 pub(crate) fn http_version(protocol: &str) -> Option<&str> {
@@ -104,6 +115,48 @@ pub(crate) fn split_uri(uri: &str) -> (&str, Option<&str>) {
 /// Whether header `name` is on the (lower-cased) redaction list.
 pub(crate) fn is_redacted(name: &str, redact: &[String]) -> bool {
     redact.iter().any(|r| r.eq_ignore_ascii_case(name))
+}
+
+/// The header a derived top-level field copies: `userAgent` is the `User-Agent` header, so a
+/// redacted `user-agent` must not come back through it. (`serverName` copies `Host` but names
+/// the protected site itself: it is deliberately not on this list; see docs/formats.md.)
+pub(crate) const USER_AGENT_HEADER: &str = "user-agent";
+
+/// Whether a name written without separators names a redacted header: signal locations
+/// (`USERAGENT`, `COOKIE`) and camel-case keys (`userAgent`) spell header names in their own
+/// way, so the comparison ignores ASCII case, `-` and `_`.
+pub(crate) fn names_redacted_header(name: &str, redact: &[String]) -> bool {
+    redact.iter().any(|r| squashed_eq(name, r))
+}
+
+/// `a == b` ignoring ASCII case, `-` and `_`; false when either is only separators. Allocation
+/// free: `raw` calls it on every string of a record.
+pub(crate) fn squashed_eq(a: &str, b: &str) -> bool {
+    fn squash(s: &str) -> impl Iterator<Item = u8> + '_ {
+        s.bytes()
+            .filter(|b| !matches!(b, b'-' | b'_'))
+            .map(|b| b.to_ascii_lowercase())
+    }
+    squash(a).next().is_some() && squash(a).eq(squash(b))
+}
+
+/// `userAgent`, or [`REDACTED`] when the `User-Agent` header is redacted.
+pub(crate) fn user_agent<'r>(req: &'r Request<'_>, redact: &[String]) -> Option<&'r str> {
+    let ua = req.user_agent.get()?;
+    Some(if is_redacted(USER_AGENT_HEADER, redact) {
+        REDACTED
+    } else {
+        ua
+    })
+}
+
+/// Whether a signal's matched `value` is redacted: its `location` names a redacted header (a
+/// SQLI found in the Cookie header carries a piece of the cookie). Values found elsewhere (query
+/// string, path, body) are request fragments no header list can describe and are kept.
+pub(crate) fn tag_value_redacted(tag: &Tag<'_>, redact: &[String]) -> bool {
+    tag.location
+        .as_deref()
+        .is_some_and(|l| names_redacted_header(l, redact))
 }
 
 /// `value` as a valid IP address, or `None` (an index mapped as `ip` rejects anything else).
@@ -320,6 +373,24 @@ mod tests {
         assert_eq!(header(&pairs, "accept", &redact), Some("a"));
         assert_eq!(header(&pairs, "Cookie", &redact), Some(REDACTED));
         assert_eq!(header(&pairs, "referer", &redact), None);
+    }
+
+    #[test]
+    fn header_names_in_other_spellings() {
+        let redact = vec!["user-agent".to_string(), "cookie".to_string()];
+        for (name, want) in [
+            ("USERAGENT", true),
+            ("userAgent", true),
+            ("User_Agent", true),
+            ("COOKIE", true),
+            ("QUERY_STRING", false),
+            ("COOKIES", false),
+            ("", false),
+            ("-", false),
+        ] {
+            assert_eq!(names_redacted_header(name, &redact), want, "{name}");
+        }
+        assert!(!squashed_eq("--", "__"));
     }
 
     #[test]

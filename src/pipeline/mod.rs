@@ -12,6 +12,8 @@ mod raw;
 mod request;
 
 #[cfg(test)]
+mod es_template;
+#[cfg(test)]
 mod golden;
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::META_KEY;
-use super::map::{REDACTED, is_redacted};
+use super::map::{REDACTED, USER_AGENT_HEADER, is_redacted, names_redacted_header, squashed_eq};
 use crate::store::SpooledEvent;
 
 /// Appends `ev` in the `raw` format (one JSON object, no newline) to `out`.
@@ -22,12 +22,14 @@ pub fn write_raw(ev: &SpooledEvent, out: &mut Vec<u8>) {
     write_body(ev, &ev.body, out);
 }
 
-/// As [`write_raw`], with the values of the headers named in `redact` (lower case) in
-/// `headersIn` / `headersOut` replaced by `"[redacted]"`.
+/// As [`write_raw`], with the values of the headers named in `redact` (lower case) replaced by
+/// `"[redacted]"`: in `headersIn` / `headersOut`, in `userAgent` when `user-agent` is listed, and
+/// in the `value` of a tag whose `location` names a listed header (`USERAGENT`, `COOKIE`).
 ///
 /// Most records never carry a redacted header, so the body is only parsed when one of the names
-/// occurs in it as a whole JSON string (ASCII case-insensitive) or when it holds a `\u` escape
-/// that could spell one. Even then only the replaced values change: every other byte is kept.
+/// occurs in it as a whole JSON string (ignoring ASCII case, `-` and `_`) or when it holds a
+/// `\u` escape that could spell one. Even then only the replaced values change: every other
+/// byte is kept.
 pub fn write_raw_redacted(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
     if !may_name_any(&ev.body, redact) {
         return write_body(ev, &ev.body, out);
@@ -65,8 +67,9 @@ fn may_name_any(body: &str, names: &[String]) -> bool {
     let Some(longest) = names.iter().map(String::len).max() else {
         return false;
     };
+    // Separators may be spelt differently (`USERAGENT`), so allow a longer or shorter string.
     body.split('"')
-        .any(|seg| seg.len() <= longest && names.iter().any(|n| seg.eq_ignore_ascii_case(n)))
+        .any(|seg| seg.len() <= 2 * longest && names.iter().any(|n| squashed_eq(seg, n)))
         || (body.contains("\\u") && has_name_char_escape(body.as_bytes()))
 }
 
@@ -84,10 +87,18 @@ fn has_name_char_escape(b: &[u8]) -> bool {
 
 /// The body with redacted header values replaced, or `None` when nothing needed replacing.
 fn redact_body(body: &str, redact: &[String]) -> Option<String> {
-    let HeaderFields(fields) = serde_json::from_str(body).ok()?;
+    let RedactableFields(fields) = serde_json::from_str(body).ok()?;
     let mut ranges: Vec<(usize, usize)> = Vec::new();
     for field in fields {
-        collect_redactions(body, field, redact, &mut ranges);
+        match field {
+            Field::Headers(value) => collect_redactions(body, value, redact, &mut ranges),
+            Field::UserAgent(value) => {
+                if is_redacted(USER_AGENT_HEADER, redact) && has_content(value) {
+                    ranges.push(range(body, value));
+                }
+            }
+            Field::Tags(value) => collect_tag_redactions(body, value, redact, &mut ranges),
+        }
     }
     if ranges.is_empty() {
         return None;
@@ -135,6 +146,42 @@ fn collect_redactions(
     }
 }
 
+/// Byte ranges of the `value`s of the tags in one `tags` value whose `location` names a redacted
+/// header. A tag object that repeats a key has every `value` redacted if any `location` matches.
+fn collect_tag_redactions(
+    body: &str,
+    tags: &RawValue,
+    redact: &[String],
+    out: &mut Vec<(usize, usize)>,
+) {
+    let Ok(tags) = serde_json::from_str::<Vec<&RawValue>>(tags.get()) else {
+        return;
+    };
+    for tag in tags {
+        let Ok(Entries(entries)) = serde_json::from_str::<Entries<'_>>(tag.get()) else {
+            continue;
+        };
+        let located = entries.iter().any(|(k, v)| {
+            k == "location"
+                && serde_json::from_str::<Cow<'_, str>>(v.get())
+                    .is_ok_and(|l| names_redacted_header(&l, redact))
+        });
+        if located {
+            out.extend(
+                entries
+                    .iter()
+                    .filter(|(k, v)| k == "value" && has_content(v))
+                    .map(|(_, v)| range(body, v)),
+            );
+        }
+    }
+}
+
+/// Anything but `""` and `null`: replacing an empty value would only add noise.
+fn has_content(value: &RawValue) -> bool {
+    !matches!(value.get(), "\"\"" | "null")
+}
+
 fn name_matches(name: &RawValue, redact: &[String]) -> bool {
     serde_json::from_str::<Cow<'_, str>>(name.get()).is_ok_and(|n| is_redacted(&n, redact))
 }
@@ -145,30 +192,45 @@ fn range(body: &str, part: &RawValue) -> (usize, usize) {
     (start, start + part.get().len())
 }
 
-/// Every `headersIn` / `headersOut` value of an object, repeated keys included.
-struct HeaderFields<'a>(Vec<&'a RawValue>);
+/// A top-level value that may hold a redacted header's value.
+enum Field<'a> {
+    /// `headersIn` / `headersOut`.
+    Headers(&'a RawValue),
+    /// `userAgent`: the User-Agent header's value.
+    UserAgent(&'a RawValue),
+    /// `tags`: signals whose matched value may come from a header.
+    Tags(&'a RawValue),
+}
 
-impl<'de: 'a, 'a> Deserialize<'de> for HeaderFields<'a> {
+/// Every [`Field`] of an object, repeated keys included.
+struct RedactableFields<'a>(Vec<Field<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RedactableFields<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Vec<&'de RawValue>;
+            type Value = Vec<Field<'de>>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    if key == "headersIn" || key == "headersOut" {
-                        out.push(map.next_value::<&'de RawValue>()?);
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
+                    let field: fn(&'de RawValue) -> Field<'de> = match key.as_ref() {
+                        "headersIn" | "headersOut" => Field::Headers,
+                        "userAgent" => Field::UserAgent,
+                        "tags" => Field::Tags,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    out.push(field(map.next_value::<&'de RawValue>()?));
                 }
                 Ok(out)
             }
         }
-        d.deserialize_map(V).map(HeaderFields)
+        d.deserialize_map(V).map(RedactableFields)
     }
 }
 

@@ -12,62 +12,102 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-/// The fields of a request the shapes read. Unknown fields are skipped.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub(crate) struct Request<'a> {
-    #[serde(borrow)]
-    pub(crate) id: Str<'a>,
-    #[serde(borrow)]
-    pub(crate) timestamp: Str<'a>,
-    #[serde(borrow)]
-    pub(crate) server_hostname: Str<'a>,
-    #[serde(borrow)]
-    pub(crate) server_name: Str<'a>,
-    #[serde(borrow, rename = "remoteIP")]
-    pub(crate) remote_ip: Str<'a>,
-    #[serde(borrow)]
-    pub(crate) remote_hostname: Str<'a>,
-    #[serde(borrow)]
-    pub(crate) remote_country_code: Str<'a>,
-    #[serde(borrow)]
-    pub(crate) user_agent: Str<'a>,
-    #[serde(borrow)]
-    pub(crate) method: Str<'a>,
-    #[serde(borrow)]
-    pub(crate) protocol: Str<'a>,
-    #[serde(borrow)]
-    pub(crate) tls_protocol: Str<'a>,
-    #[serde(borrow)]
-    pub(crate) tls_cipher: Str<'a>,
-    #[serde(borrow)]
-    pub(crate) scheme: Str<'a>,
-    #[serde(borrow)]
-    pub(crate) path: Str<'a>,
-    #[serde(borrow)]
-    pub(crate) uri: Str<'a>,
-    pub(crate) response_code: Num,
-    pub(crate) response_size: Num,
-    pub(crate) response_millis: Num,
-    pub(crate) agent_response_code: Num,
-    #[serde(borrow)]
-    pub(crate) headers_in: Headers<'a>,
-    #[serde(borrow)]
-    pub(crate) headers_out: Headers<'a>,
-    #[serde(borrow)]
-    pub(crate) tags: Tags<'a>,
+/// A struct read from a JSON object with a hand-written visitor instead of
+/// `#[derive(Deserialize)]`: the derive rejects a repeated key (`duplicate field`), which would
+/// empty the whole event over one odd field. Here the first value of a key wins and later ones
+/// are skipped; unknown keys are skipped too.
+macro_rules! first_value_wins {
+    (
+        $(#[$meta:meta])*
+        pub(crate) struct $name:ident<'a> {
+            $($(#[$fmeta:meta])* $field:ident: $ty:ty = $key:literal,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub(crate) struct $name<'a> {
+            $($(#[$fmeta])* pub(crate) $field: $ty,)*
+        }
+
+        impl<'de: 'a, 'a> Deserialize<'de> for $name<'a> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V<'a>(std::marker::PhantomData<&'a ()>);
+
+                impl<'de> Visitor<'de> for V<'de> {
+                    type Value = $name<'de>;
+
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a JSON object")
+                    }
+
+                    fn visit_map<A: MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<Self::Value, A::Error> {
+                        #[derive(Default)]
+                        struct Seen {
+                            $($field: bool,)*
+                        }
+                        let mut out = $name::default();
+                        let mut seen = Seen::default();
+                        while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
+                            match key.as_deref() {
+                                $(Some($key) if !seen.$field => {
+                                    seen.$field = true;
+                                    out.$field = map.next_value()?;
+                                })*
+                                _ => {
+                                    map.next_value::<IgnoredAny>()?;
+                                }
+                            }
+                        }
+                        Ok(out)
+                    }
+                }
+
+                d.deserialize_map(V(std::marker::PhantomData))
+            }
+        }
+    };
+}
+
+first_value_wins! {
+    /// The fields of a request the shapes read. Unknown fields are skipped.
+    pub(crate) struct Request<'a> {
+        id: Str<'a> = "id",
+        timestamp: Str<'a> = "timestamp",
+        server_hostname: Str<'a> = "serverHostname",
+        server_name: Str<'a> = "serverName",
+        remote_ip: Str<'a> = "remoteIP",
+        remote_hostname: Str<'a> = "remoteHostname",
+        remote_country_code: Str<'a> = "remoteCountryCode",
+        user_agent: Str<'a> = "userAgent",
+        method: Str<'a> = "method",
+        protocol: Str<'a> = "protocol",
+        tls_protocol: Str<'a> = "tlsProtocol",
+        tls_cipher: Str<'a> = "tlsCipher",
+        scheme: Str<'a> = "scheme",
+        path: Str<'a> = "path",
+        uri: Str<'a> = "uri",
+        response_code: Num = "responseCode",
+        response_size: Num = "responseSize",
+        response_millis: Millis = "responseMillis",
+        agent_response_code: Num = "agentResponseCode",
+        headers_in: Headers<'a> = "headersIn",
+        headers_out: Headers<'a> = "headersOut",
+        tags: Tags<'a> = "tags",
+    }
 }
 
 impl<'a> Request<'a> {
-    /// Parses `body`. Anything that is not a readable object (invalid JSON, an array, a repeated
-    /// key) gives an empty request: the shapes then fall back to what the spool knows.
+    /// Parses `body`. Anything that is not a readable object (invalid JSON, an array) gives an
+    /// empty request: the shapes then fall back to what the spool knows.
     pub(crate) fn parse(body: &'a str) -> Request<'a> {
         parse_object(body)
     }
 }
 
-/// Parses `body` as an object into `T`, or `T::default()`. Derived structs also accept an
-/// array (fields by position), which would misread a non-object record: refuse it up front.
+/// Parses `body` as an object into `T`, or `T::default()`.
 pub(crate) fn parse_object<'a, T: Deserialize<'a> + Default>(body: &'a str) -> T {
     if !body.trim_start().starts_with('{') {
         return T::default();
@@ -75,12 +115,11 @@ pub(crate) fn parse_object<'a, T: Deserialize<'a> + Default>(body: &'a str) -> T
     serde_json::from_str(body).unwrap_or_default()
 }
 
-/// Only the `tags` of a request: what the tag filter needs.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct TagsOnly<'a> {
-    #[serde(borrow)]
-    pub(crate) tags: Tags<'a>,
+first_value_wins! {
+    /// Only the `tags` of a request: what the tag filter needs.
+    pub(crate) struct TagsOnly<'a> {
+        tags: Tags<'a> = "tags",
+    }
 }
 
 /// A string field; `None` when missing, `null`, empty or not a string. Numbers and booleans
@@ -229,6 +268,77 @@ impl<'de> Visitor<'de> for NumVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(None)
+    }
+}
+
+/// `responseMillis`: a non-negative duration in milliseconds. Unlike [`Num`] it keeps
+/// fractions (`1.5`): the agent may report sub-millisecond precision. Numeric strings are
+/// accepted; anything negative, too large for nanoseconds in an `i64`, or not a number is
+/// missing.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Millis(pub(crate) Option<f64>);
+
+/// Above this many ms the value in ns would overflow an `i64` (about 292 years).
+const MAX_MILLIS: f64 = 9.0e12;
+
+impl Millis {
+    fn new(v: f64) -> Millis {
+        Millis((v.is_finite() && (0.0..MAX_MILLIS).contains(&v)).then_some(v))
+    }
+
+    /// The value in milliseconds, if present.
+    pub(crate) fn get(self) -> Option<f64> {
+        self.0
+    }
+
+    /// The value in whole nanoseconds (rounded), if present.
+    pub(crate) fn nanos(self) -> Option<i64> {
+        self.0.map(|ms| (ms * 1_000_000.0).round() as i64)
+    }
+}
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(MillisVisitor)
+    }
+}
+
+struct MillisVisitor;
+
+impl<'de> Visitor<'de> for MillisVisitor {
+    type Value = Millis;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Millis::new(v as f64))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Millis::new(v as f64))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Millis::new(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.trim().parse().map_or(Millis(None), Millis::new))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Millis(None))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Millis(None))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Millis(None))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Millis(None))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Millis(None))
     }
 }
 
@@ -396,7 +506,11 @@ impl<'de> Visitor<'de> for TagVisitor {
                     continue;
                 }
             };
-            *slot = map.next_value::<Str<'de>>()?.0.filter(|v| !v.is_empty());
+            let value = map.next_value::<Str<'de>>()?.0.filter(|v| !v.is_empty());
+            // First value wins, as for the request's own keys.
+            if slot.is_none() {
+                *slot = value;
+            }
         }
         Ok(kind.map(|k| Tag { kind: k, ..tag }))
     }
@@ -491,7 +605,18 @@ mod tests {
             ("[1,2]", |r| r.id.get().is_none()),
             (r#"["a",1]"#, |r| r.id.get().is_none()),
             ("not json", |r| r.id.get().is_none()),
-            (r#"{"id":"a","id":"b"}"#, |r| r.id.get().is_none()),
+            // A repeated key keeps its first value and costs none of the other fields.
+            (r#"{"id":"a","method":"GET","id":"b"}"#, |r| {
+                r.id.get() == Some("a") && r.method.get() == Some("GET")
+            }),
+            (
+                r#"{"tags":[{"type":"XSS"}],"tags":[{"type":"SQLI"}],"id":"a"}"#,
+                |r| r.tags.0.len() == 1 && r.tags.0[0].kind == "XSS" && r.id.get() == Some("a"),
+            ),
+            (
+                r#"{"tags":[{"type":"XSS","type":"SQLI","value":"v","value":"w"}]}"#,
+                |r| r.tags.0[0].kind == "XSS" && r.tags.0[0].value.as_deref() == Some("v"),
+            ),
             (r#"{"id":"a\"b"}"#, |r| r.id.get() == Some("a\"b")),
         ];
         for (body, check) in cases {

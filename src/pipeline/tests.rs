@@ -138,6 +138,7 @@ fn missing_fields_are_omitted_and_fallbacks_used() {
     let (_, cim) = shape(Format::Cim, DEFAULT_REDACT_HEADERS, "{}");
     assert_eq!(cim["id"], "spool-id");
     assert_eq!(cim["action"], "allowed");
+    assert_eq!(cim["sigsci_site"], "www");
     for absent in [
         "src",
         "src_ip",
@@ -145,6 +146,8 @@ fn missing_fields_are_omitted_and_fallbacks_used() {
         "url",
         "signature",
         "http_request_headers",
+        "site",
+        "bytes",
     ] {
         assert!(cim.get(absent).is_none(), "{absent}: {cim}");
     }
@@ -242,14 +245,162 @@ fn cim_mapping() {
         ("response_time", 3.into()),
         ("duration", 3.into()),
         ("vendor_product", CIM_VENDOR_PRODUCT.into()),
-        ("signature", serde_json::json!(["XSS", "BLOCKED"])),
+        // BLOCKED is the decision (`action`), not a signature: as in ECS `rule.name`.
+        ("signature", serde_json::json!(["XSS"])),
+        // No request size in the feed: bytes is the response size alone.
+        ("bytes", 12.into()),
         ("ids_type", "application".into()),
-        ("site", "www".into()),
-        ("corp", "acme".into()),
+        // CIM `site` is the web site requested; the Signal Sciences corp/site get their own names.
+        ("site", "h.example".into()),
+        ("sigsci_site", "www".into()),
+        ("sigsci_corp", "acme".into()),
         ("id", "r9".into()),
         ("timestamp", "2026-11-24T01:02:03Z".into()),
     ];
     for (key, want) in checks {
         assert_eq!(v.get(*key), Some(want), "{key}: {v}");
+    }
+    assert!(v.get("corp").is_none(), "{v}");
+}
+
+#[test]
+fn a_repeated_upstream_key_never_empties_the_event() {
+    let body = r#"{"id":"r1","remoteIP":"203.0.113.9","responseCode":200,"responseCode":500,
+        "tags":[{"type":"SQLI"}],"tags":[]}"#;
+    let (_, ecs) = shape(Format::Ecs, &[], body);
+    assert_eq!(ecs["event"]["id"], "r1");
+    assert_eq!(ecs["source"]["ip"], "203.0.113.9");
+    assert_eq!(ecs["http"]["response"]["status_code"], 200);
+    assert_eq!(ecs["rule"]["name"], serde_json::json!(["SQLI"]));
+    let (_, cim) = shape(Format::Cim, &[], body);
+    assert_eq!(cim["id"], "r1");
+    assert_eq!(cim["status"], 200);
+    assert!(filter::TagFilter::new(vec!["SQLI".into()], vec![]).keep(body));
+}
+
+#[test]
+fn response_millis_fractions_become_ns_in_ecs_and_stay_ms_in_cim() {
+    // (responseMillis as sent, ECS event.duration in ns, CIM response_time/duration in ms)
+    let cases: &[(&str, Option<Value>, Option<Value>)] = &[
+        ("3", Some(3_000_000.into()), Some(3.into())),
+        ("1.5", Some(1_500_000.into()), Some(1.5.into())),
+        ("0.0000006", Some(1.into()), Some(0.0000006.into())),
+        ("\"2.25\"", Some(2_250_000.into()), Some(2.25.into())),
+        ("2.0", Some(2_000_000.into()), Some(2.into())),
+        ("0", Some(0.into()), Some(0.into())),
+        ("-1", None, None),
+        ("\"fast\"", None, None),
+        ("null", None, None),
+        ("1e300", None, None),
+    ];
+    for (millis, ns, ms) in cases {
+        let body = format!(r#"{{"id":"r1","responseMillis":{millis}}}"#);
+        let (_, ecs) = shape(Format::Ecs, &[], &body);
+        assert_eq!(ecs["event"].get("duration"), ns.as_ref(), "ecs {millis}");
+        let (text, cim) = shape(Format::Cim, &[], &body);
+        assert_eq!(
+            cim.get("response_time"),
+            ms.as_ref(),
+            "cim {millis}: {text}"
+        );
+        assert_eq!(cim.get("duration"), ms.as_ref(), "cim {millis}");
+    }
+    // Whole milliseconds are written as integers, not `3.0`.
+    let (text, _) = shape(Format::Cim, &[], r#"{"responseMillis":3}"#);
+    assert!(text.contains(r#""response_time":3,"#), "{text}");
+}
+
+/// A user agent, a cookie and a query fragment, each also in a derived field or a tag value.
+const DERIVED_BODY: &str = r#"{"id":"r1","serverName":"h.example","userAgent":"ua-secret/1.0","uri":"/?q=x",
+    "headersIn":[["Host","h.example"],["User-Agent","ua-secret/1.0"],["Cookie","sid=c-secret"]],
+    "tags":[{"type":"USERAGENT","location":"USERAGENT","value":"ua-secret","detector":"UARule"},
+            {"type":"SQLI","location":"COOKIE","value":"sid=c-secret' OR 1=1","detector":"SQLiRule"},
+            {"type":"XSS","location":"QUERY_STRING","value":"q=<script>","detector":"XSSRule"},
+            {"type":"BLOCKED","location":"","value":"","detector":""}]}"#;
+
+#[test]
+fn a_redacted_header_is_redacted_in_derived_fields_and_tag_values_too() {
+    // (redact list, texts that must not appear, texts that must stay)
+    let cases: &[(&[&str], &[&str], &[&str])] = &[
+        (
+            &["user-agent", "cookie"],
+            &["ua-secret", "c-secret"],
+            &["q=<script>"],
+        ),
+        (&["User-Agent"], &["ua-secret"], &["c-secret", "q=<script>"]),
+        (
+            DEFAULT_REDACT_HEADERS,
+            &["c-secret"],
+            &["ua-secret", "q=<script>"],
+        ),
+        (&[], &[], &["ua-secret", "c-secret", "q=<script>"]),
+        // The virtual host names the protected site: `host` redacts the header copy only.
+        (
+            &["host"],
+            &[r#""host":"h.example""#, r#"["Host","h.example"]"#],
+            &["h.example"],
+        ),
+    ];
+    for (redact, gone, kept) in cases {
+        for format in ALL {
+            let (text, _) = shape(format, redact, DERIVED_BODY);
+            for g in *gone {
+                assert!(!text.contains(g), "{format:?} {redact:?} leaks {g}: {text}");
+            }
+            for k in *kept {
+                // cim carries no tag values (only signature names).
+                if format == Format::Cim && k.starts_with("q=") {
+                    continue;
+                }
+                assert!(text.contains(k), "{format:?} {redact:?} lost {k}: {text}");
+            }
+        }
+    }
+    let (_, ecs) = shape(Format::Ecs, &["user-agent"], DERIVED_BODY);
+    assert_eq!(ecs["user_agent"]["original"], REDACTED);
+    assert_eq!(ecs["sigsci"]["signals"][0]["value"], REDACTED);
+    assert_eq!(ecs["sigsci"]["signals"][0]["location"], "USERAGENT");
+    assert_eq!(ecs["sigsci"]["signals"][1]["value"], "sid=c-secret' OR 1=1");
+    let (_, cim) = shape(Format::Cim, &["user-agent"], DERIVED_BODY);
+    assert_eq!(cim["http_user_agent"], REDACTED);
+    assert!(cim.get("http_user_agent_length").is_none(), "{cim}");
+    let (_, raw) = shape(Format::Raw, &["user-agent"], DERIVED_BODY);
+    assert_eq!(raw["userAgent"], REDACTED);
+    assert_eq!(raw["tags"][0]["value"], REDACTED);
+    assert_eq!(raw["tags"][3]["value"], "", "empty values stay empty");
+    // raw finds them without any header list in the record (its fast path must not skip these).
+    for body in [
+        r#"{"userAgent":"ua-secret"}"#,
+        r#"{"tags":[{"location":"User_Agent","value":"ua-secret"}]}"#,
+        r#"{"tags":[{"value":"ua-secret","location":"USERAGENT"}],"tags":[]}"#,
+    ] {
+        let (text, _) = shape(Format::Raw, &["user-agent"], body);
+        assert!(!text.contains("ua-secret"), "{body} -> {text}");
+    }
+}
+
+#[test]
+fn signals_name_the_same_rules_in_ecs_and_cim() {
+    // (tag types, ECS rule.name and CIM signature; None when absent)
+    let cases: &[(&str, Option<Value>)] = &[
+        (r#"["SQLI","BLOCKED"]"#, Some(serde_json::json!(["SQLI"]))),
+        (r#"["BLOCKED"]"#, None),
+        (
+            r#"["blocked","site.x","HTTP404","site.x"]"#,
+            Some(serde_json::json!(["site.x", "HTTP404"])),
+        ),
+        ("[]", None),
+    ];
+    for (types, want) in cases {
+        let kinds: Vec<String> = serde_json::from_str(types).unwrap();
+        let tags: Vec<Value> = kinds
+            .iter()
+            .map(|k| serde_json::json!({"type": k}))
+            .collect();
+        let body = serde_json::json!({"id": "r1", "tags": tags}).to_string();
+        let (_, ecs) = shape(Format::Ecs, &[], &body);
+        let (_, cim) = shape(Format::Cim, &[], &body);
+        assert_eq!(ecs.pointer("/rule/name"), want.as_ref(), "ecs {types}");
+        assert_eq!(cim.get("signature"), want.as_ref(), "cim {types}");
     }
 }

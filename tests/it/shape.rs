@@ -10,10 +10,13 @@ use sigsci_export::sim::{SimConfig, Simulator};
 
 use crate::support::*;
 
+const PAGE_LIMIT: u32 = 1000;
+
 async fn backfill(extra_sink: &str, minutes: i64, log: &str) -> (Output, i64, i64, Simulator) {
     let sim = start_sim(SimConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &sim, "demo-token", "", extra_sink);
+    let api = format!("page_limit = {PAGE_LIMIT}");
+    let cfg = write_config(dir.path(), &sim, "demo-token", &api, extra_sink);
     let until = latest(&sim);
     let from = until - minutes * 60;
     let out = run(
@@ -92,6 +95,23 @@ include_tags = ["HTTP404"]
             );
         }
     }
+    // What the API was asked: `tags=` only for api's single include tag (several names would
+    // depend on an undocumented AND/OR). The simulator logs query lengths, and every window's
+    // from/until has ten digits, so the length tells which parameters were sent.
+    let base = format!("from={from}&until={until}&limit={PAGE_LIMIT}").len();
+    for (site, want) in [("www", base), ("api", base + "&tags=HTTP404".len())] {
+        let first_pages: Vec<usize> = sim
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with(&format!("/sites/{site}/feed/requests")) && !r.used_next)
+            .map(|r| r.query_len)
+            .collect();
+        assert!(!first_pages.is_empty(), "{site}: no window request");
+        assert!(
+            first_pages.iter().all(|&len| len == want),
+            "{site}: query lengths {first_pages:?}, want {want}"
+        );
+    }
     assert!(
         out.stderr.contains("Tag filter applied to a page"),
         "the per-page filter count is logged:\n{}",
@@ -102,7 +122,7 @@ include_tags = ["HTTP404"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cim_backfill_delivers_every_event_shaped() {
     let (out, from, until, sim) = backfill("format = \"cim\"", 10, "info").await;
-    for (site, got) in ids_by_site(&out.stdout, "/site", "/id") {
+    for (site, got) in ids_by_site(&out.stdout, "/sigsci_site", "/id") {
         let want: BTreeSet<String> = sim.ground_truth(&site, from, until).into_iter().collect();
         assert_eq!(got, want, "{site}");
     }
