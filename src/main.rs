@@ -16,7 +16,6 @@ use sigsci_export::scheduler;
 use sigsci_export::sim::es::{EsFaults, EsReceiver, EsReceiverAuth, EsReceiverConfig};
 use sigsci_export::sim::hec::{HecReceiver, HecReceiverConfig, HecToken};
 use sigsci_export::sim::{FaultConfig, SimConfig, Simulator};
-use sigsci_export::source::SourceError;
 use sigsci_export::source::client::FeedClient;
 use sigsci_export::store::Store;
 use sigsci_export::{admin, check, shutdown, status, telemetry, time};
@@ -183,11 +182,23 @@ fn load_file(arg: &ConfigArg) -> Result<Config, Failure> {
     Ok(config::load(config::Source::File(&arg.path), &[])?)
 }
 
-fn client(cfg: &Config) -> Result<FeedClient, Failure> {
-    FeedClient::new(&cfg.api).map_err(|e| match e {
-        SourceError::Setup { reason } => Failure::Config(format!("configuration error: {reason}")),
-        other => Failure::Runtime(other.into()),
-    })
+/// Builds the feed client and every sink as `check` does: whatever fails there is the
+/// configuration's fault (exit 2, so systemd does not restart into the same failure).
+async fn preflight(cfg: &Config) -> Result<FeedClient, Failure> {
+    match check::preflight(cfg).await {
+        Ok(built) => Ok(built.into_client()),
+        Err(check::PreflightError::Config(problems)) => Err(Failure::Config(format!(
+            "configuration error: {}",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))),
+        Err(check::PreflightError::Scratch(reason)) => {
+            Err(Failure::Runtime(anyhow::anyhow!(reason)))
+        }
+    }
 }
 
 fn open_store(cfg: &Config) -> Result<Store, Failure> {
@@ -197,7 +208,7 @@ fn open_store(cfg: &Config) -> Result<Store, Failure> {
 }
 
 async fn run(cfg: Config, grace: Duration) -> Result<(), Failure> {
-    let client = client(&cfg)?;
+    let client = preflight(&cfg).await?;
     let store = open_store(&cfg)?;
     let cancel = shutdown::install();
     if let Some(addr) = cfg.admin.listen {
@@ -260,7 +271,7 @@ async fn backfill(cfg: Config, from: &str, until: &str, sites: Vec<String>) -> R
             )));
         }
     }
-    let client = client(&cfg)?;
+    let client = preflight(&cfg).await?;
     let store = open_store(&cfg)?;
     let cancel = shutdown::install();
     let progress = std::io::stderr().is_terminal().then(|| {
@@ -304,12 +315,19 @@ async fn backfill(cfg: Config, from: &str, until: &str, sites: Vec<String>) -> R
 
 async fn check_cmd(cfg: &Config, arg: &ConfigArg, offline: bool) -> Result<(), Failure> {
     let lines = check::run(cfg, Some(&arg.path), offline).await;
-    let mut failed = 0;
+    let (mut failed, mut invalid) = (0, 0);
     for l in &lines {
         println!("{l}");
-        if l.verdict == check::Verdict::Fail {
-            failed += 1;
+        match l.verdict {
+            check::Verdict::Fail => failed += 1,
+            check::Verdict::Invalid => invalid += 1,
+            check::Verdict::Ok | check::Verdict::Warn => {}
         }
+    }
+    if invalid > 0 {
+        return Err(Failure::Config(format!(
+            "configuration error: {invalid} setting(s) cannot work (the FAIL lines above); `run` would exit 2 as well"
+        )));
     }
     if failed > 0 {
         return Err(Failure::Runtime(anyhow::anyhow!(

@@ -532,3 +532,74 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         out.status
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_ca_file_is_a_configuration_error_in_check_and_run() {
+    let sim = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Exists (so the config loads), but holds no certificate: only building the client finds it.
+    let not_pem = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let env = [("SIGSCI_EXPORT_SINK_SPLUNK_TOKEN", "hec-token")];
+
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink_cfg = write_config(
+        sink_dir.path(),
+        &sim,
+        "demo-token",
+        "",
+        &format!(
+            "[[sinks]]\ntype = \"splunk_hec\"\nname = \"splunk\"\nurl = \"https://127.0.0.1:9\"\nca_file = \"{}\"\n",
+            not_pem.display()
+        ),
+    );
+    let api_dir = tempfile::tempdir().unwrap();
+    let api_cfg = write_config(
+        api_dir.path(),
+        &sim,
+        "demo-token",
+        &format!("ca_file = \"{}\"", not_pem.display()),
+        "",
+    );
+    for (cfg, what) in [(&sink_cfg, "sink splunk"), (&api_cfg, "api")] {
+        let c = cfg.to_str().unwrap();
+        for args in [vec!["check", "--offline", "-c", c], vec!["check", "-c", c]] {
+            let out = run(&args, &env, Duration::from_secs(60)).await;
+            assert_eq!(
+                out.code,
+                Some(2),
+                "{args:?}: {}\n{}",
+                out.stdout,
+                out.stderr
+            );
+            let fail = format!("FAIL {what}:");
+            assert!(
+                out.stdout
+                    .lines()
+                    .any(|l| l.starts_with(&fail) && l.contains("not-a-ca.pem")),
+                "{args:?}: {}",
+                out.stdout
+            );
+            assert!(
+                !out.stdout.contains("OK   build"),
+                "{args:?}: {}",
+                out.stdout
+            );
+        }
+        // `run` stops at the same place, before polling, with the same exit code: systemd's
+        // RestartPreventExitStatus=2 keeps it from restarting into the same failure.
+        let out = run(&["run", "-c", c], &env, Duration::from_secs(60)).await;
+        assert_eq!(out.code, Some(2), "run: {}", out.stderr);
+        assert!(
+            out.stderr.contains(what) && out.stderr.contains("not-a-ca.pem"),
+            "run: {}",
+            out.stderr
+        );
+        assert!(out.stdout.is_empty());
+        assert!(
+            !out.stderr.contains("Site poller started"),
+            "run must fail before polling: {}",
+            out.stderr
+        );
+    }
+}
