@@ -57,16 +57,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Once, through the log: an ERROR line keeps its level in journald and JSON collectors,
+    // and reads as plain text on a terminal.
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(msg)) => {
             error!("{msg}");
-            eprintln!("sigsci-export: {msg}");
             ExitCode::from(2)
         }
         Err(Failure::Runtime(e)) => {
             error!("{e:#}");
-            eprintln!("sigsci-export: {e:#}");
             ExitCode::from(1)
         }
     }
