@@ -400,6 +400,10 @@ fn oldest_fetchable(now: i64, retention_secs: i64) -> i64 {
 
 /// If `cursor` fell out of the feed's retention, the data in between is gone for good: say so
 /// exactly, persist the jump, and return the new cursor.
+///
+/// While the feed stays unreachable (credentials refused for longer than the retention), every
+/// retry loses the minutes the feed dropped since the last one: those extend the same recorded
+/// range, logged at WARN with its new end, so the ERROR stays one per loss.
 async fn skip_lost_range(
     ctx: &Ctx,
     key: &SiteKey,
@@ -410,15 +414,23 @@ async fn skip_lost_range(
     if cursor >= oldest {
         return Ok(cursor);
     }
-    error!(
-        corp = %key.corp, site = %key.site, lost_from = %fmt(cursor), lost_until = %fmt(oldest),
-        lost_seconds = oldest - cursor,
-        "Data lost: the feed no longer serves this range (older than its retention); continuing from the oldest fetchable minute."
-    );
-    // Recorded before the cursor jumps: a crash in between records it again (idempotent),
-    // never jumps without a record.
-    ctx.store.record_gap(key, cursor, oldest).await?;
-    metrics::lost(&key.site, oldest - cursor);
+    // Recorded before the cursor jumps: a crash in between records it again (which adds
+    // nothing), never jumps without a record.
+    let gap = ctx.store.record_gap(key, cursor, oldest).await?;
+    metrics::lost(&key.site, gap.added_secs);
+    if gap.extended {
+        warn!(
+            corp = %key.corp, site = %key.site, lost_from = %fmt(gap.from), lost_until = %fmt(gap.until),
+            lost_seconds = gap.until - gap.from, added_seconds = gap.added_secs,
+            "Data loss continues: the lost range grew (the feed is still out of reach for longer than its retention)."
+        );
+    } else {
+        error!(
+            corp = %key.corp, site = %key.site, lost_from = %fmt(gap.from), lost_until = %fmt(gap.until),
+            lost_seconds = gap.until - gap.from,
+            "Data lost: the feed no longer serves this range (older than its retention); continuing from the oldest fetchable minute."
+        );
+    }
     ctx.store
         .commit_page(key, Vec::new(), crate::time::now(), Some(oldest))
         .await?;
