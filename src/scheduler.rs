@@ -32,6 +32,9 @@ pub const RUN_NS: &str = "run";
 /// How often `sites = ["*"]` is re-listed.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(600);
 
+/// How soon a failed listing is tried again.
+const DISCOVERY_RETRY: Duration = Duration::from_secs(60);
+
 /// What stops the scheduler with a failure.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -373,7 +376,9 @@ fn spawn_live_site(tracker: &TaskTracker, ctx: Ctx, site: String, fatal: Fatal) 
 async fn discover_loop(ctx: Ctx, tracker: TaskTracker, fatal: Fatal) {
     let mut running: HashSet<String> = HashSet::new();
     loop {
-        match ctx.client.list_sites().await {
+        // Sites already found keep polling while a listing fails; a failure is retried sooner
+        // than the next discovery, since at start-up nothing polls until a listing succeeds.
+        let next = match ctx.client.list_sites().await {
             Ok(sites) => {
                 for s in sites {
                     if running.insert(s.name.clone()) {
@@ -381,14 +386,19 @@ async fn discover_loop(ctx: Ctx, tracker: TaskTracker, fatal: Fatal) {
                         spawn_live_site(&tracker, ctx.clone(), s.name, fatal.clone());
                     }
                 }
+                DISCOVERY_INTERVAL
+            }
+            Err(e) if needs_operator(&e) => {
+                error!(corp = %ctx.cfg.api.corp, error = %e, retry_secs = DISCOVERY_RETRY.as_secs(), "Listing the corp's sites failed; new sites are not exported until it is fixed.");
+                DISCOVERY_RETRY
             }
             Err(e) => {
-                error!(corp = %ctx.cfg.api.corp, error = %e, "Listing the corp's sites failed.")
+                warn!(corp = %ctx.cfg.api.corp, error = %e, retry_secs = DISCOVERY_RETRY.as_secs(), "Listing the corp's sites failed; retrying.");
+                DISCOVERY_RETRY
             }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(DISCOVERY_INTERVAL) => {}
-            _ = ctx.cancel.cancelled() => return,
+        };
+        if !sleep_or_cancel(&ctx.cancel, next).await {
+            return;
         }
     }
 }
@@ -489,7 +499,7 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
                 metrics::site_lag(&site, crate::time::now() - cursor);
                 if failures > 0 {
                     metrics::site_failing(&site, false);
-                    metrics::corp_blocked(&key.corp, None);
+                    metrics::site_blocked(&key.corp, &site, None);
                 }
                 failures = 0;
             }
@@ -498,8 +508,8 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
             Err(WindowError::Source(e)) => {
                 failures = failures.saturating_add(1);
                 metrics::site_failing(&site, true);
-                if matches!(e, SourceError::Auth { .. }) {
-                    metrics::corp_blocked(&key.corp, Some(&e.to_string()));
+                if needs_operator(&e) {
+                    metrics::site_blocked(&key.corp, &site, Some(&e.to_string()));
                 }
                 ctx.store.set_site_error(&key, &e.to_string()).await?;
                 let pause = after_failure(&e, &site, cursor, until, failures, poll.interval_secs);
@@ -511,6 +521,15 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
     }
     info!(site = %site, cursor = %fmt(cursor), "Site poller stopped.");
     Ok(())
+}
+
+/// Feed errors that retrying cannot fix: refused credentials or access (401/403), an unknown
+/// corp or site (404), a client that cannot be built.
+fn needs_operator(e: &SourceError) -> bool {
+    matches!(
+        e,
+        SourceError::Auth { .. } | SourceError::NotFound { .. } | SourceError::Setup { .. }
+    )
 }
 
 /// Logs a failed window at the level it deserves and says how long to wait before the retry.
