@@ -21,7 +21,7 @@ use crate::config::{Config, Sites};
 use crate::sink::driver::Driver;
 use crate::source::SourceError;
 use crate::source::client::FeedClient;
-use crate::spool_limit::SpoolLimit;
+use crate::spool_limit::{SpoolLimit, Waiter};
 use crate::store::{SiteKey, Store, StoreError};
 use crate::telemetry::metrics;
 use crate::time::{align_down, fmt};
@@ -471,6 +471,17 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
     // Logged once per catch-up, so an operator sees a backlog drain without per-window noise.
     let mut caught_up = false;
     while !ctx.cancel.is_cancelled() {
+        // Room in the spool first: a full spool can pause this loop for hours, and both the
+        // lost-range check and the window must be decided after the pause (a window chosen
+        // before it has fallen out of the retention and draws a 400, not a gap record).
+        let waiter = Waiter {
+            site: &site,
+            cursor,
+            retention_secs: cfg.api.retention_secs,
+        };
+        if !ctx.limit.wait_for_room(&ctx.cancel, Some(waiter)).await? {
+            break;
+        }
         let now = crate::time::now();
         let horizon = align_down(now - poll.delay_secs);
         cursor = skip_lost_range(&ctx, &key, cursor, horizon).await?;
@@ -485,9 +496,6 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
             continue;
         }
         metrics::site_lag(&site, now - cursor);
-        if !ctx.limit.wait_for_room(&ctx.cancel).await? {
-            break;
-        }
         let until = horizon.min(cursor + poll.max_window_secs);
         match fetch_window(&ctx, &key, cursor, until, true).await {
             Ok(Some(n)) => {
@@ -606,6 +614,10 @@ async fn backfill_site(
     };
     loop {
         while set.len() < parallel && next_from < until && !ctx.cancel.is_cancelled() {
+            // Before the lost-range check, as in live mode: a pause can outlast the retention.
+            if !ctx.limit.wait_for_room(&ctx.cancel, None).await? {
+                break;
+            }
             if windows.is_empty() {
                 // Only between windows, so a lost range is recorded at the cursor.
                 let before = next_from;
@@ -617,9 +629,6 @@ async fn backfill_site(
                 if next_from >= until {
                     break;
                 }
-            }
-            if !ctx.limit.wait_for_room(&ctx.cancel).await? {
-                break;
             }
             let end = until.min(next_from + ctx.cfg.poll.max_window_secs);
             windows.insert(next_from, (end, false));

@@ -199,9 +199,11 @@ pub fn spool_bytes(bytes: i64) {
     gauge!("sigsci_export_spool_bytes").set(bytes as f64);
 }
 
-/// Whether polling is paused because the spool is full.
-pub fn spool_full(full: bool) {
-    gauge!("sigsci_export_spool_full").set(if full { 1.0 } else { 0.0 });
+/// Polling is paused because the spool is full (`Some(reason)`, also reported by `/readyz`),
+/// or runs again (`None`).
+pub fn spool_full(reason: Option<&str>) {
+    gauge!("sigsci_export_spool_full").set(if reason.is_some() { 1.0 } else { 0.0 });
+    set_blocked("spool".to_string(), reason);
 }
 
 /// Undelivered events dropped from a full spool.

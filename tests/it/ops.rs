@@ -603,3 +603,108 @@ async fn an_unusable_ca_file_is_a_configuration_error_in_check_and_run() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_blocks_readiness_keeps_the_lag_moving_and_warns_before_data_is_lost() {
+    // Slow pages and one-minute windows: the spool's size is sampled once a second, and the
+    // cursors must stop well behind (about 10 minutes of data fill the spool).
+    let sim = start_sim(SimConfig {
+        faults: sigsci_export::sim::FaultConfig {
+            latency_ms: 200,
+            ..Default::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    // Splunk refuses the token: that sink keeps every event in the spool, which fills up.
+    let hec = HecReceiver::start(
+        HecReceiverConfig {
+            tokens: vec![HecToken::new("the-right-token")],
+            ..HecReceiverConfig::default()
+        },
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // 58 minutes behind with a one-hour retention: the spool fills with the cursors inside the
+    // last 30 minutes before the feed drops their data.
+    let (cfg, port) = config_with_admin(
+        dir.path(),
+        &sim,
+        "demo-token",
+        "retention_secs = 3600",
+        &format!(
+            "[[sinks]]\ntype = \"splunk_hec\"\nname = \"splunk\"\nurl = \"{}\"\n\n\
+             [spool]\nmax_bytes = 1048576\nwhen_full = \"block\"\n\n\
+             [poll]\nstart_at = \"-58m\"\nmax_window_secs = 60\ninterval_secs = 5\n",
+            hec.url()
+        ),
+    );
+    // `[spool]` appears twice now: keep the path in the second one.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let path_line = format!("path = \"{}\"", dir.path().join("state.db").display());
+    let text = text
+        .replacen(&format!("[spool]\n{path_line}\n"), "", 1)
+        .replace("[spool]\n", &format!("[spool]\n{path_line}\n"));
+    std::fs::write(&cfg, text).unwrap();
+    let env = [("SIGSCI_EXPORT_SINK_SPLUNK_TOKEN", "a-wrong-token")];
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let running = spawn_env(&["run", "-c", cfg.to_str().unwrap()], &env, lines.clone());
+    let base = format!("http://127.0.0.1:{port}");
+
+    let mut ready = (0, String::new());
+    for _ in 0..300 {
+        if let Ok(resp) = reqwest::get(format!("{base}/readyz")).await {
+            ready = (
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            );
+            if ready.1.contains("spool") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ready.0, 503, "{}", ready.1);
+    assert!(ready.1.contains("spool: spool full"), "{}", ready.1);
+
+    // While polling is paused the cursor stands still, and the lag gauge keeps growing.
+    let lag = || async {
+        let text = get(&format!("{base}/metrics")).await.1;
+        metric(&text, "sigsci_export_site_lag_seconds", &[("site", "www")])
+    };
+    let first = lag().await.expect("a lag gauge");
+    let mut later = first;
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        later = lag().await.unwrap();
+        if later >= first + 3.0 {
+            break;
+        }
+    }
+    assert!(
+        later >= first + 3.0,
+        "the lag gauge froze at {first} ({later})"
+    );
+    let text = get(&format!("{base}/metrics")).await.1;
+    assert_eq!(metric(&text, "sigsci_export_spool_full", &[]), Some(1.0));
+
+    let (code, stderr) = running.terminate(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let loss: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("Data will be lost in"))
+        .collect();
+    assert!(
+        !loss.is_empty() && loss.iter().all(|l| l.contains("\"ERROR\"")),
+        "{stderr}"
+    );
+    for site in ["www", "api"] {
+        let n = loss
+            .iter()
+            .filter(|l| l.contains(&format!("\"site\":\"{site}\"")))
+            .count();
+        assert!(n <= 1, "one warning per site and pause: {stderr}");
+    }
+}
