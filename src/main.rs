@@ -94,14 +94,16 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let cfg = load_file(&config)?;
             check_cmd(&cfg, &config, offline).await
         }
-        Command::Status { config, json } => {
-            let cfg = load_file(&config)?;
-            status_cmd(&cfg, json).await
-        }
-        Command::DeadLetters { config, action } => {
-            let cfg = load_file(&config)?;
-            dead_letters_cmd(&cfg, action).await
-        }
+        Command::Status {
+            config,
+            state,
+            json,
+        } => status_cmd(&state_target(&config, state)?, json).await,
+        Command::DeadLetters {
+            config,
+            state,
+            action,
+        } => dead_letters_cmd(&state_target(&config, state)?, action).await,
         Command::Healthcheck { url } => probe(&url).await,
         Command::Simulate {
             listen,
@@ -337,20 +339,45 @@ async fn check_cmd(cfg: &Config, arg: &ConfigArg, offline: bool) -> Result<(), F
     Ok(())
 }
 
-fn open_read_only(cfg: &Config) -> Result<Store, Failure> {
-    Store::open_read_only(&cfg.spool.path)
+/// The state file `status` and `dead-letters` work on, and the sinks the config names (`None`
+/// with `--state`, when no config is read).
+struct StateTarget {
+    path: std::path::PathBuf,
+    sinks: Option<Vec<String>>,
+}
+
+/// Without `--state`, reads only what these commands use from the config: never a secret, so
+/// they work while the service's credentials are unavailable (service stopped, not root).
+fn state_target(
+    config: &ConfigArg,
+    state: Option<std::path::PathBuf>,
+) -> Result<StateTarget, Failure> {
+    match state {
+        Some(path) => Ok(StateTarget { path, sinks: None }),
+        None => {
+            let view = config::load_state_view(&config.path)?;
+            Ok(StateTarget {
+                path: view.spool_path,
+                sinks: Some(view.sinks),
+            })
+        }
+    }
+}
+
+fn open_read_only(target: &StateTarget) -> Result<Store, Failure> {
+    Store::open_read_only(&target.path)
         .with_context(|| {
             format!(
                 "cannot read the state file `{}` (has `run` or `backfill` been started with this config?)",
-                cfg.spool.path.display()
+                target.path.display()
             )
         })
         .map_err(Failure::Runtime)
 }
 
-async fn status_cmd(cfg: &Config, json: bool) -> Result<(), Failure> {
-    let store = open_read_only(cfg)?;
-    let report = status::report(&store, &cfg.spool.path.display().to_string(), time::now())
+async fn status_cmd(target: &StateTarget, json: bool) -> Result<(), Failure> {
+    let store = open_read_only(target)?;
+    let report = status::report(&store, &target.path.display().to_string(), time::now())
         .await
         .context("reading the state file")?;
     if json {
@@ -364,10 +391,10 @@ async fn status_cmd(cfg: &Config, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn dead_letters_cmd(cfg: &Config, action: DeadLetterAction) -> Result<(), Failure> {
+async fn dead_letters_cmd(target: &StateTarget, action: DeadLetterAction) -> Result<(), Failure> {
     match action {
         DeadLetterAction::List { sink, limit, json } => {
-            let store = open_read_only(cfg)?;
+            let store = open_read_only(target)?;
             let letters = store
                 .dead_letters(sink.as_deref(), limit)
                 .await
@@ -407,14 +434,56 @@ async fn dead_letters_cmd(cfg: &Config, action: DeadLetterAction) -> Result<(), 
                         .to_string(),
                 ));
             }
+            if !target.path.is_file() {
+                // Opening read-write would create an empty state file.
+                return Err(Failure::Runtime(anyhow::anyhow!(
+                    "no state file at `{}` (has `run` or `backfill` been started with this config?)",
+                    target.path.display()
+                )));
+            }
+            let store = Store::open(&target.path)
+                .with_context(|| format!("cannot open the state file `{}`", target.path.display()))
+                .map_err(Failure::Runtime)?;
+            // A letter goes back to the sink that rejected it: one that is no longer configured
+            // would hold it (and the spool rows after it) forever.
+            let (known, known_as) = match &target.sinks {
+                Some(names) => (names.clone(), "the config"),
+                None => (
+                    store
+                        .sink_states()
+                        .await
+                        .context("reading the state file's sinks")?
+                        .into_iter()
+                        .filter(|s| s.ns == scheduler::RUN_NS)
+                        .map(|s| s.sink)
+                        .collect(),
+                    "the last `run` on this state file",
+                ),
+            };
             if let Some(s) = &sink {
-                if !cfg.sinks.iter().any(|c| c.name() == s) {
+                if !known.contains(s) {
                     return Err(Failure::Config(format!(
-                        "dead-letters replay: no sink named `{s}` in the config"
+                        "dead-letters replay: no sink named `{s}` in {known_as} (sinks: {})",
+                        known.join(", ")
                     )));
                 }
             }
-            let store = open_store(cfg)?;
+            let selected = store
+                .dead_letter_sinks(sink.as_deref(), ids.clone())
+                .await
+                .context("reading dead letters")?;
+            let unknown: Vec<String> = selected
+                .iter()
+                .filter(|(s, _)| !known.contains(s))
+                .map(|(s, n)| format!("{n} for `{s}`"))
+                .collect();
+            if !unknown.is_empty() {
+                return Err(Failure::Config(format!(
+                    "dead-letters replay: the selection holds dead letters of sinks not in {known_as} ({}); \
+                     nothing was re-queued. Add the sink back, or narrow the selection with --sink NAME or --id N",
+                    unknown.join(", ")
+                )));
+            }
             let n = store
                 .replay_dead_letters(scheduler::RUN_NS, sink.as_deref(), ids)
                 .await

@@ -171,6 +171,20 @@ impl Store {
             .await
     }
 
+    /// The dead letters [`Store::replay_dead_letters`] would select with `sink` and `ids`,
+    /// counted by the sink that rejected them.
+    pub async fn dead_letter_sinks(
+        &self,
+        sink: Option<&str>,
+        ids: Vec<i64>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let sink = sink.map(str::to_owned);
+        self.run("dead_letter_sinks", move |db| {
+            db.dead_letter_sinks(sink.as_deref(), &ids)
+        })
+        .await
+    }
+
     /// Moves dead letters back into the spool of namespace `into_ns`, each for the one sink that
     /// rejected it; `sink` and `ids` narrow the selection. Returns how many were re-queued.
     pub async fn replay_dead_letters(
@@ -395,6 +409,32 @@ impl SyncStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })();
         self.finish("dead_letter_counts", result)
+    }
+
+    pub(super) fn dead_letter_sinks(
+        &mut self,
+        sink: Option<&str>,
+        ids: &[i64],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT dl_id, sink FROM dead_letters WHERE ?1 IS NULL OR sink = ?1 ORDER BY dl_id",
+            )?;
+            let rows = stmt
+                .query_map(params![sink], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut counts = std::collections::BTreeMap::<String, i64>::new();
+            for (id, sink) in rows {
+                // The same selection as replay_dead_letters.
+                if ids.is_empty() || ids.contains(&id) {
+                    *counts.entry(sink).or_default() += 1;
+                }
+            }
+            Ok(counts.into_iter().collect())
+        })();
+        self.finish("dead_letter_sinks", result)
     }
 
     pub(super) fn replay_dead_letters(

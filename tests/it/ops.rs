@@ -708,3 +708,104 @@ async fn a_full_spool_blocks_readiness_keeps_the_lag_moving_and_warns_before_dat
         assert!(n <= 1, "one warning per site and pause: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_dead_letters_read_no_secret_and_replay_only_to_configured_sinks() {
+    let sim = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    {
+        // `old` rejected one event, then was removed from the config (and from the last run).
+        let store = Store::open(&db).unwrap();
+        let both = ["stdout".to_string(), "old".to_string()];
+        store.register_sinks("run", &both).await.unwrap();
+        let key = SiteKey {
+            ns: "run".into(),
+            corp: "demo".into(),
+            site: "www".into(),
+        };
+        let ev = |id: &str| NewEvent {
+            id: id.into(),
+            ts: 1_000,
+            body: format!("{{\"id\":\"{id}\"}}"),
+        };
+        store
+            .commit_page(&key, vec![ev("a"), ev("b")], 1_000, None)
+            .await
+            .unwrap();
+        for (sink, rejected) in [("stdout", 0), ("old", 1)] {
+            let batch = store.read_batch("run", sink, 10, 1 << 20).await.unwrap();
+            let dead = vec![(batch[rejected].clone(), format!("{sink} said no"))];
+            store.settle("run", sink, batch[1].seq, dead).await.unwrap();
+        }
+        store.register_sinks("run", &both[..1]).await.unwrap();
+    }
+    // The service's credentials are not there (systemd provides them only to the running
+    // service): the API token file and the HEC token file are both missing.
+    let cfg = write_config(
+        dir.path(),
+        &sim,
+        "unused",
+        "",
+        "[[sinks]]\ntype = \"splunk_hec\"\nname = \"splunk\"\nurl = \"https://splunk.example.com:8088\"\n\
+         token_file = \"/run/credentials/sigsci-export.service/hec-token\"\n",
+    );
+    std::fs::remove_file(dir.path().join("token")).unwrap();
+    let c = cfg.to_str().unwrap();
+    let state = db.to_str().unwrap();
+    let run_args = [
+        vec!["status", "-c", c],
+        vec!["status", "--json", "--state", state],
+        vec!["dead-letters", "-c", c, "list"],
+        vec!["dead-letters", "--state", state, "list"],
+    ];
+    for args in &run_args {
+        let out = run(args, &[], Duration::from_secs(30)).await;
+        assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+        assert!(out.stdout.contains("stdout"), "{args:?}: {}", out.stdout);
+    }
+    // The full config is still refused where it is needed.
+    let out = run(
+        &["check", "--offline", "-c", c],
+        &[],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+
+    // `old` is neither in the config nor in the last run: its letter stays where it is.
+    for args in [
+        vec!["dead-letters", "-c", c, "replay", "--all"],
+        vec!["dead-letters", "-c", c, "replay", "--id", "2"],
+        vec!["dead-letters", "--state", state, "replay", "--all"],
+        vec!["dead-letters", "-c", c, "replay", "--sink", "old"],
+    ] {
+        let out = run(&args, &[], Duration::from_secs(30)).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("`old`"), "{args:?}: {}", out.stderr);
+    }
+    let list = run(
+        &["dead-letters", "-c", c, "list", "--json"],
+        &[],
+        Duration::from_secs(30),
+    )
+    .await;
+    let letters: Vec<serde_json::Value> = list
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 2, "{}", list.stdout);
+    let id_of =
+        |sink: &str| letters.iter().find(|l| l["sink"] == sink).unwrap()["dl_id"].to_string();
+    assert_eq!(id_of("old"), "2", "the ids used above");
+    // The configured sink's letter replays, by id or by sink.
+    let out = run(
+        &["dead-letters", "-c", c, "replay", "--id", &id_of("stdout")],
+        &[],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.starts_with("1 dead letter"), "{}", out.stdout);
+}
