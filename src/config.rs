@@ -898,17 +898,44 @@ pub fn secret_permissions_warning(path: &Path) -> Option<String> {
     if mode & 0o004 == 0 {
         return None;
     }
-    let text = std::fs::read_to_string(path).ok()?;
-    let key = text.lines().find_map(|l| {
-        let (k, _) = l.trim_start().split_once('=')?;
-        let k = k.trim();
-        SECRET_KEYS.contains(&k).then(|| k.to_string())
-    })?;
+    // Parsed, not scanned by line: a secret can sit in an inline table
+    // (`sinks = [{ type = "splunk_hec", token = "..." }]`) or behind a dotted key
+    // (`api.token = "..."`).
+    let value: serde_json::Value = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .build()
+        .ok()?
+        .try_deserialize()
+        .ok()?;
+    let key = inline_secret(&value, "")?;
     Some(format!(
         "`{}` holds a secret (`{key}`) and is readable by every user (mode {:o}); chmod 600 it, or use {key}_file / the environment instead",
         path.display(),
         mode & 0o777
     ))
+}
+
+/// The dotted path (`sinks[1].token`) of the first non-empty secret value in `v`.
+fn inline_secret(v: &serde_json::Value, at: &str) -> Option<String> {
+    match v {
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let path = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            if SECRET_KEYS.contains(&k.as_str()) && v.as_str().is_some_and(|s| !s.is_empty()) {
+                Some(path)
+            } else {
+                inline_secret(v, &path)
+            }
+        }),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| inline_secret(v, &format!("{at}[{i}]"))),
+        _ => None,
+    }
 }
 
 fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
@@ -1280,6 +1307,46 @@ mod tests {
         std::fs::write(&path, format!("{text}\n[spool2]\n")).unwrap();
         let e = load_state_view(&path).unwrap_err();
         assert_eq!(e.file.as_deref(), Some(path.as_path()));
+    }
+
+    #[test]
+    fn a_world_readable_secret_is_found_whatever_the_toml_syntax() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("[api]\ntoken = \"s3cr3t\"\n", Some("api.token")),
+            ("api.token = \"s3cr3t\"\n", Some("api.token")),
+            (
+                "api = { corp = \"acme\", token = \"s3cr3t\" }\n",
+                Some("api.token"),
+            ),
+            (
+                "sinks = [{ type = \"stdout\" }, { type = \"elasticsearch\", api_key = \"s3cr3t\" }]\n",
+                Some("sinks[1].api_key"),
+            ),
+            (
+                "[[sinks]]\ntype = \"splunk_hec\"\nauth.token = \"s3cr3t\"\n",
+                Some("sinks[0].auth.token"),
+            ),
+            ("[api]\ntoken_file = \"/run/credentials/x\"\n", None),
+            ("# token = \"s3cr3t\"\n[api]\ncorp = \"acme\"\n", None),
+        ];
+        for (i, (text, key)) in cases.into_iter().enumerate() {
+            let path = dir.path().join(format!("c{i}.toml"));
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let warning = secret_permissions_warning(&path);
+            match key {
+                Some(key) => {
+                    let w = warning.unwrap_or_else(|| panic!("{text}: no warning"));
+                    assert!(w.contains(&format!("(`{key}`)")), "{text}: {w}");
+                    assert!(!w.contains("s3cr3t"), "{w}");
+                }
+                None => assert_eq!(warning, None, "{text}"),
+            }
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert_eq!(secret_permissions_warning(&path), None, "{text}: mode 600");
+        }
     }
 
     #[test]

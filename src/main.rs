@@ -76,9 +76,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
         Command::Run { config, grace_secs } => {
             let cfg = load_file(&config)?;
-            if let Some(w) = config::secret_permissions_warning(&config.path) {
-                tracing::warn!("{w}");
-            }
+            warn_secret_permissions(&config);
             run(cfg, Duration::from_secs(grace_secs)).await
         }
         Command::Backfill {
@@ -88,6 +86,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             sites,
         } => {
             let cfg = load_file(&config)?;
+            warn_secret_permissions(&config);
             backfill(cfg, &from, &until, sites).await
         }
         Command::Check { config, offline } => {
@@ -177,6 +176,13 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             result
         }
         Command::Demo { grace_secs } => demo(Duration::from_secs(grace_secs)).await,
+    }
+}
+
+/// For the commands that use the secrets (`check` prints it as a WARN line instead).
+fn warn_secret_permissions(arg: &ConfigArg) {
+    if let Some(w) = config::secret_permissions_warning(&arg.path) {
+        tracing::warn!("{w}");
     }
 }
 

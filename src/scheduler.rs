@@ -186,7 +186,7 @@ async fn sample_loop(store: Store, cancel: CancellationToken) {
 
 /// Proves the runtime still schedules work: feeds `/healthz` and the systemd watchdog.
 async fn heartbeat_loop(cancel: CancellationToken) {
-    let every = crate::systemd::watchdog_interval().unwrap_or(Duration::from_secs(10));
+    let every = crate::systemd::heartbeat_interval();
     loop {
         crate::admin::heartbeat();
         crate::systemd::watchdog();

@@ -450,6 +450,7 @@ async fn secrets_never_appear_in_any_output() {
         vec!["status", "-c", &cfg],
         vec!["status", "--json", "-c", &cfg],
         vec!["dead-letters", "-c", &cfg, "list"],
+        vec!["dead-letters", "-c", &cfg, "replay", "--all"],
     ] {
         let out = run(&args, &env, Duration::from_secs(30)).await;
         assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
@@ -493,6 +494,28 @@ async fn secrets_never_appear_in_any_output() {
         out.stdout.contains("WARN config file") && out.stdout.contains("chmod 600"),
         "{}",
         out.stdout
+    );
+    assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
+    // backfill warns too (the range is the one exported above: nothing left to do).
+    let out = run(
+        &[
+            "backfill",
+            "-c",
+            inline.to_str().unwrap(),
+            "--from",
+            &rfc3339(until - 600),
+            "--until",
+            &rfc3339(until),
+        ],
+        &env,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("api.token") && out.stderr.contains("chmod 600"),
+        "{}",
+        out.stderr
     );
     assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
 }
