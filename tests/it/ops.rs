@@ -832,3 +832,33 @@ async fn status_and_dead_letters_read_no_secret_and_replay_only_to_configured_si
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(out.stdout.starts_with("1 dead letter"), "{}", out.stdout);
 }
+
+#[test]
+fn the_deploy_files_keep_their_promises() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    // A readiness probe on /readyz would take the whole application pod out of its Service
+    // while a sink is blocked; liveness stays, and /tmp is writable under a read-only root.
+    let sidecar = read("deploy/kubernetes/sidecar.yaml");
+    let spec: Vec<&str> = sidecar
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    let spec = spec.join("\n");
+    assert!(!spec.contains("readinessProbe"), "{spec}");
+    assert!(spec.contains("livenessProbe:") && spec.contains("path: /healthz"));
+    assert!(spec.contains("readOnlyRootFilesystem: true"));
+    assert!(spec.contains("mountPath: /tmp") && spec.contains("emptyDir"));
+    // The image is built as CI builds, from a context without build output or state files.
+    let ci = read(".ci/run");
+    let release = ci
+        .find("cargo build --release --locked")
+        .expect("CI builds the release binary");
+    let tests = ci.rfind("\ncargo test\n").expect("the README's test command");
+    assert!(release < tests);
+    assert!(read("deploy/Dockerfile").contains("RUN cargo build --release --locked"));
+    let ignore = read(".dockerignore");
+    for entry in ["target/", ".git/", "**/*.db"] {
+        assert!(ignore.lines().any(|l| l == entry), "{entry}");
+    }
+}
