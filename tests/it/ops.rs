@@ -854,7 +854,9 @@ fn the_deploy_files_keep_their_promises() {
     let release = ci
         .find("cargo build --release --locked")
         .expect("CI builds the release binary");
-    let tests = ci.rfind("\ncargo test\n").expect("the README's test command");
+    let tests = ci
+        .rfind("\ncargo test\n")
+        .expect("the README's test command");
     assert!(release < tests);
     assert!(read("deploy/Dockerfile").contains("RUN cargo build --release --locked"));
     let ignore = read(".dockerignore");
