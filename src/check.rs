@@ -1,17 +1,23 @@
 //! `sigsci-export check`: is this configuration going to work?
 //!
-//! The config was already loaded and validated by the same code `run` uses. Then, without
-//! writing anything to the real state file: the state directory is writable; unless offline,
-//! the feed API answers for the corp and for every site (the smallest valid window), and every
-//! sink's healthcheck passes. Each check is one line with OK or the cause and the fix.
+//! The config was already loaded and validated by the same code `run` uses. Then [`preflight`]
+//! builds what `run` builds before it starts (the feed client and every sink), again with the
+//! same code and without network I/O: a CA file that does not parse is as much a configuration
+//! error as a misspelt key, in `check --offline` (systemd's `ExecStartPre`) as in `run`. Then,
+//! without writing anything to the real state file: the state directory is writable; unless
+//! offline, the feed API answers for the corp and for every site (the smallest valid window),
+//! and every sink's healthcheck passes. Each check is one line with OK or the cause and the fix.
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, Sites};
+use crate::sink::Sink;
 use crate::source::SourceError;
 use crate::source::client::FeedClient;
+use crate::source::model::SiteWire;
 use crate::store::Store;
 use crate::time::{align_down, fmt as fmt_time};
 
@@ -27,6 +33,8 @@ pub enum Verdict {
     Warn,
     /// Does not work.
     Fail,
+    /// Cannot work as configured: a configuration error (exit 2, as `run` would).
+    Invalid,
 }
 
 /// One line of the report.
@@ -45,7 +53,7 @@ impl fmt::Display for CheckLine {
         let tag = match self.verdict {
             Verdict::Ok => "OK  ",
             Verdict::Warn => "WARN",
-            Verdict::Fail => "FAIL",
+            Verdict::Fail | Verdict::Invalid => "FAIL",
         };
         write!(f, "{tag} {}: {}", self.what, self.detail)
     }
@@ -73,23 +81,154 @@ pub async fn run(cfg: &Config, config_file: Option<&Path>, offline: bool) -> Vec
                 Sites::List(s) => format!("sites {}", s.join(", ")),
             },
             cfg.sinks.len(),
-            cfg.sinks
-                .iter()
-                .map(|s| s.name().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            sink_names(cfg)
         ),
     )];
     if let Some(warning) = config_file.and_then(crate::config::secret_permissions_warning) {
         lines.push(line(Verdict::Warn, "config file", warning));
     }
     lines.push(check_state_dir(&cfg.spool.path));
+    let built = match preflight(cfg).await {
+        Ok(built) => built,
+        Err(PreflightError::Config(problems)) => {
+            lines.extend(
+                problems
+                    .into_iter()
+                    .map(|p| line(Verdict::Invalid, p.what, p.reason)),
+            );
+            return lines;
+        }
+        Err(PreflightError::Scratch(reason)) => {
+            lines.push(line(Verdict::Fail, "build", reason));
+            return lines;
+        }
+    };
+    lines.push(line(
+        Verdict::Ok,
+        "build",
+        format!(
+            "the feed client and every sink ({}) build as `run` builds them",
+            sink_names(cfg)
+        ),
+    ));
     if offline {
         return lines;
     }
     lines.extend(check_api(cfg).await);
-    lines.extend(check_sinks(cfg).await);
+    lines.extend(check_sinks(&built).await);
     lines
+}
+
+fn sink_names(cfg: &Config) -> String {
+    cfg.sinks
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One setting that cannot work.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// The component (`api`, `sink splunk`).
+    pub what: String,
+    /// The cause and the fix.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.reason)
+    }
+}
+
+/// Why [`preflight`] failed.
+#[derive(Debug)]
+pub enum PreflightError {
+    /// Settings that cannot work (every one found, not only the first): a configuration error.
+    Config(Vec<Problem>),
+    /// No scratch store for building the sinks could be created: a problem of this host, not
+    /// of the configuration.
+    Scratch(String),
+}
+
+/// What [`preflight`] built. The sinks sit on a scratch store that lives as long as they do.
+pub struct Preflight {
+    client: FeedClient,
+    // Declared before `_scratch`: the sinks (which hold the store) drop first.
+    sinks: Vec<(String, Arc<dyn Sink>)>,
+    _scratch: (Store, tempfile::TempDir),
+}
+
+impl Preflight {
+    /// The feed client, for `run` and `backfill` to poll with.
+    pub fn into_client(self) -> FeedClient {
+        self.client
+    }
+}
+
+/// Builds what `run` and `backfill` build before they start, with the same code and without
+/// network I/O: the feed client and every sink. Sinks keep state in the store (the HEC channel
+/// and pending acknowledgements, which `ack = false` purges), so they are built on a scratch
+/// store: the service's state file is never touched, even while `run` holds it.
+pub async fn preflight(cfg: &Config) -> Result<Preflight, PreflightError> {
+    let mut problems = Vec::new();
+    let client = match FeedClient::new(&cfg.api) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            problems.push(Problem {
+                what: "api".to_string(),
+                reason: e.to_string(),
+            });
+            None
+        }
+    };
+    let (store, dir) = scratch_store(&cfg.spool.path).map_err(PreflightError::Scratch)?;
+    let mut sinks = Vec::new();
+    for sink_cfg in &cfg.sinks {
+        match crate::sink::build(sink_cfg, &store).await {
+            Ok((sink, _limits)) => sinks.push((sink_cfg.name().to_string(), sink)),
+            Err(e) => problems.push(Problem {
+                what: format!("sink {}", sink_cfg.name()),
+                reason: e.reason,
+            }),
+        }
+    }
+    match client {
+        Some(client) if problems.is_empty() => Ok(Preflight {
+            client,
+            sinks,
+            _scratch: (store, dir),
+        }),
+        _ => Err(PreflightError::Config(problems)),
+    }
+}
+
+/// A throw-away store in the system's temporary directory, or beside the state file when that
+/// is not writable (a read-only root file system without a `/tmp` volume).
+fn scratch_store(state: &Path) -> Result<(Store, tempfile::TempDir), String> {
+    let state_dir = state
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let builder = {
+        let mut b = tempfile::Builder::new();
+        b.prefix(".sigsci-export-scratch");
+        b
+    };
+    let dir = builder.tempdir().or_else(|tmp_err| {
+        builder.tempdir_in(state_dir).map_err(|state_err| {
+            format!(
+                "cannot create a scratch directory to build the sinks in, neither in the \
+                     temporary directory ({tmp_err}) nor in `{}` ({state_err}); set TMPDIR to a \
+                     writable directory",
+                state_dir.display()
+            )
+        })
+    })?;
+    let store = Store::open(&dir.path().join("scratch.db"))
+        .map_err(|e| format!("cannot create a scratch store to build the sinks on: {e}"))?;
+    Ok((store, dir))
 }
 
 fn check_state_dir(db: &Path) -> CheckLine {
@@ -138,7 +277,8 @@ async fn check_api(cfg: &Config) -> Vec<CheckLine> {
         Duration::from_secs(2),
     ) {
         Ok(c) => c,
-        Err(e) => return vec![line(Verdict::Fail, "api", e.to_string())],
+        // Unreachable after a passing preflight (the same settings built), kept exit-2 anyway.
+        Err(e) => return vec![line(Verdict::Invalid, "api", e.to_string())],
     };
     let mut lines = Vec::new();
     let listed = client.list_sites().await;
@@ -184,24 +324,7 @@ async fn check_api(cfg: &Config) -> Vec<CheckLine> {
             )),
             Err(e @ SourceError::NotFound { .. }) => {
                 let hint = match &listed {
-                    Ok(found) => match found.iter().find(|s| {
-                        s.display_name
-                            .as_deref()
-                            .is_some_and(|d| d.eq_ignore_ascii_case(&site))
-                    }) {
-                        Some(s) => format!(
-                            "; `{site}` is the display name of site `{}`: use sites = [\"{}\"]",
-                            s.name, s.name
-                        ),
-                        None => format!(
-                            "; the corp's sites are: {}",
-                            found
-                                .iter()
-                                .map(|s| s.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    },
+                    Ok(found) => not_found_hint(&site, found),
                     Err(_) => String::new(),
                 };
                 lines.push(line(Verdict::Fail, what, format!("{e}{hint}")));
@@ -212,33 +335,33 @@ async fn check_api(cfg: &Config) -> Vec<CheckLine> {
     lines
 }
 
-async fn check_sinks(cfg: &Config) -> Vec<CheckLine> {
-    // Sinks may keep state (the HEC ack channel): build them on a scratch store so `check`
-    // never writes to the service's state file.
-    let scratch = match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => {
-            return vec![line(
-                Verdict::Fail,
-                "sinks",
-                format!("cannot create a scratch directory: {e}"),
-            )];
-        }
-    };
-    let store = match Store::open(&scratch.path().join("check.db")) {
-        Ok(s) => s,
-        Err(e) => return vec![line(Verdict::Fail, "sinks", e.to_string())],
-    };
+/// The fix for a site the feed does not know: the most common cause is the dashboard's display
+/// name written where the API name belongs (it passes config validation when it has no space).
+fn not_found_hint(site: &str, found: &[SiteWire]) -> String {
+    match found.iter().find(|s| {
+        s.display_name
+            .as_deref()
+            .is_some_and(|d| d.eq_ignore_ascii_case(site))
+    }) {
+        Some(s) => format!(
+            "; `{site}` is the display name of site `{}`: use sites = [\"{}\"]",
+            s.name, s.name
+        ),
+        None => format!(
+            "; the corp's sites are: {}",
+            found
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+async fn check_sinks(built: &Preflight) -> Vec<CheckLine> {
     let mut lines = Vec::new();
-    for sink_cfg in &cfg.sinks {
-        let what = format!("sink {}", sink_cfg.name());
-        let sink = match crate::sink::build(sink_cfg, &store).await {
-            Ok((sink, _)) => sink,
-            Err(e) => {
-                lines.push(line(Verdict::Fail, what, e.reason));
-                continue;
-            }
-        };
+    for (name, sink) in &built.sinks {
+        let what = format!("sink {name}");
         match tokio::time::timeout(HEALTHCHECK_TIMEOUT, sink.healthcheck()).await {
             Ok(Ok(())) => lines.push(line(Verdict::Ok, what, "healthcheck passed")),
             Ok(Err(e)) => lines.push(line(Verdict::Fail, what, e.to_string())),
@@ -253,4 +376,38 @@ async fn check_sinks(cfg: &Config) -> Vec<CheckLine> {
         }
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(name: &str, display: Option<&str>) -> SiteWire {
+        SiteWire {
+            name: name.to_string(),
+            display_name: display.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_display_name_is_answered_with_the_api_name() {
+        let found = [
+            site("www-prod", Some("Storefront")),
+            site("api", Some("API Gateway")),
+        ];
+        let hint = not_found_hint("storefront", &found);
+        assert_eq!(
+            hint,
+            "; `storefront` is the display name of site `www-prod`: use sites = [\"www-prod\"]"
+        );
+    }
+
+    #[test]
+    fn an_unknown_name_is_answered_with_the_real_names() {
+        let found = [site("www-prod", Some("Storefront")), site("api", None)];
+        assert_eq!(
+            not_found_hint("shop", &found),
+            "; the corp's sites are: www-prod, api"
+        );
+    }
 }

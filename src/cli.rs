@@ -77,18 +77,26 @@ pub enum Command {
     /// Show where every site and sink stands, from the state file (read-only; safe while `run`
     /// is running).
     Status {
-        /// Config file (for the state file's path).
+        /// Config file (for the state file's path). Secrets in it are neither needed nor read.
         #[command(flatten)]
         config: ConfigArg,
+        /// Read this state file instead of the one the config names; the config is not read.
+        #[arg(long, value_name = "PATH")]
+        state: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Inspect or re-queue events a sink rejected for good.
     DeadLetters {
-        /// Config file (for the state file's path).
+        /// Config file (for the state file's path and the sink names). Secrets in it are neither
+        /// needed nor read.
         #[command(flatten)]
         config: ConfigArg,
+        /// Use this state file instead of the one the config names; the config is not read, and
+        /// `replay` accepts the sinks the last `run` on this state file had.
+        #[arg(long, value_name = "PATH")]
+        state: Option<PathBuf>,
         /// What to do.
         #[command(subcommand)]
         action: DeadLetterAction,

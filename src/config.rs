@@ -898,17 +898,44 @@ pub fn secret_permissions_warning(path: &Path) -> Option<String> {
     if mode & 0o004 == 0 {
         return None;
     }
-    let text = std::fs::read_to_string(path).ok()?;
-    let key = text.lines().find_map(|l| {
-        let (k, _) = l.trim_start().split_once('=')?;
-        let k = k.trim();
-        SECRET_KEYS.contains(&k).then(|| k.to_string())
-    })?;
+    // Parsed, not scanned by line: a secret can sit in an inline table
+    // (`sinks = [{ type = "splunk_hec", token = "..." }]`) or behind a dotted key
+    // (`api.token = "..."`).
+    let value: serde_json::Value = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .build()
+        .ok()?
+        .try_deserialize()
+        .ok()?;
+    let key = inline_secret(&value, "")?;
     Some(format!(
         "`{}` holds a secret (`{key}`) and is readable by every user (mode {:o}); chmod 600 it, or use {key}_file / the environment instead",
         path.display(),
         mode & 0o777
     ))
+}
+
+/// The dotted path (`sinks[1].token`) of the first non-empty secret value in `v`.
+fn inline_secret(v: &serde_json::Value, at: &str) -> Option<String> {
+    match v {
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let path = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            if SECRET_KEYS.contains(&k.as_str()) && v.as_str().is_some_and(|s| !s.is_empty()) {
+                Some(path)
+            } else {
+                inline_secret(v, &path)
+            }
+        }),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| inline_secret(v, &format!("{at}[{i}]"))),
+        _ => None,
+    }
 }
 
 fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
@@ -943,11 +970,71 @@ pub fn load(source: Source<'_>, overrides: &[(&str, &str)]) -> Result<Config, Co
     })
 }
 
+/// What `status` and `dead-letters` need from the configuration: where the state file is and
+/// which sinks are configured. Never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateView {
+    /// `spool.path`.
+    pub spool_path: PathBuf,
+    /// The configured sinks' names, in config order.
+    pub sinks: Vec<String>,
+}
+
+/// Reads the configuration file and the environment as [`load`] does, but keeps only the
+/// [`StateView`]: no secret is required or read, so `status` works where the service's
+/// credentials are not readable (systemd credentials exist only while the service runs, and
+/// only for its user).
+pub fn load_state_view(path: &Path) -> Result<StateView, ConfigError> {
+    let view = layered_raw(Source::File(path), &[]).and_then(|raw| {
+        if raw.spool.path.as_os_str().is_empty() {
+            return Err(ConfigError::new("spool.path", "must not be empty"));
+        }
+        let sinks = raw
+            .sinks
+            .iter()
+            .map(|sink| {
+                // The defaults of each sink type's `validate`; a test keeps them in step.
+                let (name, default) = match sink {
+                    RawSink::Stdout(s) => (&s.name, "stdout"),
+                    RawSink::SplunkHec(s) => (&s.name, "splunk_hec"),
+                    RawSink::Elasticsearch(s) => (&s.name, "elasticsearch"),
+                };
+                name.clone().unwrap_or_else(|| default.to_string())
+            })
+            .collect();
+        Ok(StateView {
+            spool_path: raw.spool.path,
+            sinks,
+        })
+    });
+    view.map_err(|mut e| {
+        e.file = Some(path.to_path_buf());
+        e
+    })
+}
+
 fn load_inner(
     source: Source<'_>,
     overrides: &[(&str, &str)],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    let with_env = matches!(source, Source::File(_));
+    let mut raw = layered_raw(source, overrides)?;
+    if with_env {
+        // The vendor's conventional variables fill in only what nothing else set.
+        if raw.api.email.is_none() {
+            raw.api.email = env("SIGSCI_EMAIL");
+        }
+        if raw.api.token.is_none() && raw.api.token_file.is_none() {
+            raw.api.token = env("SIGSCI_TOKEN").map(Secret::new);
+        }
+    }
+    Config::validate(raw, crate::time::now())
+}
+
+/// The file (or embedded text), then for a file the `SIGSCI_EXPORT__` environment, then
+/// `overrides`, deserialized: exactly what the operator wrote, nothing resolved.
+fn layered_raw(source: Source<'_>, overrides: &[(&str, &str)]) -> Result<RawConfig, ConfigError> {
     use config::{Environment, File, FileFormat};
 
     let mut builder = config::Config::builder();
@@ -990,17 +1077,7 @@ fn load_inner(
             .map_err(|e| ConfigError::new(*k, e.to_string()))?;
     }
     let layered = builder.build().map_err(config_crate_error)?;
-    let mut raw: RawConfig = layered.try_deserialize().map_err(config_crate_error)?;
-    if with_env {
-        // The vendor's conventional variables fill in only what nothing else set.
-        if raw.api.email.is_none() {
-            raw.api.email = env("SIGSCI_EMAIL");
-        }
-        if raw.api.token.is_none() && raw.api.token_file.is_none() {
-            raw.api.token = env("SIGSCI_TOKEN").map(Secret::new);
-        }
-    }
-    Config::validate(raw, crate::time::now())
+    layered.try_deserialize().map_err(config_crate_error)
 }
 
 /// Turns the `config` crate's messages into key + reason. Its text already names the key
@@ -1193,6 +1270,83 @@ mod tests {
         }
         let e = parse(&format!("{MINIMAL}\n[filters]\ninclude = [\"XSS\"]")).unwrap_err();
         assert!(e.to_string().contains("include"), "{e}");
+    }
+
+    #[test]
+    fn the_state_view_needs_no_secret_and_names_sinks_as_validation_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{}\n[spool]\npath = \"/var/lib/x/state.db\"\n\
+             [[sinks]]\ntype = \"splunk_hec\"\nurl = \"https://splunk.example.com:8088\"\ntoken_file = \"{missing}\"\n\
+             [[sinks]]\ntype = \"elasticsearch\"\nurl = \"https://es.example.com:9200\"\n\
+             [[sinks]]\ntype = \"stdout\"\nname = \"copy\"\n",
+            MINIMAL.replace(
+                "token = \"t0k\"",
+                &format!("token_file = \"{missing}\"", missing = "/nonexistent/token")
+            ),
+            missing = "/nonexistent/hec-token",
+        );
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, &text).unwrap();
+        let view = load_state_view(&path).unwrap();
+        assert_eq!(view.spool_path, Path::new("/var/lib/x/state.db"));
+        assert_eq!(
+            view.sinks,
+            ["stdout", "splunk_hec", "elasticsearch", "copy"]
+        );
+        // With the secrets present, full validation names the sinks the same way.
+        let full = parse(
+            &text
+                .replace("token_file = \"/nonexistent/token\"", "token = \"t\"")
+                .replace("token_file = \"/nonexistent/hec-token\"", "token = \"h\""),
+        )
+        .unwrap();
+        let names: Vec<&str> = full.sinks.iter().map(SinkConfig::name).collect();
+        assert_eq!(view.sinks, names);
+        // A misspelt key is still an error, naming the file.
+        std::fs::write(&path, format!("{text}\n[spool2]\n")).unwrap();
+        let e = load_state_view(&path).unwrap_err();
+        assert_eq!(e.file.as_deref(), Some(path.as_path()));
+    }
+
+    #[test]
+    fn a_world_readable_secret_is_found_whatever_the_toml_syntax() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("[api]\ntoken = \"s3cr3t\"\n", Some("api.token")),
+            ("api.token = \"s3cr3t\"\n", Some("api.token")),
+            (
+                "api = { corp = \"acme\", token = \"s3cr3t\" }\n",
+                Some("api.token"),
+            ),
+            (
+                "sinks = [{ type = \"stdout\" }, { type = \"elasticsearch\", api_key = \"s3cr3t\" }]\n",
+                Some("sinks[1].api_key"),
+            ),
+            (
+                "[[sinks]]\ntype = \"splunk_hec\"\nauth.token = \"s3cr3t\"\n",
+                Some("sinks[0].auth.token"),
+            ),
+            ("[api]\ntoken_file = \"/run/credentials/x\"\n", None),
+            ("# token = \"s3cr3t\"\n[api]\ncorp = \"acme\"\n", None),
+        ];
+        for (i, (text, key)) in cases.into_iter().enumerate() {
+            let path = dir.path().join(format!("c{i}.toml"));
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let warning = secret_permissions_warning(&path);
+            match key {
+                Some(key) => {
+                    let w = warning.unwrap_or_else(|| panic!("{text}: no warning"));
+                    assert!(w.contains(&format!("(`{key}`)")), "{text}: {w}");
+                    assert!(!w.contains("s3cr3t"), "{w}");
+                }
+                None => assert_eq!(warning, None, "{text}"),
+            }
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert_eq!(secret_permissions_warning(&path), None, "{text}: mode 600");
+        }
     }
 
     #[test]

@@ -16,7 +16,6 @@ use sigsci_export::scheduler;
 use sigsci_export::sim::es::{EsFaults, EsReceiver, EsReceiverAuth, EsReceiverConfig};
 use sigsci_export::sim::hec::{HecReceiver, HecReceiverConfig, HecToken};
 use sigsci_export::sim::{FaultConfig, SimConfig, Simulator};
-use sigsci_export::source::SourceError;
 use sigsci_export::source::client::FeedClient;
 use sigsci_export::store::Store;
 use sigsci_export::{admin, check, shutdown, status, telemetry, time};
@@ -58,16 +57,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Once, through the log: an ERROR line keeps its level in journald and JSON collectors,
+    // and reads as plain text on a terminal.
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(msg)) => {
             error!("{msg}");
-            eprintln!("sigsci-export: {msg}");
             ExitCode::from(2)
         }
         Err(Failure::Runtime(e)) => {
             error!("{e:#}");
-            eprintln!("sigsci-export: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -77,9 +76,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
         Command::Run { config, grace_secs } => {
             let cfg = load_file(&config)?;
-            if let Some(w) = config::secret_permissions_warning(&config.path) {
-                tracing::warn!("{w}");
-            }
+            warn_secret_permissions(&config);
             run(cfg, Duration::from_secs(grace_secs)).await
         }
         Command::Backfill {
@@ -89,20 +86,23 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             sites,
         } => {
             let cfg = load_file(&config)?;
+            warn_secret_permissions(&config);
             backfill(cfg, &from, &until, sites).await
         }
         Command::Check { config, offline } => {
             let cfg = load_file(&config)?;
             check_cmd(&cfg, &config, offline).await
         }
-        Command::Status { config, json } => {
-            let cfg = load_file(&config)?;
-            status_cmd(&cfg, json).await
-        }
-        Command::DeadLetters { config, action } => {
-            let cfg = load_file(&config)?;
-            dead_letters_cmd(&cfg, action).await
-        }
+        Command::Status {
+            config,
+            state,
+            json,
+        } => status_cmd(&state_target(&config, state)?, json).await,
+        Command::DeadLetters {
+            config,
+            state,
+            action,
+        } => dead_letters_cmd(&state_target(&config, state)?, action).await,
         Command::Healthcheck { url } => probe(&url).await,
         Command::Simulate {
             listen,
@@ -179,15 +179,34 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
     }
 }
 
+/// For the commands that use the secrets (`check` prints it as a WARN line instead).
+fn warn_secret_permissions(arg: &ConfigArg) {
+    if let Some(w) = config::secret_permissions_warning(&arg.path) {
+        tracing::warn!("{w}");
+    }
+}
+
 fn load_file(arg: &ConfigArg) -> Result<Config, Failure> {
     Ok(config::load(config::Source::File(&arg.path), &[])?)
 }
 
-fn client(cfg: &Config) -> Result<FeedClient, Failure> {
-    FeedClient::new(&cfg.api).map_err(|e| match e {
-        SourceError::Setup { reason } => Failure::Config(format!("configuration error: {reason}")),
-        other => Failure::Runtime(other.into()),
-    })
+/// Builds the feed client and every sink as `check` does: whatever fails there is the
+/// configuration's fault (exit 2, so systemd does not restart into the same failure).
+async fn preflight(cfg: &Config) -> Result<FeedClient, Failure> {
+    match check::preflight(cfg).await {
+        Ok(built) => Ok(built.into_client()),
+        Err(check::PreflightError::Config(problems)) => Err(Failure::Config(format!(
+            "configuration error: {}",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))),
+        Err(check::PreflightError::Scratch(reason)) => {
+            Err(Failure::Runtime(anyhow::anyhow!(reason)))
+        }
+    }
 }
 
 fn open_store(cfg: &Config) -> Result<Store, Failure> {
@@ -197,7 +216,7 @@ fn open_store(cfg: &Config) -> Result<Store, Failure> {
 }
 
 async fn run(cfg: Config, grace: Duration) -> Result<(), Failure> {
-    let client = client(&cfg)?;
+    let client = preflight(&cfg).await?;
     let store = open_store(&cfg)?;
     let cancel = shutdown::install();
     if let Some(addr) = cfg.admin.listen {
@@ -260,7 +279,7 @@ async fn backfill(cfg: Config, from: &str, until: &str, sites: Vec<String>) -> R
             )));
         }
     }
-    let client = client(&cfg)?;
+    let client = preflight(&cfg).await?;
     let store = open_store(&cfg)?;
     let cancel = shutdown::install();
     let progress = std::io::stderr().is_terminal().then(|| {
@@ -304,12 +323,19 @@ async fn backfill(cfg: Config, from: &str, until: &str, sites: Vec<String>) -> R
 
 async fn check_cmd(cfg: &Config, arg: &ConfigArg, offline: bool) -> Result<(), Failure> {
     let lines = check::run(cfg, Some(&arg.path), offline).await;
-    let mut failed = 0;
+    let (mut failed, mut invalid) = (0, 0);
     for l in &lines {
         println!("{l}");
-        if l.verdict == check::Verdict::Fail {
-            failed += 1;
+        match l.verdict {
+            check::Verdict::Fail => failed += 1,
+            check::Verdict::Invalid => invalid += 1,
+            check::Verdict::Ok | check::Verdict::Warn => {}
         }
+    }
+    if invalid > 0 {
+        return Err(Failure::Config(format!(
+            "configuration error: {invalid} setting(s) cannot work (the FAIL lines above); `run` would exit 2 as well"
+        )));
     }
     if failed > 0 {
         return Err(Failure::Runtime(anyhow::anyhow!(
@@ -319,20 +345,45 @@ async fn check_cmd(cfg: &Config, arg: &ConfigArg, offline: bool) -> Result<(), F
     Ok(())
 }
 
-fn open_read_only(cfg: &Config) -> Result<Store, Failure> {
-    Store::open_read_only(&cfg.spool.path)
+/// The state file `status` and `dead-letters` work on, and the sinks the config names (`None`
+/// with `--state`, when no config is read).
+struct StateTarget {
+    path: std::path::PathBuf,
+    sinks: Option<Vec<String>>,
+}
+
+/// Without `--state`, reads only what these commands use from the config: never a secret, so
+/// they work while the service's credentials are unavailable (service stopped, not root).
+fn state_target(
+    config: &ConfigArg,
+    state: Option<std::path::PathBuf>,
+) -> Result<StateTarget, Failure> {
+    match state {
+        Some(path) => Ok(StateTarget { path, sinks: None }),
+        None => {
+            let view = config::load_state_view(&config.path)?;
+            Ok(StateTarget {
+                path: view.spool_path,
+                sinks: Some(view.sinks),
+            })
+        }
+    }
+}
+
+fn open_read_only(target: &StateTarget) -> Result<Store, Failure> {
+    Store::open_read_only(&target.path)
         .with_context(|| {
             format!(
                 "cannot read the state file `{}` (has `run` or `backfill` been started with this config?)",
-                cfg.spool.path.display()
+                target.path.display()
             )
         })
         .map_err(Failure::Runtime)
 }
 
-async fn status_cmd(cfg: &Config, json: bool) -> Result<(), Failure> {
-    let store = open_read_only(cfg)?;
-    let report = status::report(&store, &cfg.spool.path.display().to_string(), time::now())
+async fn status_cmd(target: &StateTarget, json: bool) -> Result<(), Failure> {
+    let store = open_read_only(target)?;
+    let report = status::report(&store, &target.path.display().to_string(), time::now())
         .await
         .context("reading the state file")?;
     if json {
@@ -346,10 +397,10 @@ async fn status_cmd(cfg: &Config, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn dead_letters_cmd(cfg: &Config, action: DeadLetterAction) -> Result<(), Failure> {
+async fn dead_letters_cmd(target: &StateTarget, action: DeadLetterAction) -> Result<(), Failure> {
     match action {
         DeadLetterAction::List { sink, limit, json } => {
-            let store = open_read_only(cfg)?;
+            let store = open_read_only(target)?;
             let letters = store
                 .dead_letters(sink.as_deref(), limit)
                 .await
@@ -389,14 +440,56 @@ async fn dead_letters_cmd(cfg: &Config, action: DeadLetterAction) -> Result<(), 
                         .to_string(),
                 ));
             }
+            if !target.path.is_file() {
+                // Opening read-write would create an empty state file.
+                return Err(Failure::Runtime(anyhow::anyhow!(
+                    "no state file at `{}` (has `run` or `backfill` been started with this config?)",
+                    target.path.display()
+                )));
+            }
+            let store = Store::open(&target.path)
+                .with_context(|| format!("cannot open the state file `{}`", target.path.display()))
+                .map_err(Failure::Runtime)?;
+            // A letter goes back to the sink that rejected it: one that is no longer configured
+            // would hold it (and the spool rows after it) forever.
+            let (known, known_as) = match &target.sinks {
+                Some(names) => (names.clone(), "the config"),
+                None => (
+                    store
+                        .sink_states()
+                        .await
+                        .context("reading the state file's sinks")?
+                        .into_iter()
+                        .filter(|s| s.ns == scheduler::RUN_NS)
+                        .map(|s| s.sink)
+                        .collect(),
+                    "the last `run` on this state file",
+                ),
+            };
             if let Some(s) = &sink {
-                if !cfg.sinks.iter().any(|c| c.name() == s) {
+                if !known.contains(s) {
                     return Err(Failure::Config(format!(
-                        "dead-letters replay: no sink named `{s}` in the config"
+                        "dead-letters replay: no sink named `{s}` in {known_as} (sinks: {})",
+                        known.join(", ")
                     )));
                 }
             }
-            let store = open_store(cfg)?;
+            let selected = store
+                .dead_letter_sinks(sink.as_deref(), ids.clone())
+                .await
+                .context("reading dead letters")?;
+            let unknown: Vec<String> = selected
+                .iter()
+                .filter(|(s, _)| !known.contains(s))
+                .map(|(s, n)| format!("{n} for `{s}`"))
+                .collect();
+            if !unknown.is_empty() {
+                return Err(Failure::Config(format!(
+                    "dead-letters replay: the selection holds dead letters of sinks not in {known_as} ({}); \
+                     nothing was re-queued. Add the sink back, or narrow the selection with --sink NAME or --id N",
+                    unknown.join(", ")
+                )));
+            }
             let n = store
                 .replay_dead_letters(scheduler::RUN_NS, sink.as_deref(), ids)
                 .await

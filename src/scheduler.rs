@@ -21,7 +21,7 @@ use crate::config::{Config, Sites};
 use crate::sink::driver::Driver;
 use crate::source::SourceError;
 use crate::source::client::FeedClient;
-use crate::spool_limit::SpoolLimit;
+use crate::spool_limit::{SpoolLimit, Waiter};
 use crate::store::{SiteKey, Store, StoreError};
 use crate::telemetry::metrics;
 use crate::time::{align_down, fmt};
@@ -31,6 +31,9 @@ pub const RUN_NS: &str = "run";
 
 /// How often `sites = ["*"]` is re-listed.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(600);
+
+/// How soon a failed listing is tried again.
+const DISCOVERY_RETRY: Duration = Duration::from_secs(60);
 
 /// What stops the scheduler with a failure.
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +186,7 @@ async fn sample_loop(store: Store, cancel: CancellationToken) {
 
 /// Proves the runtime still schedules work: feeds `/healthz` and the systemd watchdog.
 async fn heartbeat_loop(cancel: CancellationToken) {
-    let every = crate::systemd::watchdog_interval().unwrap_or(Duration::from_secs(10));
+    let every = crate::systemd::heartbeat_interval();
     loop {
         crate::admin::heartbeat();
         crate::systemd::watchdog();
@@ -373,7 +376,9 @@ fn spawn_live_site(tracker: &TaskTracker, ctx: Ctx, site: String, fatal: Fatal) 
 async fn discover_loop(ctx: Ctx, tracker: TaskTracker, fatal: Fatal) {
     let mut running: HashSet<String> = HashSet::new();
     loop {
-        match ctx.client.list_sites().await {
+        // Sites already found keep polling while a listing fails; a failure is retried sooner
+        // than the next discovery, since at start-up nothing polls until a listing succeeds.
+        let next = match ctx.client.list_sites().await {
             Ok(sites) => {
                 for s in sites {
                     if running.insert(s.name.clone()) {
@@ -381,14 +386,19 @@ async fn discover_loop(ctx: Ctx, tracker: TaskTracker, fatal: Fatal) {
                         spawn_live_site(&tracker, ctx.clone(), s.name, fatal.clone());
                     }
                 }
+                DISCOVERY_INTERVAL
+            }
+            Err(e) if needs_operator(&e) => {
+                error!(corp = %ctx.cfg.api.corp, error = %e, retry_secs = DISCOVERY_RETRY.as_secs(), "Listing the corp's sites failed; new sites are not exported until it is fixed.");
+                DISCOVERY_RETRY
             }
             Err(e) => {
-                error!(corp = %ctx.cfg.api.corp, error = %e, "Listing the corp's sites failed.")
+                warn!(corp = %ctx.cfg.api.corp, error = %e, retry_secs = DISCOVERY_RETRY.as_secs(), "Listing the corp's sites failed; retrying.");
+                DISCOVERY_RETRY
             }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(DISCOVERY_INTERVAL) => {}
-            _ = ctx.cancel.cancelled() => return,
+        };
+        if !sleep_or_cancel(&ctx.cancel, next).await {
+            return;
         }
     }
 }
@@ -400,6 +410,10 @@ fn oldest_fetchable(now: i64, retention_secs: i64) -> i64 {
 
 /// If `cursor` fell out of the feed's retention, the data in between is gone for good: say so
 /// exactly, persist the jump, and return the new cursor.
+///
+/// While the feed stays unreachable (credentials refused for longer than the retention), every
+/// retry loses the minutes the feed dropped since the last one: those extend the same recorded
+/// range, logged at WARN with its new end, so the ERROR stays one per loss.
 async fn skip_lost_range(
     ctx: &Ctx,
     key: &SiteKey,
@@ -410,15 +424,23 @@ async fn skip_lost_range(
     if cursor >= oldest {
         return Ok(cursor);
     }
-    error!(
-        corp = %key.corp, site = %key.site, lost_from = %fmt(cursor), lost_until = %fmt(oldest),
-        lost_seconds = oldest - cursor,
-        "Data lost: the feed no longer serves this range (older than its retention); continuing from the oldest fetchable minute."
-    );
-    // Recorded before the cursor jumps: a crash in between records it again (idempotent),
-    // never jumps without a record.
-    ctx.store.record_gap(key, cursor, oldest).await?;
-    metrics::lost(&key.site, oldest - cursor);
+    // Recorded before the cursor jumps: a crash in between records it again (which adds
+    // nothing), never jumps without a record.
+    let gap = ctx.store.record_gap(key, cursor, oldest).await?;
+    metrics::lost(&key.site, gap.added_secs);
+    if gap.extended {
+        warn!(
+            corp = %key.corp, site = %key.site, lost_from = %fmt(gap.from), lost_until = %fmt(gap.until),
+            lost_seconds = gap.until - gap.from, added_seconds = gap.added_secs,
+            "Data loss continues: the lost range grew (the feed is still out of reach for longer than its retention)."
+        );
+    } else {
+        error!(
+            corp = %key.corp, site = %key.site, lost_from = %fmt(gap.from), lost_until = %fmt(gap.until),
+            lost_seconds = gap.until - gap.from,
+            "Data lost: the feed no longer serves this range (older than its retention); continuing from the oldest fetchable minute."
+        );
+    }
     ctx.store
         .commit_page(key, Vec::new(), crate::time::now(), Some(oldest))
         .await?;
@@ -449,6 +471,17 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
     // Logged once per catch-up, so an operator sees a backlog drain without per-window noise.
     let mut caught_up = false;
     while !ctx.cancel.is_cancelled() {
+        // Room in the spool first: a full spool can pause this loop for hours, and both the
+        // lost-range check and the window must be decided after the pause (a window chosen
+        // before it has fallen out of the retention and draws a 400, not a gap record).
+        let waiter = Waiter {
+            site: &site,
+            cursor,
+            retention_secs: cfg.api.retention_secs,
+        };
+        if !ctx.limit.wait_for_room(&ctx.cancel, Some(waiter)).await? {
+            break;
+        }
         let now = crate::time::now();
         let horizon = align_down(now - poll.delay_secs);
         cursor = skip_lost_range(&ctx, &key, cursor, horizon).await?;
@@ -463,9 +496,6 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
             continue;
         }
         metrics::site_lag(&site, now - cursor);
-        if !ctx.limit.wait_for_room(&ctx.cancel).await? {
-            break;
-        }
         let until = horizon.min(cursor + poll.max_window_secs);
         match fetch_window(&ctx, &key, cursor, until, true).await {
             Ok(Some(n)) => {
@@ -477,7 +507,7 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
                 metrics::site_lag(&site, crate::time::now() - cursor);
                 if failures > 0 {
                     metrics::site_failing(&site, false);
-                    metrics::corp_blocked(&key.corp, None);
+                    metrics::site_blocked(&key.corp, &site, None);
                 }
                 failures = 0;
             }
@@ -486,8 +516,8 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
             Err(WindowError::Source(e)) => {
                 failures = failures.saturating_add(1);
                 metrics::site_failing(&site, true);
-                if matches!(e, SourceError::Auth { .. }) {
-                    metrics::corp_blocked(&key.corp, Some(&e.to_string()));
+                if needs_operator(&e) {
+                    metrics::site_blocked(&key.corp, &site, Some(&e.to_string()));
                 }
                 ctx.store.set_site_error(&key, &e.to_string()).await?;
                 let pause = after_failure(&e, &site, cursor, until, failures, poll.interval_secs);
@@ -499,6 +529,15 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
     }
     info!(site = %site, cursor = %fmt(cursor), "Site poller stopped.");
     Ok(())
+}
+
+/// Feed errors that retrying cannot fix: refused credentials or access (401/403), an unknown
+/// corp or site (404), a client that cannot be built.
+fn needs_operator(e: &SourceError) -> bool {
+    matches!(
+        e,
+        SourceError::Auth { .. } | SourceError::NotFound { .. } | SourceError::Setup { .. }
+    )
 }
 
 /// Logs a failed window at the level it deserves and says how long to wait before the retry.
@@ -575,6 +614,10 @@ async fn backfill_site(
     };
     loop {
         while set.len() < parallel && next_from < until && !ctx.cancel.is_cancelled() {
+            // Before the lost-range check, as in live mode: a pause can outlast the retention.
+            if !ctx.limit.wait_for_room(&ctx.cancel, None).await? {
+                break;
+            }
             if windows.is_empty() {
                 // Only between windows, so a lost range is recorded at the cursor.
                 let before = next_from;
@@ -586,9 +629,6 @@ async fn backfill_site(
                 if next_from >= until {
                     break;
                 }
-            }
-            if !ctx.limit.wait_for_room(&ctx.cancel).await? {
-                break;
             }
             let end = until.min(next_from + ctx.cfg.poll.max_window_secs);
             windows.insert(next_from, (end, false));

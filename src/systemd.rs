@@ -33,7 +33,37 @@ pub fn watchdog() {
     send(NotifyState::Watchdog);
 }
 
-/// How often to ping: half the unit's `WatchdogSec=`, if set.
-pub fn watchdog_interval() -> Option<Duration> {
-    sd_notify::watchdog_enabled().map(|d| d / 2)
+/// How often the scheduler's heartbeat runs (pinging the watchdog and feeding `/healthz`).
+pub fn heartbeat_interval() -> Duration {
+    heartbeat_every(sd_notify::watchdog_enabled())
+}
+
+/// Half the unit's `WatchdogSec=` as systemd recommends, but never longer than 10 s: the same
+/// beat feeds `/healthz`, which reports a stall after 120 s, and a long `WatchdogSec=` must not
+/// make it flap.
+fn heartbeat_every(watchdog: Option<Duration>) -> Duration {
+    const MAX: Duration = Duration::from_secs(10);
+    watchdog.map_or(MAX, |w| (w / 2).min(MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heartbeat_is_half_the_watchdog_but_at_most_10_s() {
+        assert_eq!(heartbeat_every(None), Duration::from_secs(10));
+        assert_eq!(
+            heartbeat_every(Some(Duration::from_secs(6))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            heartbeat_every(Some(Duration::from_secs(120))),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            heartbeat_every(Some(Duration::from_secs(3600))),
+            Duration::from_secs(10)
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! commits. Lost ranges (gaps), the last error of each site, blocked sinks, dead-letter replay,
 //! and dropping the oldest undelivered events when the spool is full.
 
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::db::{Fail, SyncStore, now};
 use super::{SiteKey, Store, StoreError};
@@ -18,6 +18,20 @@ pub struct Gap {
     pub until: i64,
     /// When it was recorded.
     pub recorded_at: i64,
+}
+
+/// What [`Store::record_gap`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GapRecord {
+    /// The recorded range after this call (the extended one, when it extended one).
+    pub from: i64,
+    /// Its end.
+    pub until: i64,
+    /// True when an existing range grew (or already covered the new one); false when the range
+    /// is a new loss.
+    pub extended: bool,
+    /// Seconds lost that no earlier call recorded: what to add to a lost-seconds counter.
+    pub added_secs: i64,
 }
 
 /// The most recent fetch error of a site.
@@ -84,8 +98,16 @@ pub struct SpoolDrop {
 const BLOCKED_KEY: &str = "blocked";
 
 impl Store {
-    /// Records a lost range of a site (idempotent for the same start).
-    pub async fn record_gap(&self, key: &SiteKey, from: i64, until: i64) -> Result<(), StoreError> {
+    /// Records that `[from, until)` of a site is lost. A range that starts inside or right at
+    /// the end of a recorded one extends it (an outage longer than the retention loses a little
+    /// more on every retry: one range, not one per retry). Idempotent: recording the same range
+    /// again adds nothing.
+    pub async fn record_gap(
+        &self,
+        key: &SiteKey,
+        from: i64,
+        until: i64,
+    ) -> Result<GapRecord, StoreError> {
         let key = key.clone();
         self.run("record_gap", move |db| db.record_gap(&key, from, until))
             .await
@@ -149,6 +171,20 @@ impl Store {
             .await
     }
 
+    /// The dead letters [`Store::replay_dead_letters`] would select with `sink` and `ids`,
+    /// counted by the sink that rejected them.
+    pub async fn dead_letter_sinks(
+        &self,
+        sink: Option<&str>,
+        ids: Vec<i64>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let sink = sink.map(str::to_owned);
+        self.run("dead_letter_sinks", move |db| {
+            db.dead_letter_sinks(sink.as_deref(), &ids)
+        })
+        .await
+    }
+
     /// Moves dead letters back into the spool of namespace `into_ns`, each for the one sink that
     /// rejected it; `sink` and `ids` narrow the selection. Returns how many were re-queued.
     pub async fn replay_dead_letters(
@@ -194,17 +230,59 @@ impl SyncStore {
         key: &SiteKey,
         from: i64,
         until: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<GapRecord, StoreError> {
         let result = (|| -> Result<_, Fail> {
-            self.conn
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let touching: Option<(i64, i64)> = tx
                 .prepare_cached(
-                    "INSERT INTO gaps (ns, corp, site, from_ts, until_ts, recorded_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (ns, corp, site, from_ts)
-                     DO UPDATE SET until_ts = MAX(until_ts, excluded.until_ts)",
+                    "SELECT from_ts, until_ts FROM gaps
+                     WHERE ns = ?1 AND corp = ?2 AND site = ?3 AND from_ts <= ?4 AND until_ts >= ?4
+                     ORDER BY from_ts DESC LIMIT 1",
                 )?
-                .execute(params![key.ns, key.corp, key.site, from, until, now()])?;
-            Ok(())
+                .query_row(params![key.ns, key.corp, key.site, from], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            let record = match touching {
+                Some((old_from, old_until)) => {
+                    let new_until = old_until.max(until);
+                    tx.prepare_cached(
+                        "UPDATE gaps SET until_ts = ?5
+                         WHERE ns = ?1 AND corp = ?2 AND site = ?3 AND from_ts = ?4",
+                    )?
+                    .execute(params![key.ns, key.corp, key.site, old_from, new_until])?;
+                    GapRecord {
+                        from: old_from,
+                        until: new_until,
+                        extended: true,
+                        added_secs: new_until - old_until,
+                    }
+                }
+                None => {
+                    tx.prepare_cached(
+                        "INSERT INTO gaps (ns, corp, site, from_ts, until_ts, recorded_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![
+                        key.ns,
+                        key.corp,
+                        key.site,
+                        from,
+                        until,
+                        now()
+                    ])?;
+                    GapRecord {
+                        from,
+                        until,
+                        extended: false,
+                        added_secs: until - from,
+                    }
+                }
+            };
+            tx.commit()?;
+            Ok(record)
         })();
         self.finish("record_gap", result)
     }
@@ -331,6 +409,32 @@ impl SyncStore {
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })();
         self.finish("dead_letter_counts", result)
+    }
+
+    pub(super) fn dead_letter_sinks(
+        &mut self,
+        sink: Option<&str>,
+        ids: &[i64],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let result = (|| -> Result<_, Fail> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT dl_id, sink FROM dead_letters WHERE ?1 IS NULL OR sink = ?1 ORDER BY dl_id",
+            )?;
+            let rows = stmt
+                .query_map(params![sink], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut counts = std::collections::BTreeMap::<String, i64>::new();
+            for (id, sink) in rows {
+                // The same selection as replay_dead_letters.
+                if ids.is_empty() || ids.contains(&id) {
+                    *counts.entry(sink).or_default() += 1;
+                }
+            }
+            Ok(counts.into_iter().collect())
+        })();
+        self.finish("dead_letter_sinks", result)
     }
 
     pub(super) fn replay_dead_letters(
@@ -478,4 +582,70 @@ fn site_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<SiteKey> {
         corp: row.get(1)?,
         site: row.get(2)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(site: &str) -> SiteKey {
+        SiteKey {
+            ns: "run".into(),
+            corp: "acme".into(),
+            site: site.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_loss_that_goes_on_extends_one_range_and_counts_each_second_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let www = key("www");
+        let first = store.record_gap(&www, 1_000, 4_600).await.unwrap();
+        assert_eq!(
+            first,
+            GapRecord {
+                from: 1_000,
+                until: 4_600,
+                extended: false,
+                added_secs: 3_600
+            }
+        );
+        // The next retry starts where the cursor jumped to.
+        let second = store.record_gap(&www, 4_600, 4_900).await.unwrap();
+        assert_eq!((second.from, second.until), (1_000, 4_900));
+        assert!(second.extended);
+        assert_eq!(second.added_secs, 300);
+        // A crash between the record and the cursor jump records the same range again.
+        let again = store.record_gap(&www, 4_600, 4_900).await.unwrap();
+        assert!(again.extended);
+        assert_eq!(again.added_secs, 0);
+        // A range starting inside the recorded one adds only its new part.
+        let inside = store.record_gap(&www, 2_000, 5_000).await.unwrap();
+        assert_eq!(
+            (inside.from, inside.until, inside.added_secs),
+            (1_000, 5_000, 100)
+        );
+        // Another site's loss is its own.
+        let api = store.record_gap(&key("api"), 4_600, 5_000).await.unwrap();
+        assert!(!api.extended);
+        // After fetching resumed, a later loss is a new episode.
+        let later = store.record_gap(&www, 9_000, 9_600).await.unwrap();
+        assert!(!later.extended);
+        let gaps: Vec<(String, i64, i64)> = store
+            .gaps()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| (g.key.site, g.from, g.until))
+            .collect();
+        assert_eq!(
+            gaps,
+            [
+                ("api".to_string(), 4_600, 5_000),
+                ("www".to_string(), 1_000, 5_000),
+                ("www".to_string(), 9_000, 9_600),
+            ]
+        );
+    }
 }

@@ -105,7 +105,11 @@ pub fn describe() {
     );
     describe_gauge!(
         "sigsci_export_corp_blocked",
-        "1 while the feed API refuses our credentials or corp."
+        "1 while the feed API refuses at least one site of the corp (credentials, access, unknown site)."
+    );
+    describe_gauge!(
+        "sigsci_export_site_blocked",
+        "1 while the feed API refuses this site (credentials, access, unknown site) until an operator acts."
     );
 }
 
@@ -195,9 +199,11 @@ pub fn spool_bytes(bytes: i64) {
     gauge!("sigsci_export_spool_bytes").set(bytes as f64);
 }
 
-/// Whether polling is paused because the spool is full.
-pub fn spool_full(full: bool) {
-    gauge!("sigsci_export_spool_full").set(if full { 1.0 } else { 0.0 });
+/// Polling is paused because the spool is full (`Some(reason)`, also reported by `/readyz`),
+/// or runs again (`None`).
+pub fn spool_full(reason: Option<&str>) {
+    gauge!("sigsci_export_spool_full").set(if reason.is_some() { 1.0 } else { 0.0 });
+    set_blocked("spool".to_string(), reason);
 }
 
 /// Undelivered events dropped from a full spool.
@@ -205,7 +211,8 @@ pub fn spool_dropped(events: i64) {
     counter!("sigsci_export_spool_dropped_events_total").increment(events.max(0) as u64);
 }
 
-/// What is blocked right now, for `/readyz`: component (`sink:NAME`, `corp:NAME`) -> reason.
+/// What is blocked right now, for `/readyz`: component (`sink:NAME`, `site:NAME`, `spool`) ->
+/// reason.
 fn blocked() -> &'static Mutex<BTreeMap<String, String>> {
     static BLOCKED: OnceLock<Mutex<BTreeMap<String, String>>> = OnceLock::new();
     BLOCKED.get_or_init(Mutex::default)
@@ -221,14 +228,29 @@ pub fn sink_blocked(sink: &str, reason: Option<&str>) {
     set_blocked(format!("sink:{sink}"), reason);
 }
 
-/// The feed API refuses the corp's credentials (`Some(reason)`) or accepts them again.
-pub fn corp_blocked(corp: &str, reason: Option<&str>) {
-    gauge!("sigsci_export_corp_blocked", "corp" => corp.to_owned()).set(if reason.is_some() {
+/// The feed API refuses site `site` of `corp` until an operator acts (`Some(reason)`), or
+/// serves it again (`None`). Kept per site: a 403 or 404 on one site must keep `/readyz` down
+/// even while other sites of the corp recover.
+pub fn site_blocked(corp: &str, site: &str, reason: Option<&str>) {
+    gauge!("sigsci_export_site_blocked", "site" => site.to_owned()).set(if reason.is_some() {
         1.0
     } else {
         0.0
     });
-    set_blocked(format!("corp:{corp}"), reason);
+    let any = {
+        let mut map = blocked().lock().unwrap_or_else(PoisonError::into_inner);
+        let component = format!("site:{site}");
+        match reason {
+            Some(r) => map.insert(component, r.to_owned()),
+            None => map.remove(&component),
+        };
+        map.keys().any(|k| k.starts_with("site:"))
+    };
+    gauge!("sigsci_export_corp_blocked", "corp" => corp.to_owned()).set(if any {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 fn set_blocked(component: String, reason: Option<&str>) {
@@ -251,4 +273,29 @@ pub fn blocked_now() -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocked_sites() -> Vec<String> {
+        blocked_now()
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with("site:blk-"))
+            .collect()
+    }
+
+    #[test]
+    fn a_recovering_site_does_not_clear_another_sites_block() {
+        site_blocked("acme", "blk-shop", Some("HTTP 403: no access to this site"));
+        site_blocked("acme", "blk-www", Some("HTTP 401: bad token"));
+        site_blocked("acme", "blk-www", None);
+        // Another site recovering (or one that never failed) leaves the 403 in place.
+        site_blocked("acme", "blk-api", None);
+        assert_eq!(blocked_sites(), ["site:blk-shop"]);
+        site_blocked("acme", "blk-shop", None);
+        assert!(blocked_sites().is_empty());
+    }
 }

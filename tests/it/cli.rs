@@ -40,6 +40,12 @@ async fn bad_config_exits_2_naming_the_key() {
             "{line}: stderr does not name {key}:\n{}",
             out.stderr
         );
+        assert_eq!(
+            out.stderr.lines().filter(|l| l.contains(key)).count(),
+            1,
+            "{line}: the error is printed once:\n{}",
+            out.stderr
+        );
         assert!(out.stdout.is_empty());
     }
     let out = run(

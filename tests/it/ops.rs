@@ -450,6 +450,7 @@ async fn secrets_never_appear_in_any_output() {
         vec!["status", "-c", &cfg],
         vec!["status", "--json", "-c", &cfg],
         vec!["dead-letters", "-c", &cfg, "list"],
+        vec!["dead-letters", "-c", &cfg, "replay", "--all"],
     ] {
         let out = run(&args, &env, Duration::from_secs(30)).await;
         assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
@@ -495,6 +496,28 @@ async fn secrets_never_appear_in_any_output() {
         out.stdout
     );
     assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
+    // backfill warns too (the range is the one exported above: nothing left to do).
+    let out = run(
+        &[
+            "backfill",
+            "-c",
+            inline.to_str().unwrap(),
+            "--from",
+            &rfc3339(until - 600),
+            "--until",
+            &rfc3339(until),
+        ],
+        &env,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("api.token") && out.stderr.contains("chmod 600"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
 }
 
 #[test]
@@ -531,4 +554,313 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "systemd-analyze verify: {}\n{stderr}",
         out.status
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_ca_file_is_a_configuration_error_in_check_and_run() {
+    let sim = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Exists (so the config loads), but holds no certificate: only building the client finds it.
+    let not_pem = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let env = [("SIGSCI_EXPORT_SINK_SPLUNK_TOKEN", "hec-token")];
+
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink_cfg = write_config(
+        sink_dir.path(),
+        &sim,
+        "demo-token",
+        "",
+        &format!(
+            "[[sinks]]\ntype = \"splunk_hec\"\nname = \"splunk\"\nurl = \"https://127.0.0.1:9\"\nca_file = \"{}\"\n",
+            not_pem.display()
+        ),
+    );
+    let api_dir = tempfile::tempdir().unwrap();
+    let api_cfg = write_config(
+        api_dir.path(),
+        &sim,
+        "demo-token",
+        &format!("ca_file = \"{}\"", not_pem.display()),
+        "",
+    );
+    for (cfg, what) in [(&sink_cfg, "sink splunk"), (&api_cfg, "api")] {
+        let c = cfg.to_str().unwrap();
+        for args in [vec!["check", "--offline", "-c", c], vec!["check", "-c", c]] {
+            let out = run(&args, &env, Duration::from_secs(60)).await;
+            assert_eq!(
+                out.code,
+                Some(2),
+                "{args:?}: {}\n{}",
+                out.stdout,
+                out.stderr
+            );
+            let fail = format!("FAIL {what}:");
+            assert!(
+                out.stdout
+                    .lines()
+                    .any(|l| l.starts_with(&fail) && l.contains("not-a-ca.pem")),
+                "{args:?}: {}",
+                out.stdout
+            );
+            assert!(
+                !out.stdout.contains("OK   build"),
+                "{args:?}: {}",
+                out.stdout
+            );
+        }
+        // `run` stops at the same place, before polling, with the same exit code: systemd's
+        // RestartPreventExitStatus=2 keeps it from restarting into the same failure.
+        let out = run(&["run", "-c", c], &env, Duration::from_secs(60)).await;
+        assert_eq!(out.code, Some(2), "run: {}", out.stderr);
+        assert!(
+            out.stderr.contains(what) && out.stderr.contains("not-a-ca.pem"),
+            "run: {}",
+            out.stderr
+        );
+        assert!(out.stdout.is_empty());
+        assert!(
+            !out.stderr.contains("Site poller started"),
+            "run must fail before polling: {}",
+            out.stderr
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_blocks_readiness_keeps_the_lag_moving_and_warns_before_data_is_lost() {
+    // Slow pages and one-minute windows: the spool's size is sampled once a second, and the
+    // cursors must stop well behind (about 10 minutes of data fill the spool).
+    let sim = start_sim(SimConfig {
+        faults: sigsci_export::sim::FaultConfig {
+            latency_ms: 200,
+            ..Default::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    // Splunk refuses the token: that sink keeps every event in the spool, which fills up.
+    let hec = HecReceiver::start(
+        HecReceiverConfig {
+            tokens: vec![HecToken::new("the-right-token")],
+            ..HecReceiverConfig::default()
+        },
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // 58 minutes behind with a one-hour retention: the spool fills with the cursors inside the
+    // last 30 minutes before the feed drops their data.
+    let (cfg, port) = config_with_admin(
+        dir.path(),
+        &sim,
+        "demo-token",
+        "retention_secs = 3600",
+        &format!(
+            "[[sinks]]\ntype = \"splunk_hec\"\nname = \"splunk\"\nurl = \"{}\"\n\n\
+             [spool]\nmax_bytes = 1048576\nwhen_full = \"block\"\n\n\
+             [poll]\nstart_at = \"-58m\"\nmax_window_secs = 60\ninterval_secs = 5\n",
+            hec.url()
+        ),
+    );
+    // `[spool]` appears twice now: keep the path in the second one.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let path_line = format!("path = \"{}\"", dir.path().join("state.db").display());
+    let text = text
+        .replacen(&format!("[spool]\n{path_line}\n"), "", 1)
+        .replace("[spool]\n", &format!("[spool]\n{path_line}\n"));
+    std::fs::write(&cfg, text).unwrap();
+    let env = [("SIGSCI_EXPORT_SINK_SPLUNK_TOKEN", "a-wrong-token")];
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let running = spawn_env(&["run", "-c", cfg.to_str().unwrap()], &env, lines.clone());
+    let base = format!("http://127.0.0.1:{port}");
+
+    let mut ready = (0, String::new());
+    for _ in 0..300 {
+        if let Ok(resp) = reqwest::get(format!("{base}/readyz")).await {
+            ready = (
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            );
+            if ready.1.contains("spool") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ready.0, 503, "{}", ready.1);
+    assert!(ready.1.contains("spool: spool full"), "{}", ready.1);
+
+    // While polling is paused the cursor stands still, and the lag gauge keeps growing.
+    let lag = || async {
+        let text = get(&format!("{base}/metrics")).await.1;
+        metric(&text, "sigsci_export_site_lag_seconds", &[("site", "www")])
+    };
+    let first = lag().await.expect("a lag gauge");
+    let mut later = first;
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        later = lag().await.unwrap();
+        if later >= first + 3.0 {
+            break;
+        }
+    }
+    assert!(
+        later >= first + 3.0,
+        "the lag gauge froze at {first} ({later})"
+    );
+    let text = get(&format!("{base}/metrics")).await.1;
+    assert_eq!(metric(&text, "sigsci_export_spool_full", &[]), Some(1.0));
+
+    let (code, stderr) = running.terminate(Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let loss: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("Data will be lost in"))
+        .collect();
+    assert!(
+        !loss.is_empty() && loss.iter().all(|l| l.contains("\"ERROR\"")),
+        "{stderr}"
+    );
+    for site in ["www", "api"] {
+        let n = loss
+            .iter()
+            .filter(|l| l.contains(&format!("\"site\":\"{site}\"")))
+            .count();
+        assert!(n <= 1, "one warning per site and pause: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_dead_letters_read_no_secret_and_replay_only_to_configured_sinks() {
+    let sim = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    {
+        // `old` rejected one event, then was removed from the config (and from the last run).
+        let store = Store::open(&db).unwrap();
+        let both = ["stdout".to_string(), "old".to_string()];
+        store.register_sinks("run", &both).await.unwrap();
+        let key = SiteKey {
+            ns: "run".into(),
+            corp: "demo".into(),
+            site: "www".into(),
+        };
+        let ev = |id: &str| NewEvent {
+            id: id.into(),
+            ts: 1_000,
+            body: format!("{{\"id\":\"{id}\"}}"),
+        };
+        store
+            .commit_page(&key, vec![ev("a"), ev("b")], 1_000, None)
+            .await
+            .unwrap();
+        for (sink, rejected) in [("stdout", 0), ("old", 1)] {
+            let batch = store.read_batch("run", sink, 10, 1 << 20).await.unwrap();
+            let dead = vec![(batch[rejected].clone(), format!("{sink} said no"))];
+            store.settle("run", sink, batch[1].seq, dead).await.unwrap();
+        }
+        store.register_sinks("run", &both[..1]).await.unwrap();
+    }
+    // The service's credentials are not there (systemd provides them only to the running
+    // service): the API token file and the HEC token file are both missing.
+    let cfg = write_config(
+        dir.path(),
+        &sim,
+        "unused",
+        "",
+        "[[sinks]]\ntype = \"splunk_hec\"\nname = \"splunk\"\nurl = \"https://splunk.example.com:8088\"\n\
+         token_file = \"/run/credentials/sigsci-export.service/hec-token\"\n",
+    );
+    std::fs::remove_file(dir.path().join("token")).unwrap();
+    let c = cfg.to_str().unwrap();
+    let state = db.to_str().unwrap();
+    let run_args = [
+        vec!["status", "-c", c],
+        vec!["status", "--json", "--state", state],
+        vec!["dead-letters", "-c", c, "list"],
+        vec!["dead-letters", "--state", state, "list"],
+    ];
+    for args in &run_args {
+        let out = run(args, &[], Duration::from_secs(30)).await;
+        assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+        assert!(out.stdout.contains("stdout"), "{args:?}: {}", out.stdout);
+    }
+    // The full config is still refused where it is needed.
+    let out = run(
+        &["check", "--offline", "-c", c],
+        &[],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+
+    // `old` is neither in the config nor in the last run: its letter stays where it is.
+    for args in [
+        vec!["dead-letters", "-c", c, "replay", "--all"],
+        vec!["dead-letters", "-c", c, "replay", "--id", "2"],
+        vec!["dead-letters", "--state", state, "replay", "--all"],
+        vec!["dead-letters", "-c", c, "replay", "--sink", "old"],
+    ] {
+        let out = run(&args, &[], Duration::from_secs(30)).await;
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("`old`"), "{args:?}: {}", out.stderr);
+    }
+    let list = run(
+        &["dead-letters", "-c", c, "list", "--json"],
+        &[],
+        Duration::from_secs(30),
+    )
+    .await;
+    let letters: Vec<serde_json::Value> = list
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 2, "{}", list.stdout);
+    let id_of =
+        |sink: &str| letters.iter().find(|l| l["sink"] == sink).unwrap()["dl_id"].to_string();
+    assert_eq!(id_of("old"), "2", "the ids used above");
+    // The configured sink's letter replays, by id or by sink.
+    let out = run(
+        &["dead-letters", "-c", c, "replay", "--id", &id_of("stdout")],
+        &[],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.starts_with("1 dead letter"), "{}", out.stdout);
+}
+
+#[test]
+fn the_deploy_files_keep_their_promises() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    // A readiness probe on /readyz would take the whole application pod out of its Service
+    // while a sink is blocked; liveness stays, and /tmp is writable under a read-only root.
+    let sidecar = read("deploy/kubernetes/sidecar.yaml");
+    let spec: Vec<&str> = sidecar
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    let spec = spec.join("\n");
+    assert!(!spec.contains("readinessProbe"), "{spec}");
+    assert!(spec.contains("livenessProbe:") && spec.contains("path: /healthz"));
+    assert!(spec.contains("readOnlyRootFilesystem: true"));
+    assert!(spec.contains("mountPath: /tmp") && spec.contains("emptyDir"));
+    // The image is built as CI builds, from a context without build output or state files.
+    let ci = read(".ci/run");
+    let release = ci
+        .find("cargo build --release --locked")
+        .expect("CI builds the release binary");
+    let tests = ci
+        .rfind("\ncargo test\n")
+        .expect("the README's test command");
+    assert!(release < tests);
+    assert!(read("deploy/Dockerfile").contains("RUN cargo build --release --locked"));
+    let ignore = read(".dockerignore");
+    for entry in ["target/", ".git/", "**/*.db"] {
+        assert!(ignore.lines().any(|l| l == entry), "{entry}");
+    }
 }
