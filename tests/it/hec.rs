@@ -38,6 +38,84 @@ fn hec_sink(dir: &Path, rx: &HecReceiver) -> String {
     )
 }
 
+/// `check` runs the sink's healthcheck: `/health` (which ignores the token, like Splunk's) and
+/// a blank-event probe that does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_finds_a_wrong_token_a_forbidden_index_and_a_closed_port() {
+    let sim = start_sim(SimConfig::default()).await;
+    let rx = HecReceiver::start(
+        HecReceiverConfig {
+            tokens: vec![HecToken {
+                allowed_indexes: Some(vec!["waf".into()]),
+                ..HecToken::new(HEC_TOKEN)
+            }],
+            ..HecReceiverConfig::default()
+        },
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .await
+    .unwrap();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let wrong = "hec-wrong-5e0c-NEVER-PRINT-ME";
+    for (url, token, index, ok, needle) in [
+        (rx.url(), HEC_TOKEN, "waf", true, "healthcheck passed"),
+        (rx.url(), wrong, "waf", false, "the HEC token is not valid"),
+        (
+            rx.url(),
+            HEC_TOKEN,
+            "secret",
+            false,
+            "index `secret` is not allowed for this token: add it to the token's allowed indexes",
+        ),
+        (
+            closed,
+            HEC_TOKEN,
+            "waf",
+            false,
+            "listening on this host and port (default 8088)",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let tf = dir.path().join("hec-token");
+        std::fs::write(&tf, token).unwrap();
+        let extra = format!(
+            "\n[[sinks]]\ntype = \"splunk_hec\"\nurl = \"{url}\"\ntoken_file = \"{}\"\nindex = \"{index}\"\n",
+            tf.display()
+        );
+        let cfg = write_config(dir.path(), &sim, "demo-token", "", &extra);
+        let out = run(
+            &["check", "-c", cfg.to_str().unwrap()],
+            &[],
+            Duration::from_secs(60),
+        )
+        .await;
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.contains("sink splunk_hec:"))
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(
+            out.code,
+            Some(if ok { 0 } else { 1 }),
+            "{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(
+            line.starts_with(if ok { "OK" } else { "FAIL" }) && line.contains(needle),
+            "{index} {url}: {line}"
+        );
+        for secret in [HEC_TOKEN, wrong] {
+            assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
+        }
+    }
+    assert_eq!(rx.stats().events_indexed, 0, "check indexes nothing");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_to_hec_with_ten_percent_503s_delivers_every_id() {
     let sim = start_sim(SimConfig::default()).await;

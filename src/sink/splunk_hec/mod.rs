@@ -38,7 +38,7 @@ use crate::pipeline::Shaper;
 use crate::store::{PendingAck, SpooledEvent, Store, StoreError};
 use ack::{Lookup, PollTarget, Tracker, Waited};
 use encode::Envelope;
-use reply::{Verdict, classify, classify_health};
+use reply::{Verdict, classify, classify_health, classify_probe};
 
 /// `sink_meta` key of the channel GUID.
 pub const CHANNEL_KEY: &str = "hec_channel";
@@ -230,10 +230,13 @@ impl HecSink {
             .body(chunk.body)
             .send()
             .await
-            .map_err(http::transport_error)?;
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
         let status = resp.status().as_u16();
         let after = http::retry_after(resp.headers());
-        let bytes = resp.bytes().await.map_err(http::transport_error)?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
         match classify(status, after, &bytes, evs.len()) {
             Verdict::Accepted { ack_id } => self.accepted(ack_id, evs).await,
             Verdict::Partial(ack) => Ok(ack),
@@ -405,20 +408,42 @@ impl Sink for HecSink {
         Ok(Ack { items })
     }
 
+    /// `GET /services/collector/health`, then one blank event to `/event`: Splunk ignores the
+    /// token on `/health` (sinks.md A1), so only the second request can tell a wrong token or
+    /// an index the token may not write, and HEC refuses it (code 13) without indexing.
     async fn healthcheck(&self) -> Result<(), SinkError> {
         let resp = self
             .client
             .get(&self.health_url)
+            .send()
+            .await
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
+        classify_health(status, &body)?;
+        let resp = self
+            .client
+            .post(&self.event_url)
             .header(
                 header::AUTHORIZATION,
                 format!("Splunk {}", self.cfg.token.expose()),
             )
+            .header("X-Splunk-Request-Channel", self.channel())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(self.envelope.probe())
             .send()
             .await
-            .map_err(http::transport_error)?;
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(http::transport_error)?;
-        classify_health(status, &body)
+        let after = http::retry_after(resp.headers());
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
+        classify_probe(status, after, &body, self.cfg.index.as_deref())
     }
 }
 

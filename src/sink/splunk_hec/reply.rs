@@ -39,6 +39,11 @@ fn describe(r: &HecReply) -> String {
     )
 }
 
+/// The fix for a refused token, where HEC's code does not say more.
+const TOKEN_FIX: &str = "set the sink's token (`token`, `token_file` or \
+    SIGSCI_EXPORT_SINK_<NAME>_TOKEN) to an enabled token of Splunk's HEC inputs \
+    (Settings > Data inputs > HTTP Event Collector); a proxy in front of HEC may also refuse it";
+
 /// Why a config/auth code blocks the sink, and the fix.
 fn blocked_reason(code: i64, r: &HecReply) -> Option<String> {
     let fix = match code {
@@ -50,7 +55,9 @@ fn blocked_reason(code: i64, r: &HecReply) -> Option<String> {
             "the Authorization header was refused: a proxy may rewrite it; the header must be `Splunk <token>`"
         }
         4 | 21 => {
-            "the HEC token is not valid: check the sink's token (token_file / env) against Splunk's HEC inputs"
+            "the HEC token is not valid: set the sink's token (`token`, `token_file` or \
+             SIGSCI_EXPORT_SINK_<NAME>_TOKEN) to one listed in Splunk's HEC inputs \
+             (Settings > Data inputs > HTTP Event Collector)"
         }
         7 => {
             "the index is not allowed for this token: fix the sink's `index` or the token's allowed indexes"
@@ -109,7 +116,7 @@ pub(crate) fn classify(
             let Some(r) = parsed.filter(|r| r.code.is_some()) else {
                 return match status {
                     401 | 403 => blocked(format!(
-                        "HEC answered {status} (authentication): check the sink's token; {}",
+                        "HEC answered {status} (authentication) without a HEC code: `{}`; {TOKEN_FIX}",
                         snippet(body)
                     )),
                     404 => blocked(format!(
@@ -157,7 +164,7 @@ pub(crate) fn classify(
                     Some(reason) => blocked(reason),
                     None => match status {
                         401 | 403 => blocked(format!(
-                            "HEC answered {status} (authentication): {}; check the sink's token",
+                            "HEC answered {status} (authentication): {}; {TOKEN_FIX}",
                             describe(&r)
                         )),
                         404 => blocked(format!(
@@ -173,7 +180,8 @@ pub(crate) fn classify(
     }
 }
 
-/// The verdict on `GET /services/collector/health`.
+/// The verdict on `GET /services/collector/health`. Splunk ignores the token there (sinks.md
+/// A1): a 200 proves HEC is up, nothing about the token; [`classify_probe`] does that.
 pub(crate) fn classify_health(status: u16, body: &[u8]) -> Result<(), SinkError> {
     let parsed: Option<HecReply> = serde_json::from_slice(body).ok();
     let code = parsed.as_ref().and_then(|r| r.code);
@@ -189,7 +197,7 @@ pub(crate) fn classify_health(status: u16, body: &[u8]) -> Result<(), SinkError>
                     format!("HEC health check answered {status}: {}", describe(r))
                 }),
                 _ => format!(
-                    "HEC health check answered {status}: check the sink's token; {}",
+                    "HEC health check answered {status}: `{}`; {TOKEN_FIX}",
                     snippet(body)
                 ),
             },
@@ -210,6 +218,135 @@ pub(crate) fn classify_health(status: u16, body: &[u8]) -> Result<(), SinkError>
             after: None,
         }),
     }
+}
+
+/// The verdict on the health probe's `POST /services/collector/event` with one envelope whose
+/// `event` is blank, carrying the sink's token, channel and `index`. HEC checks the token, then
+/// the index, then the event (sinks.md A3; [I], see docs/sinks/splunk_hec.md), so code 13
+/// ("Event field cannot be blank") means both were accepted, and nothing was indexed.
+pub(crate) fn classify_probe(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    index: Option<&str>,
+) -> Result<(), SinkError> {
+    let parsed: Option<HecReply> = serde_json::from_slice(body).ok();
+    let code = parsed.as_ref().and_then(|r| r.code);
+    let blocked = |reason: String| Err(SinkError::Blocked { reason });
+    match (status, code) {
+        (400, Some(13)) => Ok(()),
+        (400..=499, Some(7)) => blocked(match index {
+            Some(i) => format!(
+                "index `{i}` is not allowed for this token: add it to the token's allowed \
+                 indexes (Settings > Data inputs > HTTP Event Collector) or change `index`"
+            ),
+            None => "the token's default index is not allowed for it: set `index` to an index \
+                     the token may write, or fix the token's default index"
+                .to_string(),
+        }),
+        _ => match classify(status, retry_after, body, 1) {
+            Verdict::Failed(e) => Err(e),
+            // A HEC-compatible receiver that takes a blank event: the token and index passed.
+            Verdict::Accepted { .. } => Ok(()),
+            Verdict::Partial(_) => blocked(format!(
+                "HEC answered the health probe (one blank event) with {}, not code 13 \
+                 (\"Event field cannot be blank\"): the url may not be a Splunk HEC; see \
+                 docs/sinks/splunk_hec.md, Health",
+                parsed.as_ref().map_or_else(|| snippet(body), describe)
+            )),
+        },
+    }
+}
+
+/// A transport failure (no HTTP answer) of a request to `url`, with a hint at the usual
+/// causes: HEC not listening, http vs https, an untrusted certificate. Still retryable: a
+/// restarting HEC refuses connections too.
+pub(crate) fn transport_error(e: reqwest::Error, url: &url::Url) -> SinkError {
+    let hint = transport_hint(&e, url.scheme() == "https", url.port_or_known_default());
+    match crate::sink::http::transport_error(e) {
+        SinkError::Retryable { reason, after } => SinkError::Retryable {
+            reason: match hint {
+                Some(h) => format!("{reason}; {h}"),
+                None => reason,
+            },
+            after,
+        },
+        other => other,
+    }
+}
+
+fn transport_hint(e: &reqwest::Error, https: bool, port: Option<u16>) -> Option<String> {
+    let mut text = e.to_string();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        text.push(' ');
+        text.push_str(&c.to_string());
+        cur = c.source();
+    }
+    let text = text.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+    let port = port.map_or_else(String::new, |p| format!(" {p}"));
+    if has(&[
+        "certificate",
+        "unknownissuer",
+        "unknown issuer",
+        "notvalidforname",
+    ]) {
+        return Some(
+            "HEC's TLS certificate is not trusted (it is always verified): set `ca_file` to the \
+             CA bundle that signed it, and use the host name the certificate names"
+                .to_string(),
+        );
+    }
+    if https
+        && has(&[
+            "invalidcontenttype",
+            "invalid content type",
+            "corrupt message",
+            "wrong version number",
+            "record overflow",
+            "invalidmessage",
+        ])
+    {
+        return Some(
+            "the server on this port does not speak TLS: if HEC has SSL disabled (Global \
+             Settings > Enable SSL), the url must start with http://"
+                .to_string(),
+        );
+    }
+    if has(&["refused"]) {
+        return Some(format!(
+            "nothing listens on port{port}: is HEC enabled (Settings > Data inputs > HTTP Event \
+             Collector > Global Settings: All Tokens Enabled) and listening on this host and \
+             port (default 8088)? is the scheme (https/http) right?"
+        ));
+    }
+    if has(&["dns", "lookup", "name or service not known", "no such host"]) {
+        return Some("the host name does not resolve: check the host in `url`".to_string());
+    }
+    if !https
+        && has(&[
+            "connection closed before message completed",
+            "invalid http version",
+            "invalid status",
+            "reset by peer",
+            "incompletemessage",
+            "unexpected eof",
+        ])
+    {
+        return Some(format!(
+            "the server on port{port} closed the connection or did not answer HTTP: HEC uses \
+             TLS by default, so the url must start with https:// unless SSL is disabled in \
+             HEC's Global Settings"
+        ));
+    }
+    if e.is_timeout() {
+        return Some(format!(
+            "no answer in time: is HEC reachable from this host on port{port} (firewall, proxy), \
+             or overloaded?"
+        ));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -357,5 +494,85 @@ mod tests {
             classify_health(500, b""),
             Err(SinkError::Retryable { .. })
         ));
+    }
+
+    fn probe(status: u16, body: &str) -> Result<(), SinkError> {
+        classify_probe(status, None, body.as_bytes(), Some("waf"))
+    }
+
+    fn probe_blocked(status: u16, body: &str) -> String {
+        match probe(status, body) {
+            Err(SinkError::Blocked { reason }) => reason,
+            other => panic!("{status} {body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_blank_event_probe() {
+        assert!(
+            probe(
+                400,
+                r#"{"text":"Event field cannot be blank","code":13,"invalid-event-number":0}"#
+            )
+            .is_ok()
+        );
+        assert!(probe(400, r#"{"text":"Event field cannot be blank","code":13}"#).is_ok());
+        assert_eq!(
+            probe_blocked(
+                400,
+                r#"{"text":"Incorrect index","code":7,"invalid-event-number":0}"#
+            ),
+            "index `waf` is not allowed for this token: add it to the token's allowed indexes \
+             (Settings > Data inputs > HTTP Event Collector) or change `index`"
+        );
+        assert!(
+            classify_probe(400, None, br#"{"code":7}"#, None).is_err_and(
+                |e| matches!(e, SinkError::Blocked { reason } if reason.contains("default index"))
+            )
+        );
+        for (s, b, needle) in [
+            (403, r#"{"text":"Token disabled","code":1}"#, "enable it"),
+            (
+                401,
+                r#"{"text":"Token is required","code":2}"#,
+                "Authorization",
+            ),
+            (
+                401,
+                r#"{"text":"Invalid authorization","code":3}"#,
+                "Splunk <token>",
+            ),
+            (403, r#"{"text":"Invalid token","code":4}"#, "token_file"),
+            (400, r#"{"text":"Invalid token","code":21}"#, "token_file"),
+            (400, r#"{"text":"Token disabled","code":22}"#, "enable it"),
+            (401, "<html>no</html>", "token_file"),
+            (400, r#"{"code":6,"invalid-event-number":0}"#, "not code 13"),
+            (404, "", "HEC base"),
+        ] {
+            let r = probe_blocked(s, b);
+            assert!(r.contains(needle), "{s} {b}: {r}");
+        }
+        assert!(matches!(
+            probe(503, r#"{"text":"Server is busy","code":9}"#),
+            Err(SinkError::Retryable { .. })
+        ));
+        assert!(probe(200, r#"{"text":"Success","code":0}"#).is_ok());
+    }
+
+    #[test]
+    fn token_refusals_end_with_the_fix() {
+        for (s, b) in [
+            (401, "nope"),
+            (403, "<html/>"),
+            (401, r#"{"text":"x","code":99}"#),
+        ] {
+            let Verdict::Failed(SinkError::Blocked { reason }) = v(s, b) else {
+                panic!("{s} {b}")
+            };
+            assert!(
+                reason.ends_with("a proxy in front of HEC may also refuse it"),
+                "{reason}"
+            );
+        }
     }
 }

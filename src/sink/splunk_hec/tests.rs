@@ -190,10 +190,10 @@ async fn row(fault: HecFault, max_requests: u64, dead: usize) -> (HecReceiver, S
         .collect();
     assert_each_once(&rx, &delivered);
     let st = rx.stats();
+    let data_requests = st.event_requests - st.probe_requests;
     assert!(
-        st.event_requests <= max_requests,
-        "{fault:?}: {} requests",
-        st.event_requests
+        data_requests <= max_requests,
+        "{fault:?}: {data_requests} requests"
     );
     std::mem::forget(d);
     (rx, store, ids)
@@ -234,8 +234,13 @@ macro_rules! blocked_once {
         async fn $name() {
             let (rx, _s, _ids) = row($fault, 2, 0).await;
             let st = rx.stats();
-            assert_eq!(st.event_requests, 2, "blocked, probed, resent once");
+            assert_eq!(
+                st.event_requests - st.probe_requests,
+                2,
+                "blocked, probed, resent once"
+            );
             assert!(st.health_requests >= 1, "a blocked sink probes health");
+            assert!(st.probe_requests >= 1, "and sends the blank-event probe");
         }
     )*};
 }
@@ -377,7 +382,7 @@ async fn a_disabled_token_is_probed_with_backoff_not_hammered_and_loses_nothing(
 #[tokio::test]
 async fn health_503_keeps_a_blocked_sink_waiting() {
     let rx = receiver(HecReceiverConfig::default()).await;
-    let (_d, store, ids) = store_with(5).await;
+    let (_d, store, _ids) = store_with(5).await;
     let sink = HecSink::new(sink_cfg(&rx), &store).await.unwrap();
     assert!(sink.healthcheck().await.is_ok());
     rx.set_queues_full(true);
@@ -386,20 +391,124 @@ async fn health_503_keeps_a_blocked_sink_waiting() {
         Err(SinkError::Retryable { .. })
     ));
     rx.set_queues_full(false);
-    let bad = HecSink::new(
-        HecConfig {
-            token: Secret::new("wrong"),
-            ..sink_cfg(&rx)
-        },
-        &store,
-    )
-    .await
-    .unwrap();
+    rx.pause();
     assert!(matches!(
-        bad.healthcheck().await,
-        Err(SinkError::Blocked { .. })
+        sink.healthcheck().await,
+        Err(SinkError::Retryable { .. })
     ));
-    drop(ids);
+    rx.resume();
+    assert_eq!(rx.stats().events_indexed, 0, "the probe indexes nothing");
+}
+
+fn blocked_reason(r: Result<(), SinkError>) -> String {
+    match r {
+        Err(SinkError::Blocked { reason }) => reason,
+        other => panic!("expected blocked, got {other:?}"),
+    }
+}
+
+/// Splunk answers `/health` whatever the token (sinks.md A1), and so does the receiver: only
+/// the blank-event probe finds a wrong token or an index the token may not write.
+#[tokio::test]
+async fn the_health_probe_finds_a_wrong_token_and_a_forbidden_index() {
+    let rx = receiver(HecReceiverConfig {
+        tokens: vec![HecToken {
+            use_ack: true,
+            allowed_indexes: Some(vec!["waf".into()]),
+            ..HecToken::new(TOKEN)
+        }],
+        ..HecReceiverConfig::default()
+    })
+    .await;
+    let (_d, store, _ids) = store_with(1).await;
+    let with = |token: &str, index: Option<&str>| HecConfig {
+        token: Secret::new(token),
+        index: index.map(str::to_string),
+        ..sink_cfg(&rx)
+    };
+    let ok = HecSink::new(with(TOKEN, Some("waf")), &store)
+        .await
+        .unwrap();
+    ok.healthcheck().await.unwrap();
+
+    let wrong = HecSink::new(with("wrong", Some("waf")), &store)
+        .await
+        .unwrap();
+    let reason = blocked_reason(wrong.healthcheck().await);
+    assert!(
+        reason.contains("not valid") && reason.contains("token_file"),
+        "{reason}"
+    );
+
+    let forbidden = HecSink::new(with(TOKEN, Some("secret")), &store)
+        .await
+        .unwrap();
+    let reason = blocked_reason(forbidden.healthcheck().await);
+    assert_eq!(
+        reason,
+        "index `secret` is not allowed for this token: add it to the token's allowed indexes \
+         (Settings > Data inputs > HTTP Event Collector) or change `index`"
+    );
+
+    rx.set_token_disabled(TOKEN, true);
+    let reason = blocked_reason(ok.healthcheck().await);
+    assert!(reason.contains("disabled"), "{reason}");
+
+    let st = rx.stats();
+    assert_eq!(st.events_indexed, 0, "probes index nothing: {st:?}");
+    assert_eq!(st.probe_requests, 4, "{st:?}");
+    assert_eq!(st.health_requests, 4, "{st:?}");
+}
+
+async fn probe_error(url: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let mut cfg = HecConfig::new(url.parse().unwrap(), Secret::new(TOKEN));
+    cfg.timeout = Duration::from_secs(5);
+    let sink = HecSink::new(cfg, &store).await.unwrap();
+    match sink.healthcheck().await {
+        Err(e @ SinkError::Retryable { .. }) => e.to_string(),
+        other => panic!("{url}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn transport_failures_carry_a_fix_hint() {
+    // A port nobody listens on: bind one, then free it.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = probe_error(&format!("https://127.0.0.1:{port}")).await;
+    assert!(
+        e.contains("is HEC enabled") && e.contains("default 8088"),
+        "{e}"
+    );
+
+    // https:// to a plain-HTTP HEC.
+    let rx = receiver(HecReceiverConfig::default()).await;
+    let e = probe_error(&format!("https://{}", rx.addr())).await;
+    assert!(
+        e.contains("does not speak TLS") && e.contains("http://"),
+        "{e}"
+    );
+
+    // http:// to a TLS port: the server answers a TLS alert and closes.
+    let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tls.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = tls.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            // TLS 1.2 record: alert, fatal, protocol_version.
+            let _ = s
+                .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46])
+                .await;
+        }
+    });
+    let e = probe_error(&format!("http://{addr}")).await;
+    assert!(e.contains("must start with https://"), "{e}");
 }
 
 #[tokio::test]
