@@ -264,7 +264,7 @@ pub struct HecStats {
 #[derive(Default)]
 struct Channel {
     next: u64,
-    /// id -> (turns true at, lost)
+    /// id -> (answered at, lost); true once `ack_delay` (as configured when asked) has passed
     pending: HashMap<u64, (Instant, bool)>,
 }
 
@@ -415,6 +415,11 @@ impl HecReceiver {
                 t.use_ack = use_ack;
             }
         }
+    }
+
+    /// Change `ack_delay`, for ids already handed out too.
+    pub fn set_ack_delay(&self, delay: Duration) {
+        lock(&self.shared).cfg.ack_delay = delay;
     }
 
     /// Change the fraction of lost acknowledgements.
@@ -766,11 +771,11 @@ fn handle_event(
     let mut body = json!({ "text": "Success", "code": 0 });
     if token.use_ack {
         let lost = st.rng.random::<f64>() < st.cfg.ack_loss;
-        let ready = Instant::now() + st.cfg.ack_delay;
+        let at = Instant::now();
         let ch = st.channels.entry(channel.unwrap_or_default()).or_default();
         let id = ch.next;
         ch.next += 1;
-        ch.pending.insert(id, (ready, lost));
+        ch.pending.insert(id, (at, lost));
         body["ackId"] = json!(id);
     }
     match fate {
@@ -848,10 +853,11 @@ async fn ack(State(shared): State<Shared>, uri: Uri, headers: HeaderMap, body: B
         return hec(400, "Invalid data format", 6);
     };
     let now = Instant::now();
+    let delay = st.cfg.ack_delay;
     let ch = st.channels.entry(channel).or_default();
     let mut out = serde_json::Map::new();
     for id in q.acks {
-        let done = matches!(ch.pending.get(&id), Some((ready, false)) if *ready <= now);
+        let done = matches!(ch.pending.get(&id), Some((at, false)) if *at + delay <= now);
         if done {
             ch.pending.remove(&id);
         }

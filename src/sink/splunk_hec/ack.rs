@@ -33,6 +33,9 @@ pub(crate) enum AckState {
     Disabled,
     /// The sink cannot go on (code 14 with `ack = true`).
     Blocked(String),
+    /// No answer about this request can be trusted any more (timed out, or its id was handed
+    /// out again): resend its events.
+    GivenUp,
 }
 
 /// How waiting for one id ended.
@@ -40,13 +43,23 @@ pub(crate) enum AckState {
 pub(crate) enum Waited {
     /// Delivered (acknowledged, or acknowledgement turned out to be off).
     Delivered,
-    /// Still not acknowledged after `ack_timeout`: resend (the id is forgotten and counted).
+    /// Not acknowledged in time, or its id was handed out again: resend (the id is forgotten
+    /// and the events are marked `possible_duplicate`).
     TimedOut,
     /// Stop the sink.
     Blocked(String),
 }
 
+/// One registered request: its `ackId` and a registration serial. HEC can hand out an id
+/// again on the same channel, so the id alone does not say which request an answer is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct AckKey {
+    pub(crate) id: u64,
+    serial: u64,
+}
+
 struct Entry {
+    serial: u64,
     seqs: Vec<i64>,
     sent_at: i64,
     tx: watch::Sender<AckState>,
@@ -55,14 +68,68 @@ struct Entry {
 #[derive(Default)]
 struct State {
     pending: BTreeMap<u64, Entry>,
-    /// seq -> the pending id that carried it.
-    covered: HashMap<i64, u64>,
+    /// seq -> the pending request that carried it.
+    covered: HashMap<i64, AckKey>,
     /// Seqs whose id turned true while nobody waited for them (after a restart the driver
     /// may ask for them in several batches): delivered without sending.
     acked: HashSet<i64>,
+    next_serial: u64,
 }
 
-/// Pending acknowledgements of one sink's channel.
+impl State {
+    fn insert(&mut self, id: u64, seqs: Vec<i64>, sent_at: i64) -> AckKey {
+        let key = AckKey {
+            id,
+            serial: self.next_serial,
+        };
+        self.next_serial += 1;
+        for &s in &seqs {
+            self.covered.insert(s, key);
+        }
+        let (tx, _) = watch::channel(AckState::Waiting);
+        self.pending.insert(
+            id,
+            Entry {
+                serial: key.serial,
+                seqs,
+                sent_at,
+                tx,
+            },
+        );
+        key
+    }
+
+    fn key_of(&self, id: u64) -> Option<AckKey> {
+        self.pending.get(&id).map(|e| AckKey {
+            id,
+            serial: e.serial,
+        })
+    }
+
+    fn get(&self, key: AckKey) -> Option<&Entry> {
+        self.pending.get(&key.id).filter(|e| e.serial == key.serial)
+    }
+
+    /// Removes the request `key` names, if it still is the one under its id; only its own
+    /// seqs stop being covered (a later request may carry the same seqs again).
+    fn remove(&mut self, key: AckKey) -> Option<Entry> {
+        self.get(key)?;
+        let e = self.pending.remove(&key.id)?;
+        self.uncover(&e.seqs, key);
+        Some(e)
+    }
+
+    fn uncover(&mut self, seqs: &[i64], key: AckKey) {
+        for s in seqs {
+            if self.covered.get(s) == Some(&key) {
+                self.covered.remove(s);
+            }
+        }
+    }
+}
+
+/// Pending acknowledgements of one sink's channel, and the events to mark as possible
+/// duplicates when they are sent again.
 pub(crate) struct Tracker {
     pub(crate) sink: String,
     pub(crate) channel: String,
@@ -70,9 +137,16 @@ pub(crate) struct Tracker {
     timeout: Duration,
     mode: AckMode,
     state: Mutex<State>,
+    /// Held across each change of a request's entry and of its row, so a row is never
+    /// deleted for a request that has meanwhile been replaced under the same id.
+    rows: tokio::sync::Mutex<()>,
     wake: Notify,
     /// `ack = auto` and `/ack` answered code 14: treat 200s as delivered from now on.
     pub(crate) disabled: AtomicBool,
+    /// Seqs sent again that HEC may already hold: their envelopes carry `possible_duplicate`
+    /// until they settle; the flag says whether they were counted yet. In memory only: a
+    /// restart forgets the marks of events not yet settled (the count stays).
+    marks: Mutex<HashMap<i64, bool>>,
 }
 
 fn unix_now() -> f64 {
@@ -97,8 +171,10 @@ impl Tracker {
             timeout,
             mode,
             state: Mutex::new(State::default()),
+            rows: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             disabled: AtomicBool::new(false),
+            marks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -106,26 +182,88 @@ impl Tracker {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts tracking `ack_id` (a fresh 200, or a row loaded at start-up).
-    pub(crate) fn register(&self, ack_id: u64, seqs: Vec<i64>, sent_at: i64) {
-        let mut st = self.lock();
-        for &s in &seqs {
-            st.covered.insert(s, ack_id);
+    fn lock_marks(&self) -> MutexGuard<'_, HashMap<i64, bool>> {
+        self.marks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks `seqs` as sent again while HEC may already hold them.
+    pub(crate) fn mark(&self, seqs: &[i64]) {
+        if seqs.is_empty() {
+            return;
         }
-        let (tx, _) = watch::channel(AckState::Waiting);
-        st.pending.insert(ack_id, Entry { seqs, sent_at, tx });
-        drop(st);
+        let mut m = self.lock_marks();
+        for &s in seqs {
+            m.entry(s).or_insert(false);
+        }
+    }
+
+    /// Which of `seqs` are marked, for encoding them, and how many of those are counted now
+    /// (each mark is counted once, when it is first sent).
+    pub(crate) fn marks_for(&self, seqs: impl Iterator<Item = i64>) -> (HashSet<i64>, i64) {
+        let mut m = self.lock_marks();
+        if m.is_empty() {
+            return (HashSet::new(), 0);
+        }
+        let mut marked = HashSet::new();
+        let mut first = 0;
+        for s in seqs {
+            if let Some(counted) = m.get_mut(&s) {
+                marked.insert(s);
+                if !*counted {
+                    *counted = true;
+                    first += 1;
+                }
+            }
+        }
+        (marked, first)
+    }
+
+    /// Forgets the marks of settled seqs.
+    pub(crate) fn unmark(&self, seqs: impl Iterator<Item = i64>) {
+        let mut m = self.lock_marks();
+        if !m.is_empty() {
+            for s in seqs {
+                m.remove(&s);
+            }
+        }
+    }
+
+    /// Starts tracking a fresh 200's `ackId`: first its row, then memory. If HEC handed the
+    /// same id out before on this channel (it restarted, or a load balancer moved the channel
+    /// to another indexer), that earlier request can never be confirmed: it is given up here
+    /// (its waiters resend, its events are marked), and the new request's acknowledgement
+    /// settles only the new request.
+    pub(crate) async fn register(&self, row: PendingAck) -> AckKey {
+        let _rows = self.rows.lock().await;
+        match self.store.insert_hec_ack(&self.sink, row.clone()).await {
+            Ok(Some(old)) => {
+                debug!(sink = %self.sink, ack_id = row.ack_id, events = old.seqs.len(), "Replaced the stored row of a reused HEC ack id.");
+            }
+            Ok(None) => {}
+            // Still wait in memory; only a restart in between would resend.
+            Err(e) => {
+                error!(sink = %self.sink, error = %e, "Cannot record a pending HEC ack id.")
+            }
+        }
+        let (key, superseded) = {
+            let mut st = self.lock();
+            let old = st.key_of(row.ack_id).and_then(|k| st.remove(k));
+            (st.insert(row.ack_id, row.seqs, row.sent_at), old)
+        };
+        if let Some(old) = superseded {
+            warn!(sink = %self.sink, ack_id = row.ack_id, events = old.seqs.len(),
+                "HEC handed out this ackId again on our channel (HEC restarted, or a load balancer sent the request to another indexer): \
+                 the earlier request with that id can no longer be confirmed; resending its events (marked possible_duplicate).");
+            self.mark(&old.seqs);
+            let _ = old.tx.send(AckState::GivenUp);
+        }
         self.wake.notify_one();
+        key
     }
 
     /// Number of ids pending.
     pub(crate) fn pending(&self) -> usize {
         self.lock().pending.len()
-    }
-
-    /// The store the rows live in.
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
     }
 
     /// Where each of `seqs` stands (one lock for the whole batch).
@@ -140,7 +278,7 @@ impl Tracker {
                     Lookup::Acked
                 } else {
                     match st.covered.get(seq) {
-                        Some(&id) => Lookup::Pending(id),
+                        Some(&key) => Lookup::Pending(key),
                         None => Lookup::New,
                     }
                 }
@@ -158,23 +296,32 @@ impl Tracker {
         }
     }
 
-    /// Waits until `ack_id` is settled or `ack_timeout` after it was sent has passed. `seqs`
-    /// are the events this caller settles with it.
-    pub(crate) async fn wait(&self, ack_id: u64, seqs: &[i64]) -> Waited {
+    fn all_acked(&self, seqs: &[i64]) -> bool {
+        let st = self.lock();
+        !seqs.is_empty() && seqs.iter().all(|s| st.acked.contains(s))
+    }
+
+    /// The request `key` is gone without an acknowledgement for `seqs` (given up, replaced,
+    /// forgotten): nothing will ever settle them through it, so they are sent again.
+    fn orphaned(&self, key: AckKey, seqs: &[i64]) -> Waited {
+        if self.all_acked(seqs) {
+            self.consume(seqs);
+            return Waited::Delivered;
+        }
+        self.lock().uncover(seqs, key);
+        self.mark(seqs);
+        Waited::TimedOut
+    }
+
+    /// Waits until request `key` is settled or `ack_timeout` after it was sent has passed.
+    /// `seqs` are the events this caller settles with it.
+    pub(crate) async fn wait(&self, key: AckKey, seqs: &[i64]) -> Waited {
         let sub = {
             let st = self.lock();
-            st.pending
-                .get(&ack_id)
-                .map(|e| (e.tx.subscribe(), e.sent_at))
+            st.get(key).map(|e| (e.tx.subscribe(), e.sent_at))
         };
         let Some((mut rx, sent_at)) = sub else {
-            // Settled between lookup and now: acknowledged if the poller said so.
-            return if self.lock_acked_contains(seqs) {
-                self.consume(seqs);
-                Waited::Delivered
-            } else {
-                Waited::TimedOut
-            };
+            return self.orphaned(key, seqs);
         };
         let left = (sent_at as f64 + self.timeout.as_secs_f64() - unix_now()).max(0.0);
         let state = match tokio::time::timeout(
@@ -192,48 +339,47 @@ impl Tracker {
                 Waited::Delivered
             }
             Some(AckState::Blocked(r)) => Waited::Blocked(r),
-            Some(AckState::Waiting) | None => self.give_up(ack_id).await,
+            Some(AckState::GivenUp) => self.orphaned(key, seqs),
+            Some(AckState::Waiting) | None => self.give_up(key, seqs).await,
         }
     }
 
-    fn lock_acked_contains(&self, seqs: &[i64]) -> bool {
-        let st = self.lock();
-        !seqs.is_empty() && seqs.iter().all(|s| st.acked.contains(s))
-    }
-
-    /// The id timed out: forget it (memory and store) and count its events as possible
-    /// duplicates, since they are sent again.
-    async fn give_up(&self, ack_id: u64) -> Waited {
+    /// The request timed out: forget it (memory and store) and mark its events, since they
+    /// are sent again.
+    async fn give_up(&self, key: AckKey, seqs: &[i64]) -> Waited {
+        let _rows = self.rows.lock().await;
         let removed = {
             let mut st = self.lock();
-            match st.pending.get(&ack_id).map(|e| e.tx.borrow().clone()) {
-                Some(AckState::Waiting) => {
-                    let e = st.pending.remove(&ack_id);
-                    if let Some(e) = &e {
-                        for s in &e.seqs {
-                            st.covered.remove(s);
-                        }
-                    }
-                    e
-                }
-                // The poller settled it at the same moment.
+            match st.get(key).map(|e| e.tx.borrow().clone()) {
+                Some(AckState::Waiting) => st.remove(key),
                 Some(AckState::Blocked(r)) => return Waited::Blocked(r),
-                Some(_) => return Waited::Delivered,
-                None => None,
+                Some(_) | None => None,
             }
         };
         let Some(entry) = removed else {
-            return Waited::TimedOut;
+            // Settled or given up by someone else meanwhile.
+            drop(_rows);
+            return self.orphaned(key, seqs);
         };
-        let n = entry.seqs.len() as i64;
-        warn!(sink = %self.sink, ack_id, events = n, timeout_secs = self.timeout.as_secs(),
+        warn!(sink = %self.sink, ack_id = key.id, events = entry.seqs.len(), timeout_secs = self.timeout.as_secs(),
             "HEC never acknowledged this request; resending its events (marked possible_duplicate).");
         if let Err(e) = self
             .store
-            .delete_hec_ack(&self.sink, &self.channel, ack_id)
+            .delete_hec_ack(&self.sink, &self.channel, key.id)
             .await
         {
             error!(sink = %self.sink, error = %e, "Cannot forget a timed-out HEC ack id.");
+        }
+        self.mark(&entry.seqs);
+        // Other batches waiting on the same request (after a restart) resend too.
+        let _ = entry.tx.send(AckState::GivenUp);
+        Waited::TimedOut
+    }
+
+    /// Adds `n` to the sink's count of possible duplicates.
+    pub(crate) async fn count_possible_duplicates(&self, n: i64) {
+        if n == 0 {
+            return;
         }
         if let Err(e) = self
             .store
@@ -242,28 +388,33 @@ impl Tracker {
         {
             error!(sink = %self.sink, error = %e, "Cannot count possible duplicates.");
         }
-        Waited::TimedOut
     }
 
-    /// Marks ids settled from an `/ack` answer: `true` ones are forgotten and their waiters
-    /// woken; rows are deleted first, so a crash never leaves a row for an id HEC forgot.
-    async fn settle_true(&self, ids: &[u64]) {
-        for &id in ids {
+    /// Settles the requests of an `/ack` answer that said `true`, if each is still the one
+    /// that was asked about (an id handed out again meanwhile belongs to another request). Rows
+    /// are deleted first, so a crash never leaves a row for an id HEC forgot.
+    async fn settle_true(&self, keys: &[AckKey]) {
+        let _rows = self.rows.lock().await;
+        let live: Vec<AckKey> = {
+            let st = self.lock();
+            keys.iter()
+                .copied()
+                .filter(|k| st.get(*k).is_some())
+                .collect()
+        };
+        for k in &live {
             if let Err(e) = self
                 .store
-                .delete_hec_ack(&self.sink, &self.channel, id)
+                .delete_hec_ack(&self.sink, &self.channel, k.id)
                 .await
             {
                 error!(sink = %self.sink, error = %e, "Cannot forget an acknowledged HEC ack id.");
             }
         }
         let mut st = self.lock();
-        for id in ids {
-            if let Some(e) = st.pending.remove(id) {
-                for s in &e.seqs {
-                    st.covered.remove(s);
-                    st.acked.insert(*s);
-                }
+        for k in live {
+            if let Some(e) = st.remove(k) {
+                st.acked.extend(e.seqs.iter().copied());
                 let _ = e.tx.send(AckState::Acked);
             }
         }
@@ -286,75 +437,94 @@ impl Tracker {
             warn!(sink = %self.sink, "HEC says indexer acknowledgement is disabled for this token (code 14); \
                 falling back to treating HTTP 200 as delivered (ack = auto). Set ack = false to silence this.");
         }
-        let ids: Vec<u64> = self.lock().pending.keys().copied().collect();
-        for &id in &ids {
+        let _rows = self.rows.lock().await;
+        let keys: Vec<AckKey> = {
+            let st = self.lock();
+            st.pending.keys().filter_map(|&id| st.key_of(id)).collect()
+        };
+        for k in &keys {
             let _ = self
                 .store
-                .delete_hec_ack(&self.sink, &self.channel, id)
+                .delete_hec_ack(&self.sink, &self.channel, k.id)
                 .await;
         }
         let mut st = self.lock();
-        for id in ids {
-            if let Some(e) = st.pending.remove(&id) {
-                for s in &e.seqs {
-                    st.covered.remove(s);
-                    st.acked.insert(*s);
-                }
+        for k in keys {
+            if let Some(e) = st.remove(k) {
+                st.acked.extend(e.seqs.iter().copied());
                 let _ = e.tx.send(AckState::Disabled);
             }
         }
     }
 
-    /// Forgets ids nobody waits for any more that are older than twice the timeout.
+    /// Forgets requests nobody waits for any more that are older than twice the timeout;
+    /// their events, if still unsettled, are sent again, marked.
     async fn purge_stale(&self) {
         let limit = unix_now() - 2.0 * self.timeout.as_secs_f64();
-        let stale: Vec<u64> = {
+        let _rows = self.rows.lock().await;
+        let stale: Vec<(AckKey, Entry)> = {
             let mut st = self.lock();
-            let ids: Vec<u64> = st
+            let keys: Vec<AckKey> = st
                 .pending
                 .iter()
-                .filter(|(_, e)| (e.sent_at as f64) < limit && e.tx.receiver_count() == 0)
-                .map(|(id, _)| *id)
+                .filter(|(_, e)| {
+                    (e.sent_at as f64) < limit
+                        && e.tx.receiver_count() == 0
+                        && *e.tx.borrow() == AckState::Waiting
+                })
+                .map(|(&id, e)| AckKey {
+                    id,
+                    serial: e.serial,
+                })
                 .collect();
-            for id in &ids {
-                if let Some(e) = st.pending.remove(id) {
-                    for s in &e.seqs {
-                        st.covered.remove(s);
-                    }
-                }
-            }
-            ids
+            keys.into_iter()
+                .filter_map(|k| st.remove(k).map(|e| (k, e)))
+                .collect()
         };
-        for id in stale {
-            debug!(sink = %self.sink, ack_id = id, "Forgetting a stale HEC ack id.");
+        for (k, e) in stale {
+            debug!(sink = %self.sink, ack_id = k.id, "Forgetting a stale HEC ack id.");
             let _ = self
                 .store
-                .delete_hec_ack(&self.sink, &self.channel, id)
+                .delete_hec_ack(&self.sink, &self.channel, k.id)
                 .await;
+            self.mark(&e.seqs);
         }
     }
 
-    /// Loads this sink's rows from the store: rows of another channel or older than twice the
-    /// timeout are deleted (their events, if still unsettled, are simply sent again).
+    /// Loads this sink's rows from the store. Rows of another channel or older than twice the
+    /// timeout are deleted; their events, if still unsettled, are sent again, marked as
+    /// possible duplicates. Returns how many requests wait for their acknowledgement.
     pub(crate) async fn restore(&self) -> Result<usize, crate::store::StoreError> {
         let limit = (unix_now() - 2.0 * self.timeout.as_secs_f64()) as i64;
-        let purged = self.store.purge_hec_acks(&self.sink, Some(limit)).await?;
-        if purged > 0 {
-            info!(sink = %self.sink, rows = purged, "Forgot stale pending HEC acknowledgements.");
-        }
-        let rows: Vec<PendingAck> = self.store.hec_acks(&self.sink).await?;
+        let mut dropped = self.store.take_hec_acks(&self.sink, Some(limit)).await?;
         let mut n = 0;
-        for row in rows {
+        for row in self.store.hec_acks(&self.sink).await? {
             if row.channel != self.channel {
                 self.store
                     .delete_hec_ack(&self.sink, &row.channel, row.ack_id)
                     .await?;
+                dropped.push(row);
                 continue;
             }
-            self.register(row.ack_id, row.seqs, row.sent_at);
+            self.lock().insert(row.ack_id, row.seqs, row.sent_at);
             n += 1;
         }
+        if !dropped.is_empty() {
+            info!(sink = %self.sink, rows = dropped.len(), "Forgot stale pending HEC acknowledgements; their events are sent again, marked possible_duplicate.");
+        }
+        for row in &dropped {
+            self.mark(&row.seqs);
+        }
         Ok(n)
+    }
+
+    /// `ack = false`: forgets every stored row; their events are sent again, marked.
+    pub(crate) async fn forget_all(&self) -> Result<usize, crate::store::StoreError> {
+        let rows = self.store.take_hec_acks(&self.sink, None).await?;
+        for row in &rows {
+            self.mark(&row.seqs);
+        }
+        Ok(rows.len())
     }
 }
 
@@ -363,8 +533,8 @@ impl Tracker {
 pub(crate) enum Lookup {
     /// Its id turned true earlier: delivered.
     Acked,
-    /// Carried by this pending id: wait, do not resend.
-    Pending(u64),
+    /// Carried by this pending request: wait, do not resend.
+    Pending(AckKey),
     /// Not sent (or given up): send.
     New,
 }
@@ -396,10 +566,14 @@ pub(crate) async fn poll(tracker: Arc<Tracker>, target: PollTarget) {
         }
         tokio::time::sleep(target.every).await;
         tracker.purge_stale().await;
-        let ids: Vec<u64> = tracker.lock().pending.keys().copied().collect();
-        if ids.is_empty() {
+        let keys: Vec<AckKey> = {
+            let st = tracker.lock();
+            st.pending.keys().filter_map(|&id| st.key_of(id)).collect()
+        };
+        if keys.is_empty() {
             continue;
         }
+        let ids: Vec<u64> = keys.iter().map(|k| k.id).collect();
         let body = serde_json::json!({ "acks": ids }).to_string();
         let resp = target
             .client
@@ -438,10 +612,10 @@ pub(crate) async fn poll(tracker: Arc<Tracker>, target: PollTarget) {
                 }),
             ) => {
                 complained = false;
-                let done: Vec<u64> = map
+                let done: Vec<AckKey> = keys
                     .iter()
-                    .filter(|(_, v)| **v)
-                    .filter_map(|(k, _)| k.parse().ok())
+                    .copied()
+                    .filter(|k| map.get(&k.id.to_string()) == Some(&true))
                     .collect();
                 if !done.is_empty() {
                     tracker.settle_true(&done).await;

@@ -683,3 +683,142 @@ async fn the_token_never_shows_in_debug_or_errors() {
     assert!(matches!(err, SinkError::Blocked { .. }));
     assert!(!err.to_string().contains("s3cr3t"), "{err}");
 }
+
+fn batch_of(events: &[SpooledEvent]) -> Batch {
+    Batch {
+        events: events.to_vec(),
+    }
+}
+
+fn marked(rx: &HecReceiver) -> Vec<String> {
+    rx.events()
+        .iter()
+        .filter(|e| {
+            e.fields
+                .get("possible_duplicate")
+                .is_some_and(|v| v == "true")
+        })
+        .map(|e| e.fields["request_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// HEC restarted while request A waited for ackId 0, and hands out 0 again to request B: A
+/// must be given up (resent, counted), and B's acknowledgement must settle B only.
+#[tokio::test]
+async fn a_reused_ack_id_gives_up_the_earlier_request_and_settles_only_the_later() {
+    let rx = receiver(HecReceiverConfig {
+        ack_delay: Duration::from_secs(3600),
+        ..ack_receiver_cfg()
+    })
+    .await;
+    let (_d, store, ids) = store_with(10).await;
+    let all = store
+        .read_batch(NS, "splunk_hec", 10, 1 << 20)
+        .await
+        .unwrap();
+    let (a, b) = all.split_at(5);
+    let sink = Arc::new(HecSink::new(sink_cfg(&rx), &store).await.unwrap());
+    let first = {
+        let (sink, a) = (sink.clone(), batch_of(a));
+        tokio::spawn(async move { sink.send(&a).await })
+    };
+    let a_seqs: Vec<i64> = a.iter().map(|e| e.seq).collect();
+    let b_seqs: Vec<i64> = b.iter().map(|e| e.seq).collect();
+    let rows = async |seqs: &[i64]| {
+        store
+            .hec_acks("splunk_hec")
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.ack_id == 0 && r.seqs == seqs)
+    };
+    assert!(wait_until(Duration::from_secs(5), async || rows(&a_seqs).await).await);
+    rx.script([HecFault::RestartAcks]);
+    let second = {
+        let (sink, b) = (sink.clone(), batch_of(b));
+        tokio::spawn(async move { sink.send(&b).await })
+    };
+    assert!(wait_until(Duration::from_secs(5), async || rows(&b_seqs).await).await);
+    let a_ack = tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("A is given up at once, not after ack_timeout")
+        .unwrap()
+        .unwrap();
+    assert!(
+        a_ack
+            .items
+            .iter()
+            .all(|i| matches!(i, ItemOutcome::Retry { .. })),
+        "{a_ack:?}"
+    );
+    rx.set_ack_delay(Duration::ZERO);
+    let b_ack = second.await.unwrap().unwrap();
+    assert_eq!(b_ack, Ack::all_delivered(5), "B settles with its own ack");
+    let again = sink.send(&batch_of(a)).await.unwrap();
+    assert_eq!(again, Ack::all_delivered(5), "A resent and acknowledged");
+    let counts = rx.counts();
+    assert!(ids[..5].iter().all(|id| counts[id] == 2), "{counts:?}");
+    assert!(ids[5..].iter().all(|id| counts[id] == 1), "{counts:?}");
+    assert_eq!(marked(&rx), ids[..5].to_vec(), "the resend of A is marked");
+    assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 5);
+    assert!(store.hec_acks("splunk_hec").await.unwrap().is_empty());
+}
+
+/// A row restored at start-up waits for ackId 0 with nobody waiting on it yet; HEC then
+/// hands out 0 to a new request. The restored events must be resent, not stall forever and
+/// not be settled by the new request's acknowledgement.
+#[tokio::test]
+async fn a_reused_ack_id_of_a_restored_row_does_not_stall_its_events() {
+    let rx = receiver(HecReceiverConfig {
+        ack_delay: Duration::ZERO,
+        ..ack_receiver_cfg()
+    })
+    .await;
+    let (_d, store, ids) = store_with(10).await;
+    let all = store
+        .read_batch(NS, "splunk_hec", 10, 1 << 20)
+        .await
+        .unwrap();
+    let (a, rest) = all.split_at(5);
+    let (b, c) = rest.split_at(4);
+    let channel = store
+        .sink_meta_get_or_insert("splunk_hec", CHANNEL_KEY, &new_guid())
+        .await
+        .unwrap();
+    // C keeps an id pending that HEC never confirms (it never handed it out).
+    for (id, evs) in [(0, a), (7, c)] {
+        store
+            .insert_hec_ack(
+                "splunk_hec",
+                PendingAck {
+                    channel: channel.clone(),
+                    ack_id: id,
+                    seqs: evs.iter().map(|e| e.seq).collect(),
+                    sent_at: chrono::Utc::now().timestamp(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let sink = HecSink::new(sink_cfg(&rx), &store).await.unwrap();
+    assert_eq!(
+        sink.send(&batch_of(b)).await.unwrap(),
+        Ack::all_delivered(4)
+    );
+    let mut settled = false;
+    for _ in 0..3 {
+        let ack = sink.send(&batch_of(a)).await.unwrap();
+        if ack == Ack::all_delivered(5) {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "the restored events are resent, not stuck");
+    let counts = rx.counts();
+    assert!(
+        ids[..9].iter().all(|id| counts.get(id) == Some(&1)),
+        "{counts:?}"
+    );
+    assert_eq!(marked(&rx), ids[..5].to_vec());
+    assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 5);
+}
