@@ -12,13 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
 use super::config::AckMode;
+use super::reply::{AckAnswer, classify_ack, transport_error};
 use crate::secret::Secret;
-use crate::sink::http::{snippet, transport_error};
 use crate::store::{PendingAck, Store};
 
 /// Where one pending id stands.
@@ -255,7 +254,7 @@ impl Tracker {
                 "HEC handed out this ackId again on our channel (HEC restarted, or a load balancer sent the request to another indexer): \
                  the earlier request with that id can no longer be confirmed; resending its events (marked possible_duplicate).");
             self.mark(&old.seqs);
-            let _ = old.tx.send(AckState::GivenUp);
+            old.tx.send_replace(AckState::GivenUp);
         }
         self.wake.notify_one();
         key
@@ -372,7 +371,7 @@ impl Tracker {
         }
         self.mark(&entry.seqs);
         // Other batches waiting on the same request (after a restart) resend too.
-        let _ = entry.tx.send(AckState::GivenUp);
+        entry.tx.send_replace(AckState::GivenUp);
         Waited::TimedOut
     }
 
@@ -415,7 +414,27 @@ impl Tracker {
         for k in live {
             if let Some(e) = st.remove(k) {
                 st.acked.extend(e.seqs.iter().copied());
-                let _ = e.tx.send(AckState::Acked);
+                e.tx.send_replace(AckState::Acked);
+            }
+        }
+    }
+
+    /// `/ack` refuses to answer until someone acts: every pending request (and so the sink)
+    /// is blocked, its events kept, until an answer with acknowledgement states comes back.
+    fn block_all(&self, reason: &str) {
+        let st = self.lock();
+        for e in st.pending.values() {
+            // send_replace: the state must stick even when nobody waits right now.
+            e.tx.send_replace(AckState::Blocked(reason.to_string()));
+        }
+    }
+
+    /// `/ack` answers again: blocked requests wait (and time out) as usual.
+    fn unblock(&self) {
+        let st = self.lock();
+        for e in st.pending.values() {
+            if matches!(*e.tx.borrow(), AckState::Blocked(_)) {
+                e.tx.send_replace(AckState::Waiting);
             }
         }
     }
@@ -427,10 +446,7 @@ impl Tracker {
                 "HEC answered the acknowledgement query with `{text}` (code 14) although \
                  ack = true: enable indexer acknowledgement on the token, or set ack = false"
             );
-            let st = self.lock();
-            for e in st.pending.values() {
-                let _ = e.tx.send(AckState::Blocked(reason.clone()));
-            }
+            self.block_all(&reason);
             return;
         }
         if !self.disabled.swap(true, Ordering::SeqCst) {
@@ -452,7 +468,7 @@ impl Tracker {
         for k in keys {
             if let Some(e) = st.remove(k) {
                 st.acked.extend(e.seqs.iter().copied());
-                let _ = e.tx.send(AckState::Disabled);
+                e.tx.send_replace(AckState::Disabled);
             }
         }
     }
@@ -542,29 +558,59 @@ pub(crate) enum Lookup {
 /// What the poller needs to talk to HEC.
 pub(crate) struct PollTarget {
     pub(crate) client: reqwest::Client,
+    /// The sink's `url`, for transport-error hints.
+    pub(crate) base: url::Url,
     pub(crate) ack_url: String,
     pub(crate) token: Secret,
     pub(crate) every: Duration,
 }
 
-#[derive(Deserialize)]
-struct AckReply {
-    acks: Option<HashMap<String, bool>>,
-    code: Option<i64>,
-    text: Option<String>,
+/// The pause before the next query after `failures` failed ones in a row: `every`, doubled
+/// per failure up to 32 times or 30 s, so a broken `/ack` is not asked every poll interval.
+fn poll_pause(every: Duration, failures: u32) -> Duration {
+    let backed = every.saturating_mul(1 << failures.min(5));
+    backed.min(every.max(Duration::from_secs(30)))
+}
+
+async fn query(tracker: &Tracker, target: &PollTarget, ids: &[u64]) -> AckAnswer {
+    let body = serde_json::json!({ "acks": ids }).to_string();
+    let resp = target
+        .client
+        .post(&target.ack_url)
+        .header(
+            reqwest::header::AUTHORIZATION,
+            format!("Splunk {}", target.token.expose()),
+        )
+        .header("X-Splunk-Request-Channel", &tracker.channel)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await;
+    let failed = |e| AckAnswer::Retry(transport_error(e, &target.base).to_string());
+    match resp {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            match r.bytes().await {
+                Ok(b) => classify_ack(status, &b),
+                Err(e) => failed(e),
+            }
+        }
+        Err(e) => failed(e),
+    }
 }
 
 /// The poller: while ids are pending, one `/ack` query with all of them every `every`.
-/// Transport errors, 5xx and unparseable answers never mark anything delivered; it just asks
-/// again next time.
+/// Nothing is ever marked delivered but by an answer that says `true`. Answers that asking
+/// again will not fix (auth, path, channel: [`classify_ack`]) block the sink with the cause
+/// and the fix; others are asked again with a growing pause and a WARN with the count.
 pub(crate) async fn poll(tracker: Arc<Tracker>, target: PollTarget) {
-    let mut complained = false;
+    let mut failures: u32 = 0;
     loop {
         if tracker.pending() == 0 {
             tracker.wake.notified().await;
             continue;
         }
-        tokio::time::sleep(target.every).await;
+        tokio::time::sleep(poll_pause(target.every, failures)).await;
         tracker.purge_stale().await;
         let keys: Vec<AckKey> = {
             let st = tracker.lock();
@@ -574,44 +620,12 @@ pub(crate) async fn poll(tracker: Arc<Tracker>, target: PollTarget) {
             continue;
         }
         let ids: Vec<u64> = keys.iter().map(|k| k.id).collect();
-        let body = serde_json::json!({ "acks": ids }).to_string();
-        let resp = target
-            .client
-            .post(&target.ack_url)
-            .header(
-                reqwest::header::AUTHORIZATION,
-                format!("Splunk {}", target.token.expose()),
-            )
-            .header("X-Splunk-Request-Channel", &tracker.channel)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await;
-        let (status, bytes) = match resp {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                match r.bytes().await {
-                    Ok(b) => (status, b),
-                    Err(e) => {
-                        debug!(sink = %tracker.sink, error = %transport_error(e), "HEC ack query failed; asking again.");
-                        continue;
-                    }
+        match query(&tracker, &target, &ids).await {
+            AckAnswer::Acks(map) => {
+                if failures > 0 {
+                    info!(sink = %tracker.sink, failures, "HEC answers acknowledgement queries again.");
+                    failures = 0;
                 }
-            }
-            Err(e) => {
-                debug!(sink = %tracker.sink, error = %transport_error(e), "HEC ack query failed; asking again.");
-                continue;
-            }
-        };
-        let reply: Option<AckReply> = serde_json::from_slice(&bytes).ok();
-        match (status, reply) {
-            (
-                200,
-                Some(AckReply {
-                    acks: Some(map), ..
-                }),
-            ) => {
-                complained = false;
                 let done: Vec<AckKey> = keys
                     .iter()
                     .copied()
@@ -620,26 +634,46 @@ pub(crate) async fn poll(tracker: Arc<Tracker>, target: PollTarget) {
                 if !done.is_empty() {
                     tracker.settle_true(&done).await;
                 }
+                tracker.unblock();
             }
-            (
-                400,
-                Some(AckReply {
-                    code: Some(14),
-                    text,
-                    ..
-                }),
-            ) => {
-                tracker
-                    .ack_disabled(text.as_deref().unwrap_or("ACK is disabled"))
-                    .await;
+            AckAnswer::Disabled(text) => {
+                failures = failures.saturating_add(1);
+                tracker.ack_disabled(&text).await;
             }
-            (status, _) => {
-                if !complained {
-                    warn!(sink = %tracker.sink, status, reply = %snippet(&bytes),
-                        "HEC acknowledgement query failed; pending events stay pending and it is asked again.");
-                    complained = true;
+            AckAnswer::Blocked(reason) => {
+                failures = failures.saturating_add(1);
+                // The driver logs the block at ERROR when a batch waits on these requests.
+                debug!(sink = %tracker.sink, %reason, failures, "HEC acknowledgement query refused; pending requests blocked.");
+                tracker.block_all(&reason);
+            }
+            AckAnswer::Retry(reason) => {
+                failures = failures.saturating_add(1);
+                if failures.is_power_of_two() {
+                    warn!(sink = %tracker.sink, %reason, failures, pending_requests = keys.len(),
+                        "HEC acknowledgement query failed; pending events stay pending and are asked about again.");
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_ack_endpoint_is_asked_less_often() {
+        let ms = Duration::from_millis;
+        assert_eq!(poll_pause(ms(50), 0), ms(50));
+        assert_eq!(poll_pause(ms(50), 3), ms(400));
+        assert_eq!(poll_pause(ms(50), 40), ms(1600));
+        assert_eq!(
+            poll_pause(Duration::from_secs(2), 40),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            poll_pause(Duration::from_secs(60), 3),
+            Duration::from_secs(60)
+        );
     }
 }

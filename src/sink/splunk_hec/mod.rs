@@ -159,6 +159,7 @@ impl HecSink {
         let sink = HecSink {
             poll_target: Mutex::new(Some(PollTarget {
                 client: client.clone(),
+                base: cfg.url.clone(),
                 ack_url: format!("{base}/services/collector/ack"),
                 token: cfg.token.clone(),
                 every: cfg.ack_poll,

@@ -46,7 +46,13 @@ const TOKEN_FIX: &str = "set the sink's token (`token`, `token_file` or \
 
 /// Why a config/auth code blocks the sink, and the fix.
 fn blocked_reason(code: i64, r: &HecReply) -> Option<String> {
-    let fix = match code {
+    let fix = code_fix(code)?;
+    Some(format!("HEC refused the request: {}; {fix}", describe(r)))
+}
+
+/// The cause and fix of a HEC code that blocks the sink (`None`: not such a code).
+fn code_fix(code: i64) -> Option<&'static str> {
+    Some(match code {
         1 | 22 => {
             "the HEC token is disabled: enable it in Splunk (Settings > Data inputs > HTTP Event Collector)"
         }
@@ -63,16 +69,105 @@ fn blocked_reason(code: i64, r: &HecReply) -> Option<String> {
             "the index is not allowed for this token: fix the sink's `index` or the token's allowed indexes"
         }
         10 => {
-            "the token requires indexer acknowledgement and a channel was missing: report this as a bug"
+            "the token requires indexer acknowledgement and no channel arrived: a proxy in front \
+             of HEC may drop the X-Splunk-Request-Channel header (let it through); otherwise \
+             report this as a bug"
         }
-        11 => "HEC refused the channel GUID: report this as a bug",
+        11 => {
+            "HEC refused the channel GUID: a proxy in front of HEC may rewrite the \
+             X-Splunk-Request-Channel header (let it through); otherwise report this as a bug"
+        }
         14 => {
             "HEC says acknowledgement is disabled for this token: set ack = false or enable it on the token"
         }
         16 => "query-string authorization is not enabled: use the HEC base URL without a query",
         _ => return None,
+    })
+}
+
+/// What one answer to `POST /services/collector/ack` means.
+#[derive(Debug, PartialEq)]
+pub(crate) enum AckAnswer {
+    /// The state of each id asked about (ids as strings, as HEC sends them).
+    Acks(std::collections::HashMap<String, bool>),
+    /// Code 14: acknowledgement is off for the token; HEC's text.
+    Disabled(String),
+    /// Asking again will not help until someone acts: the cause and the fix.
+    Blocked(String),
+    /// Ask again later: what happened.
+    Retry(String),
+}
+
+#[derive(Deserialize)]
+struct AckReply {
+    acks: Option<std::collections::HashMap<String, bool>>,
+    text: Option<String>,
+    code: Option<i64>,
+}
+
+const ACK_PATH: &str = "the acknowledgement query (POST /services/collector/ack)";
+
+/// Classifies an `/ack` answer. Only a 200 with `acks` says anything about the ids; auth,
+/// channel, path and other 4xx answers are persistent (a proxy that only lets `/event`
+/// through, a revoked token) and block the sink; 5xx, 408, 429 and unreadable 200s are asked
+/// again.
+pub(crate) fn classify_ack(status: u16, body: &[u8]) -> AckAnswer {
+    let parsed: Option<AckReply> = serde_json::from_slice(body).ok();
+    let reply = parsed.as_ref().map(|p| HecReply {
+        text: p.text.clone(),
+        code: p.code,
+        ..HecReply::default()
+    });
+    let what = || match &reply {
+        Some(r) if r.code.is_some() => describe(r),
+        _ => format!("`{}`", snippet(body)),
     };
-    Some(format!("HEC refused the request: {}; {fix}", describe(r)))
+    match (status, parsed) {
+        (
+            200,
+            Some(AckReply {
+                acks: Some(map), ..
+            }),
+        ) => AckAnswer::Acks(map),
+        (
+            400,
+            Some(AckReply {
+                code: Some(14),
+                text,
+                ..
+            }),
+        ) => AckAnswer::Disabled(text.unwrap_or_else(|| "ACK is disabled".to_string())),
+        (300..=399, _) => AckAnswer::Blocked(format!(
+            "HEC answered a redirect ({status}) to {ACK_PATH}: the url points at Splunk Web \
+             (port 8000)? use the HEC port 8088"
+        )),
+        (404, _) => AckAnswer::Blocked(format!(
+            "HEC answered 404 to {ACK_PATH}: {}; a proxy in front of HEC may not forward that \
+             path (let it through), or the url is not the HEC base; or set ack = false",
+            what()
+        )),
+        (400..=499, _) if status != 408 && status != 429 => {
+            let code = reply.as_ref().and_then(|r| r.code);
+            AckAnswer::Blocked(match code.and_then(code_fix) {
+                Some(fix) => format!("HEC refused {ACK_PATH}: {}; {fix}", what()),
+                None if status == 401 || status == 403 => format!(
+                    "HEC (or a proxy in front of it) answered {status} to {ACK_PATH}: {}; let \
+                     that path and the token through the proxy, or set ack = false",
+                    what()
+                ),
+                None => format!(
+                    "HEC answered {status} to {ACK_PATH}: {}; if this persists, set \
+                     ack = false and report it",
+                    what()
+                ),
+            })
+        }
+        (200, _) => AckAnswer::Retry(format!(
+            "HEC answered {ACK_PATH} with 200 but no acknowledgement states: {}",
+            what()
+        )),
+        _ => AckAnswer::Retry(format!("HEC answered {status} to {ACK_PATH}: {}", what())),
+    }
 }
 
 /// Classifies the reply to one request carrying `n` events.
@@ -573,6 +668,61 @@ mod tests {
                 reason.ends_with("a proxy in front of HEC may also refuse it"),
                 "{reason}"
             );
+        }
+    }
+
+    #[test]
+    fn ack_answers() {
+        let acks = classify_ack(200, br#"{"acks":{"0":true,"3":false}}"#);
+        let AckAnswer::Acks(map) = acks else {
+            panic!("{acks:?}")
+        };
+        assert_eq!((map["0"], map["3"]), (true, false));
+        assert_eq!(
+            classify_ack(400, br#"{"text":"ACK is disabled","code":14}"#),
+            AckAnswer::Disabled("ACK is disabled".into())
+        );
+        for (s, b) in [
+            (503, r#"{"text":"Server is busy","code":9}"#),
+            (503, r#"{"code":19}"#),
+            (500, ""),
+            (502, "<html>Bad Gateway</html>"),
+            (429, ""),
+            (408, ""),
+            (200, "garbage"),
+            (200, r#"{"acks":"#),
+            (200, r#"{"text":"Success","code":0}"#),
+        ] {
+            assert!(
+                matches!(classify_ack(s, b.as_bytes()), AckAnswer::Retry(_)),
+                "{s} {b}"
+            );
+        }
+        for (s, b, needle) in [
+            (401, "<html>no</html>", "or set ack = false"),
+            (403, "", "let that path and the token through"),
+            (403, r#"{"text":"Invalid token","code":4}"#, "token_file"),
+            (403, r#"{"text":"Token disabled","code":1}"#, "enable it"),
+            (400, r#"{"text":"Invalid token","code":21}"#, "token_file"),
+            (
+                401,
+                r#"{"text":"Token is required","code":2}"#,
+                "Authorization",
+            ),
+            (400, r#"{"code":10}"#, "X-Splunk-Request-Channel"),
+            (400, r#"{"code":11}"#, "X-Splunk-Request-Channel"),
+            (404, "", "/services/collector/ack"),
+            (303, "", "8088"),
+            (
+                400,
+                r#"{"text":"Invalid data format","code":6}"#,
+                "report it",
+            ),
+        ] {
+            match classify_ack(s, b.as_bytes()) {
+                AckAnswer::Blocked(r) => assert!(r.contains(needle), "{s} {b}: {r}"),
+                other => panic!("{s} {b}: {other:?}"),
+            }
         }
     }
 }

@@ -822,3 +822,141 @@ async fn a_reused_ack_id_of_a_restored_row_does_not_stall_its_events() {
     assert_eq!(marked(&rx), ids[..5].to_vec());
     assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 5);
 }
+
+async fn blocked_reason_in_store(store: &Store) -> Option<String> {
+    store
+        .blocked_sinks()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.sink == "splunk_hec")
+        .map(|b| b.reason)
+}
+
+/// `/ack` refused for good (a proxy, the token, the channel): the sink blocks with the cause
+/// and the fix, keeps the data, resends nothing, and delivers once `/ack` answers again.
+async fn ack_refusal_blocks(fault: HecFault, needle: &str) {
+    let rx = receiver(HecReceiverConfig {
+        ack_delay: Duration::ZERO,
+        ..ack_receiver_cfg()
+    })
+    .await;
+    rx.set_ack_fault(Some(fault.clone()));
+    let (_d, store, ids) = store_with(6).await;
+    let r = start(&store, sink_cfg(&rx)).await;
+    let blocked = wait_until(Duration::from_secs(10), async || {
+        blocked_reason_in_store(&store).await.is_some()
+    })
+    .await;
+    let reason = blocked_reason_in_store(&store).await;
+    assert!(blocked, "{fault:?}: the sink blocks");
+    let reason = reason.unwrap();
+    assert!(reason.contains(needle), "{fault:?}: {reason}");
+    assert_eq!(pending(&store).await, 6, "data kept");
+    rx.set_ack_fault(None);
+    assert!(wait_until(Duration::from_secs(20), async || pending(&store).await == 0).await);
+    r.stop().await;
+    assert_each_once(&rx, &ids);
+    let st = rx.stats();
+    assert_eq!(
+        st.event_requests - st.probe_requests,
+        1,
+        "nothing resent: {st:?}"
+    );
+    assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 0);
+    assert_eq!(blocked_reason_in_store(&store).await, None, "recovered");
+}
+
+macro_rules! ack_blocks {
+    ($($name:ident: $fault:expr, $needle:expr;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            ack_refusal_blocks($fault, $needle).await;
+        }
+    )*};
+}
+
+ack_blocks! {
+    ack_query_401_from_a_proxy_blocks: reply(401, "<html>Unauthorized</html>"), "or set ack = false";
+    ack_query_403_invalid_token_blocks: reply(403, r#"{"text":"Invalid token","code":4}"#), "token_file";
+    ack_query_404_blocks: reply(404, "not found"), "/services/collector/ack";
+    ack_query_channel_missing_code_10_blocks: reply(400, r#"{"text":"Data channel is missing","code":10}"#), "X-Splunk-Request-Channel";
+    ack_query_invalid_channel_code_11_blocks: reply(400, r#"{"text":"Invalid data channel","code":11}"#), "X-Splunk-Request-Channel";
+}
+
+#[tokio::test]
+async fn ack_query_5xx_and_garbage_are_asked_again_without_blocking() {
+    let rx = receiver(HecReceiverConfig {
+        ack_delay: Duration::ZERO,
+        ..ack_receiver_cfg()
+    })
+    .await;
+    rx.script_ack([
+        HecFault::Busy503,
+        HecFault::Html502,
+        reply(500, r#"{"text":"Internal server error","code":8}"#),
+        reply(200, "garbage"),
+        reply(200, r#"{"acks":"#),
+        reply(200, r#"{"text":"Success","code":0}"#),
+    ]);
+    let (_d, store, ids) = store_with(6).await;
+    deliver_all(&store, sink_cfg(&rx), Duration::from_secs(20)).await;
+    assert_each_once(&rx, &ids);
+    let st = rx.stats();
+    assert!(st.ack_requests >= 7, "{st:?}");
+    assert_eq!(
+        st.event_requests, 1,
+        "no resend, no block, no probe: {st:?}"
+    );
+    assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 0);
+}
+
+/// With `ack = true`, `/ack` answering code 14 (acknowledgement turned off on the token)
+/// blocks the sink with the cause and the fix; turned on again, the pending request settles.
+#[tokio::test]
+async fn ack_true_and_ack_code_14_blocks_until_acknowledgement_is_back() {
+    let rx = receiver(HecReceiverConfig {
+        ack_delay: Duration::from_secs(3600),
+        ..ack_receiver_cfg()
+    })
+    .await;
+    let (_d, store, ids) = store_with(5).await;
+    let mut cfg = sink_cfg(&rx);
+    cfg.ack = AckMode::True;
+    let r = start(&store, cfg).await;
+    assert!(
+        wait_until(Duration::from_secs(5), async || !store
+            .hec_acks("splunk_hec")
+            .await
+            .unwrap()
+            .is_empty())
+        .await
+    );
+    rx.set_token_ack(TOKEN, false);
+    assert!(
+        wait_until(Duration::from_secs(10), async || blocked_reason_in_store(
+            &store
+        )
+        .await
+        .is_some())
+        .await
+    );
+    let reason = blocked_reason_in_store(&store).await.unwrap();
+    assert!(
+        reason.contains("code 14")
+            && reason.contains("enable indexer acknowledgement on the token"),
+        "{reason}"
+    );
+    assert_eq!(pending(&store).await, 5, "data kept");
+    rx.set_token_ack(TOKEN, true);
+    rx.set_ack_delay(Duration::ZERO);
+    assert!(wait_until(Duration::from_secs(20), async || pending(&store).await == 0).await);
+    r.stop().await;
+    assert_each_once(&rx, &ids);
+    let st = rx.stats();
+    assert_eq!(
+        st.event_requests - st.probe_requests,
+        1,
+        "nothing resent: {st:?}"
+    );
+}
