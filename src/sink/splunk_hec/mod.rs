@@ -11,8 +11,9 @@
 //! place this sink waits; every retry is the driver's.
 //!
 //! A 400 that names the first bad event (`invalid-event-number` k) dead-letters event k and
-//! resends every other event of the request, the ones before k included: whether HEC indexed
-//! them is unverified (sinks.md A3), and a possible duplicate is better than a possible loss.
+//! resends every other event of the request, the ones before k included, marked
+//! `possible_duplicate`: whether HEC indexed them is unverified (sinks.md A3), and a possible
+//! duplicate is better than a possible loss.
 
 pub(crate) mod ack;
 mod config;
@@ -238,7 +239,18 @@ impl HecSink {
             .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
         match classify(status, after, &bytes, evs.len()) {
             Verdict::Accepted { ack_id } => self.accepted(ack_id, evs).await,
-            Verdict::Partial(ack) => Ok(ack),
+            Verdict::Partial(ack) => {
+                // HEC may have indexed the events before the bad one (sinks.md A3): they are
+                // resent, so mark them.
+                let k = ack
+                    .items
+                    .iter()
+                    .position(|i| matches!(i, ItemOutcome::Rejected { .. }))
+                    .unwrap_or(0);
+                let prefix: Vec<i64> = evs[..k].iter().map(|e| e.seq).collect();
+                self.tracker.mark(&prefix);
+                Ok(ack)
+            }
             Verdict::Failed(e) => Err(e),
         }
     }

@@ -960,3 +960,82 @@ async fn ack_true_and_ack_code_14_blocks_until_acknowledgement_is_back() {
         "nothing resent: {st:?}"
     );
 }
+
+/// A 400 naming event k after HEC really indexed the events before it: k is dead-lettered,
+/// the prefix is resent marked and counted (whether HEC keeps it is unverified), the rest
+/// once; replaying the dead letter ends with every event indexed.
+#[tokio::test]
+async fn the_prefix_before_a_bad_event_is_resent_marked_and_counted() {
+    let rx = receiver(HecReceiverConfig::default()).await;
+    let (_d, store, ids) = store_with(8).await;
+    rx.script([HecFault::BadEvent { k: 3, code: 6 }]);
+    deliver_all(&store, sink_cfg(&rx), Duration::from_secs(15)).await;
+    let dl = store.dead_letters(Some("splunk_hec"), 10).await.unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].id, ids[3]);
+    let counts = rx.counts();
+    assert!(ids[..3].iter().all(|id| counts[id] == 2), "{counts:?}");
+    assert!(ids[4..].iter().all(|id| counts[id] == 1), "{counts:?}");
+    assert_eq!(
+        marked(&rx),
+        ids[..3].to_vec(),
+        "the prefix resend is marked"
+    );
+    assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 3);
+
+    assert_eq!(
+        store
+            .replay_dead_letters(NS, Some("splunk_hec"), vec![])
+            .await
+            .unwrap(),
+        1
+    );
+    deliver_all(&store, sink_cfg(&rx), Duration::from_secs(15)).await;
+    let counts = rx.counts();
+    assert!(
+        ids.iter().all(|id| counts.contains_key(id)),
+        "every event indexed"
+    );
+    assert_eq!(counts[&ids[3]], 1);
+}
+
+/// Rows left by a previous run: one past its acknowledgement timeout (waited for no longer:
+/// resent at once), one older than twice the timeout (forgotten at start). Both are resent
+/// marked and counted.
+#[tokio::test]
+async fn restored_rows_past_their_timeout_are_resent_marked_and_counted() {
+    let rx = receiver(ack_receiver_cfg()).await;
+    let (_d, store, ids) = store_with(6).await;
+    let all = store
+        .read_batch(NS, "splunk_hec", 10, 1 << 20)
+        .await
+        .unwrap();
+    let channel = store
+        .sink_meta_get_or_insert("splunk_hec", CHANNEL_KEY, &new_guid())
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    for (id, evs, age) in [(0, &all[..3], 70), (1, &all[3..5], 200)] {
+        store
+            .insert_hec_ack(
+                "splunk_hec",
+                PendingAck {
+                    channel: channel.clone(),
+                    ack_id: id,
+                    seqs: evs.iter().map(|e| e.seq).collect(),
+                    sent_at: now - age,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let mut cfg = sink_cfg(&rx);
+    cfg.ack_timeout = Duration::from_secs(60);
+    deliver_all(&store, cfg, Duration::from_secs(15)).await;
+    assert_each_once(&rx, &ids);
+    let mut resent = marked(&rx);
+    resent.sort();
+    assert_eq!(resent, ids[..5].to_vec());
+    assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 5);
+    assert!(store.hec_acks("splunk_hec").await.unwrap().is_empty());
+}
