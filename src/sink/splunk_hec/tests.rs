@@ -1039,3 +1039,102 @@ async fn restored_rows_past_their_timeout_are_resent_marked_and_counted() {
     assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 5);
     assert!(store.hec_acks("splunk_hec").await.unwrap().is_empty());
 }
+
+/// HEC (or the network) does not answer within the sink's `timeout`: the request fails as
+/// retryable, the driver resends, nothing is lost. The late request may still be indexed after
+/// the client gave up (at least once, not exactly once).
+#[tokio::test]
+async fn a_request_timeout_is_retried_and_loses_nothing() {
+    let rx = receiver(HecReceiverConfig::default()).await;
+    let (_d, store, ids) = store_with(8).await;
+    let mut cfg = sink_cfg(&rx);
+    cfg.timeout = Duration::from_secs(1);
+
+    rx.script([HecFault::Delay(Duration::from_secs(3))]);
+    let sink = HecSink::new(cfg.clone(), &store).await.unwrap();
+    let batch = batch_of(
+        &store
+            .read_batch(NS, "splunk_hec", 10, 1 << 20)
+            .await
+            .unwrap(),
+    );
+    match sink.send(&batch).await {
+        Err(SinkError::Retryable { reason, .. }) => {
+            assert!(reason.contains("timed out"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(sink);
+
+    rx.script([HecFault::Delay(Duration::from_secs(3))]);
+    deliver_all(&store, cfg, Duration::from_secs(20)).await;
+    let counts = rx.counts();
+    assert!(
+        ids.iter()
+            .all(|id| (1..=3).contains(counts.get(id).unwrap_or(&0))),
+        "every id indexed, late copies aside: {counts:?}"
+    );
+    assert_eq!(rx.stats().event_requests, 3, "two timed out, one answered");
+    assert!(store.dead_letters(None, 10).await.unwrap().is_empty());
+}
+
+/// `Retry-After` on a 429 reaches the driver: as the batch's error when the only request is
+/// refused, on the refused request's events when others got through, and the driver waits at
+/// least that long before resending.
+#[tokio::test]
+async fn retry_after_from_hec_is_honoured() {
+    let two = Duration::from_secs(2);
+    let rx = receiver(HecReceiverConfig::default()).await;
+    let (_d, store, _ids) = store_with(8).await;
+    let batch = batch_of(
+        &store
+            .read_batch(NS, "splunk_hec", 10, 1 << 20)
+            .await
+            .unwrap(),
+    );
+
+    rx.script([HecFault::TooMany429 {
+        retry_after_secs: Some(2),
+    }]);
+    let sink = HecSink::new(sink_cfg(&rx), &store).await.unwrap();
+    match sink.send(&batch).await {
+        Err(SinkError::Retryable { after, .. }) => assert_eq!(after, Some(two)),
+        other => panic!("{other:?}"),
+    }
+
+    let mut small = sink_cfg(&rx);
+    small.batch_max_bytes = 1200;
+    small.gzip = false;
+    rx.script([HecFault::TooMany429 {
+        retry_after_secs: Some(2),
+    }]);
+    let sink = HecSink::new(small, &store).await.unwrap();
+    let ack = sink.send(&batch).await.unwrap();
+    let paused = ack
+        .items
+        .iter()
+        .filter(|i| **i == ItemOutcome::Retry { after: Some(two) })
+        .count();
+    let delivered = ack
+        .items
+        .iter()
+        .filter(|i| **i == ItemOutcome::Delivered)
+        .count();
+    assert!(
+        paused > 0 && delivered > 0 && paused + delivered == 8,
+        "{ack:?}"
+    );
+    drop(sink);
+
+    let rx = receiver(HecReceiverConfig::default()).await;
+    rx.script([HecFault::TooMany429 {
+        retry_after_secs: Some(2),
+    }]);
+    let (_d2, store, ids2) = store_with(8).await;
+    deliver_all(&store, sink_cfg(&rx), Duration::from_secs(20)).await;
+    assert_each_once(&rx, &ids2);
+    let at = rx.arrivals();
+    assert_eq!(at.len(), 2);
+    // DELAYS caps the driver's own backoff at 400 ms: only Retry-After explains 2 s.
+    assert!(at[1] - at[0] >= two, "resent after {:?}", at[1] - at[0]);
+}
