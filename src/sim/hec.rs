@@ -75,7 +75,7 @@ impl HecToken {
 }
 
 /// Random faults of `/event` requests: fractions (adding up to at most 1) and latency.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct HecFaults {
     /// 503 `{"text":"Server is busy","code":9}`.
     pub busy_503: f64,
