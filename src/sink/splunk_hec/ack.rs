@@ -346,7 +346,7 @@ impl Tracker {
     /// The request timed out: forget it (memory and store) and mark its events, since they
     /// are sent again.
     async fn give_up(&self, key: AckKey, seqs: &[i64]) -> Waited {
-        let _rows = self.rows.lock().await;
+        let rows = self.rows.lock().await;
         let removed = {
             let mut st = self.lock();
             match st.get(key).map(|e| e.tx.borrow().clone()) {
@@ -357,7 +357,7 @@ impl Tracker {
         };
         let Some(entry) = removed else {
             // Settled or given up by someone else meanwhile.
-            drop(_rows);
+            drop(rows);
             return self.orphaned(key, seqs);
         };
         warn!(sink = %self.sink, ack_id = key.id, events = entry.seqs.len(), timeout_secs = self.timeout.as_secs(),
