@@ -146,6 +146,13 @@ pub enum Command {
         /// Turn on indexer acknowledgement for the HEC receiver's token.
         #[arg(long, requires = "hec_listen")]
         hec_ack: bool,
+        /// HEC receiver faults (fractions of `/event` requests, and acknowledgement knobs), e.g.
+        /// "503=0.1,500=0.02,429=0.02,502=0.01,truncate=0.01,latency_ms=50,ack_delay_ms=5000,ack_loss=0.05".
+        /// `truncate` answers a cut 200 after indexing (the sink resends: a duplicate);
+        /// `ack_loss` ids never turn true (resent after ack_timeout_secs). See
+        /// docs/sinks/splunk_hec.md.
+        #[arg(long, default_value = "", requires = "hec_listen")]
+        hec_faults: String,
         /// Also serve an Elasticsearch `_bulk` test receiver on this address (e.g. 127.0.0.1:9200).
         #[arg(long)]
         es_listen: Option<SocketAddr>,
@@ -179,6 +186,29 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn simulate_takes_hec_faults() {
+        let cli = Cli::try_parse_from([
+            "sigsci-export",
+            "simulate",
+            "--hec-listen",
+            "127.0.0.1:0",
+            "--hec-faults",
+            "503=0.1,ack_delay_ms=2000",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Simulate { hec_faults, .. } => {
+                assert_eq!(hec_faults, "503=0.1,ack_delay_ms=2000")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["sigsci-export", "simulate", "--hec-faults", "503=0.1"]).is_err(),
+            "--hec-faults needs --hec-listen"
+        );
     }
 
     #[test]

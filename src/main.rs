@@ -14,7 +14,7 @@ use sigsci_export::cli::{Cli, Command, ConfigArg, DeadLetterAction};
 use sigsci_export::config::{self, Config, ConfigError};
 use sigsci_export::scheduler;
 use sigsci_export::sim::es::{EsFaults, EsReceiver, EsReceiverAuth, EsReceiverConfig};
-use sigsci_export::sim::hec::{HecReceiver, HecReceiverConfig, HecToken};
+use sigsci_export::sim::hec::{HecFaults, HecReceiver, HecReceiverConfig, HecToken};
 use sigsci_export::sim::{FaultConfig, SimConfig, Simulator};
 use sigsci_export::source::client::FeedClient;
 use sigsci_export::store::Store;
@@ -117,6 +117,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             hec_listen,
             hec_token,
             hec_ack,
+            hec_faults,
             es_listen,
             es_flavour,
             es_user,
@@ -137,7 +138,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 ..SimConfig::default()
             };
             let hec = match hec_listen {
-                Some(addr) => Some(start_hec(addr, hec_token, hec_ack).await?),
+                Some(addr) => Some(start_hec(addr, hec_token, hec_ack, &hec_faults).await?),
                 None => None,
             };
             let es = match es_listen {
@@ -150,8 +151,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             if let Some(rx) = hec {
                 let st = rx.stats();
                 eprintln!(
-                    "HEC receiver: {} event requests, {} events indexed ({} distinct ids, {} indexed more than once), {} bytes on the wire, {} uncompressed",
+                    "HEC receiver: {} event requests (answers by status {:?}), {} events indexed ({} distinct ids, {} indexed more than once), {} bytes on the wire, {} uncompressed",
                     st.event_requests,
+                    st.statuses,
                     st.events_indexed,
                     rx.counts().len(),
                     rx.duplicates(),
@@ -546,7 +548,11 @@ async fn start_hec(
     addr: std::net::SocketAddr,
     token: String,
     ack: bool,
+    faults: &str,
 ) -> Result<HecReceiver, Failure> {
+    let (faults, knobs) =
+        HecFaults::parse(faults).map_err(|e| Failure::Config(format!("--hec-faults: {e}")))?;
+    let defaults = HecReceiverConfig::default();
     let cfg = HecReceiverConfig {
         tokens: vec![HecToken {
             use_ack: ack,
@@ -556,16 +562,35 @@ async fn start_hec(
         max_content_length: 838_860_800,
         // Only what the summary below needs: nothing grows with the event count but the ids.
         keep_events: 0,
-        ..HecReceiverConfig::default()
+        ack_delay: knobs.ack_delay.unwrap_or(defaults.ack_delay),
+        ack_loss: knobs.ack_loss.unwrap_or(defaults.ack_loss),
+        faults: faults.clone(),
+        ..defaults
     };
+    let (ack_delay, ack_loss) = (cfg.ack_delay, cfg.ack_loss);
     let rx = HecReceiver::start(cfg, addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for HEC"))?;
     eprintln!(
         "HEC receiver listening: url = \"{}\", token = \"{token}\", indexer ack {}",
         rx.url(),
-        if ack { "on" } else { "off" }
+        if ack {
+            format!("on (delay {ack_delay:?}, loss {ack_loss})")
+        } else {
+            "off".to_string()
+        }
     );
+    if faults != HecFaults::default() {
+        eprintln!(
+            "HEC receiver faults: 503 {}, 500 {}, 429 {}, 502 {}, truncated 200 {}, latency {} ms",
+            faults.busy_503,
+            faults.error_500,
+            faults.too_many_429,
+            faults.html_502,
+            faults.truncated_200,
+            faults.latency_ms
+        );
+    }
     Ok(rx)
 }
 

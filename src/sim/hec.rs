@@ -5,12 +5,18 @@
 //! models: token checks (missing 401 code 2, wrong scheme 401 code 3, unknown 403 code 4,
 //! disabled 403 code 1), gzip bodies, concatenated JSON envelopes (whitespace between them is
 //! fine; an array or garbage is 400 code 6 with the `invalid-event-number` of the first bad
-//! object; missing `event` 12, blank `event` 13, nested or non-string `fields` 15, empty body
-//! 5, an index outside the token's list 7), a byte limit on the uncompressed body (413),
-//! indexer acknowledgement per token (channel required: 10, malformed GUID: 11; `ackId`s count
-//! up per channel; `/ack` answers true only after `ack_delay`, never for a fraction
-//! `ack_loss` of requests, and forgets an id once answered true; `/ack` on a token without
-//! acknowledgement is 400 code 14), faults (random and scripted) and pause/resume.
+//! object), a byte limit on the uncompressed body (413), empty body 5, indexer acknowledgement
+//! per token (channel required: 10, malformed GUID: 11; `ackId`s count up per channel; `/ack`
+//! answers true only after `ack_delay`, never for a fraction `ack_loss` of requests, and
+//! forgets an id once answered true; `/ack` on a token without acknowledgement is 400 code
+//! 14), faults (random and scripted, on `/event` and on `/ack`) and pause/resume.
+//!
+//! **Order of the checks**, as the sink's blank-event health probe assumes of Splunk (sinks.md
+//! A1/A3; unverified on a real Splunk, see docs/sinks/splunk_hec.md): the token first, then
+//! each envelope in turn: parse (6), index outside the token's list (7), missing `event` (12),
+//! blank `event` (13), nested or non-string `fields` (15). So `{"event":"","index":"x"}`
+//! answers 7 for a forbidden index and 13 otherwise, and indexes nothing. `/health` ignores
+//! the token, like Splunk's.
 //!
 //! **Paused** means every route answers `503 {"text":"Server is busy","code":9}`: the listener
 //! stays up so a test can resume it on the same port.
@@ -69,7 +75,7 @@ impl HecToken {
 }
 
 /// Random faults of `/event` requests: fractions (adding up to at most 1) and latency.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct HecFaults {
     /// 503 `{"text":"Server is busy","code":9}`.
     pub busy_503: f64,
@@ -105,6 +111,75 @@ pub enum HecFault {
     Delay(Duration),
     /// Answer exactly this (status, body); nothing is indexed.
     Reply(u16, String),
+    /// Index the first `k` events, then answer 400 with `code` and `invalid-event-number` k,
+    /// as a HEC that stops at a bad event would (a request of `k` events or fewer is served
+    /// normally). Indexes nothing when `index_prefix_on_invalid` is off.
+    BadEvent {
+        /// The event named.
+        k: usize,
+        /// The code answered (6, 12, 13 or 15).
+        code: i64,
+    },
+    /// HEC restarted: every channel's ack ids are forgotten and count from 0 again (so ids
+    /// already handed out are handed out again); then serve normally.
+    RestartAcks,
+}
+
+impl HecFaults {
+    /// Parses `simulate --hec-faults`: comma-separated `key=value` with fractions `503`,
+    /// `500`, `429`, `502`, `truncate` and `latency_ms`; `ack_delay_ms` and `ack_loss` are
+    /// returned apart (they shape acknowledgement, not `/event` answers).
+    pub fn parse(s: &str) -> Result<(HecFaults, HecAckKnobs), String> {
+        let mut f = HecFaults::default();
+        let mut k = HecAckKnobs::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}`: expected key=value"))?;
+            let frac = |v: &str| -> Result<f64, String> {
+                v.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| (0.0..=1.0).contains(x))
+                    .ok_or_else(|| format!("`{part}`: expected a fraction between 0 and 1"))
+            };
+            let ms = |v: &str| -> Result<u64, String> {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("`{part}`: expected whole milliseconds"))
+            };
+            match key.trim() {
+                "503" => f.busy_503 = frac(v)?,
+                "500" => f.error_500 = frac(v)?,
+                "429" => f.too_many_429 = frac(v)?,
+                "502" => f.html_502 = frac(v)?,
+                "truncate" => f.truncated_200 = frac(v)?,
+                "latency_ms" => f.latency_ms = ms(v)?,
+                "ack_delay_ms" => k.ack_delay = Some(Duration::from_millis(ms(v)?)),
+                "ack_loss" => k.ack_loss = Some(frac(v)?),
+                o => {
+                    return Err(format!(
+                        "unknown fault `{o}`: use 503, 500, 429, 502, truncate, latency_ms, \
+                         ack_delay_ms, ack_loss"
+                    ));
+                }
+            }
+        }
+        let total = f.busy_503 + f.error_500 + f.too_many_429 + f.html_502 + f.truncated_200;
+        if total > 1.0 {
+            return Err(format!("the fractions add up to {total}, more than 1"));
+        }
+        Ok((f, k))
+    }
+}
+
+/// Acknowledgement settings `--hec-faults` may change (`None`: keep the default).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HecAckKnobs {
+    /// [`HecReceiverConfig::ack_delay`].
+    pub ack_delay: Option<Duration>,
+    /// [`HecReceiverConfig::ack_loss`].
+    pub ack_loss: Option<f64>,
 }
 
 /// What shapes a receiver.
@@ -179,6 +254,9 @@ pub struct HecStats {
     pub bytes_uncompressed: u64,
     /// Events indexed (duplicates included).
     pub events_indexed: u64,
+    /// `/event` requests whose first envelope has a blank `event`: the sink's health probes
+    /// (answered 13, or an auth or index error), not data.
+    pub probe_requests: u64,
     /// Answers to `/event` by status.
     pub statuses: BTreeMap<u16, u64>,
 }
@@ -186,7 +264,7 @@ pub struct HecStats {
 #[derive(Default)]
 struct Channel {
     next: u64,
-    /// id -> (turns true at, lost)
+    /// id -> (answered at, lost); true once `ack_delay` (as configured when asked) has passed
     pending: HashMap<u64, (Instant, bool)>,
 }
 
@@ -194,6 +272,10 @@ struct St {
     cfg: HecReceiverConfig,
     rng: ChaCha8Rng,
     scripted: VecDeque<HecFault>,
+    ack_scripted: VecDeque<HecFault>,
+    ack_fault: Option<HecFault>,
+    /// When each `/event` request arrived (the first `keep_events`).
+    arrivals: Vec<Instant>,
     paused: bool,
     queues_full: bool,
     counts: HashMap<String, u32>,
@@ -230,6 +312,9 @@ impl HecReceiver {
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             cfg,
             scripted: VecDeque::new(),
+            ack_scripted: VecDeque::new(),
+            ack_fault: None,
+            arrivals: Vec::new(),
             paused: false,
             queues_full: false,
             counts: HashMap::new(),
@@ -277,6 +362,23 @@ impl HecReceiver {
         lock(&self.shared).scripted.extend(faults);
     }
 
+    /// Queue scripted answers for the next `/ack` requests (`Reply`, `Busy503`, `Error500`,
+    /// `Html502`, `TooMany429`; others serve normally), before [`HecReceiver::set_ack_fault`].
+    pub fn script_ack(&self, faults: impl IntoIterator<Item = HecFault>) {
+        lock(&self.shared).ack_scripted.extend(faults);
+    }
+
+    /// Answer every `/ack` request with this fault until called with `None` (a proxy that
+    /// refuses the path, an ack service that is down).
+    pub fn set_ack_fault(&self, fault: Option<HecFault>) {
+        lock(&self.shared).ack_fault = fault;
+    }
+
+    /// When each `/event` request arrived, in order (the first `keep_events`).
+    pub fn arrivals(&self) -> Vec<Instant> {
+        lock(&self.shared).arrivals.clone()
+    }
+
     /// Replace the random faults.
     pub fn set_faults(&self, faults: HecFaults) {
         lock(&self.shared).cfg.faults = faults;
@@ -313,6 +415,11 @@ impl HecReceiver {
                 t.use_ack = use_ack;
             }
         }
+    }
+
+    /// Change `ack_delay`, for ids already handed out too.
+    pub fn set_ack_delay(&self, delay: Duration) {
+        lock(&self.shared).cfg.ack_delay = delay;
     }
 
     /// Change the fraction of lost acknowledgements.
@@ -446,6 +553,12 @@ async fn event(
         st.stats.requests += 1;
         st.stats.event_requests += 1;
         st.stats.bytes_wire += body.len() as u64;
+        if st.arrivals.len() < st.cfg.keep_events {
+            st.arrivals.push(Instant::now());
+        }
+        if is_probe(&headers, &body) {
+            st.stats.probe_requests += 1;
+        }
         let fault = match st.scripted.pop_front() {
             Some(f) => Some(f),
             None => {
@@ -491,6 +604,51 @@ async fn event(
     resp
 }
 
+/// Whether the first envelope of an uncompressed body has a blank `event` (the sink's health
+/// probe), whatever the answer will be.
+fn is_probe(headers: &HeaderMap, body: &[u8]) -> bool {
+    if headers.contains_key(header::CONTENT_ENCODING) {
+        return false;
+    }
+    serde_json::Deserializer::from_slice(body)
+        .into_iter::<Env<'_>>()
+        .next()
+        .and_then(Result::ok)
+        .and_then(|e| e.event)
+        .is_some_and(|ev| ev.get() == "\"\"")
+}
+
+/// The canned answer of a fault that answers by itself (`None`: serve the request).
+fn fault_reply(fault: &HecFault) -> Option<Response> {
+    Some(match fault {
+        HecFault::Busy503 => hec(503, "Server is busy", 9),
+        HecFault::Error500 => hec(500, "Internal server error", 8),
+        HecFault::TooMany429 { retry_after_secs } => {
+            let mut r = hec(429, "HEC queue is at capacity", 26);
+            if let Some(s) = retry_after_secs {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, s.to_string().parse().unwrap());
+            }
+            r
+        }
+        HecFault::Html502 => (
+            StatusCode::BAD_GATEWAY,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+            .into_response(),
+        HecFault::Reply(status, text) => (
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            text.clone(),
+        )
+            .into_response(),
+        HecFault::Truncated200
+        | HecFault::Delay(_)
+        | HecFault::BadEvent { .. }
+        | HecFault::RestartAcks => return None,
+    })
+}
+
 fn handle_event(
     shared: &Shared,
     uri: &Uri,
@@ -509,35 +667,16 @@ fn handle_event(
         };
         (token, st.cfg.max_content_length)
     };
+    if let Some(r) = fault.as_ref().and_then(fault_reply) {
+        return r;
+    }
     let mut fate = Fate::Normal;
+    let mut bad_at: Option<(usize, i64)> = None;
     match fault {
-        Some(HecFault::Busy503) => return hec(503, "Server is busy", 9),
-        Some(HecFault::Error500) => return hec(500, "Internal server error", 8),
-        Some(HecFault::TooMany429 { retry_after_secs }) => {
-            let mut r = hec(429, "HEC queue is at capacity", 26);
-            if let Some(s) = retry_after_secs {
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, s.to_string().parse().unwrap());
-            }
-            return r;
-        }
-        Some(HecFault::Html502) => {
-            return (
-                StatusCode::BAD_GATEWAY,
-                [(header::CONTENT_TYPE, "text/html")],
-                "<html><body><h1>502 Bad Gateway</h1></body></html>",
-            )
-                .into_response();
-        }
-        Some(HecFault::Reply(status, text)) => {
-            return (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                text,
-            )
-                .into_response();
-        }
         Some(HecFault::Truncated200) => fate = Fate::Truncate,
-        Some(HecFault::Delay(_)) | None => {}
+        Some(HecFault::BadEvent { k, code }) => bad_at = Some((k, code)),
+        Some(HecFault::RestartAcks) => lock(shared).channels.clear(),
+        _ => {}
     }
     let gz = headers
         .get(header::CONTENT_ENCODING)
@@ -568,11 +707,11 @@ fn handle_event(
             _ => {}
         }
     }
-    // Parse every envelope; stop at the first bad one.
+    // Parse every envelope; stop at the first bad one. Per envelope the index is checked
+    // before the event itself, so a blank event proves the token and the index were accepted.
     let mut good: Vec<Env<'_>> = Vec::new();
     let mut bad: Option<(i64, &str)> = None;
     for item in serde_json::Deserializer::from_slice(&data).into_iter::<Env<'_>>() {
-        let k = good.len() as i64;
         let env = match item {
             Ok(e) => e,
             Err(_) => {
@@ -580,6 +719,13 @@ fn handle_event(
                 break;
             }
         };
+        let blank = env.event.is_some_and(|ev| ev.get() == "\"\"");
+        if let (Some(allowed), Some(i)) = (&token.allowed_indexes, &env.index)
+            && !allowed.contains(i)
+        {
+            bad = Some((7, "Incorrect index"));
+            break;
+        }
         let Some(ev) = env.event else {
             bad = Some((12, "Event field is required"));
             break;
@@ -588,7 +734,7 @@ fn handle_event(
             bad = Some((12, "Event field is required"));
             break;
         }
-        if ev.get() == "\"\"" {
+        if blank {
             bad = Some((13, "Event field cannot be blank"));
             break;
         }
@@ -602,15 +748,13 @@ fn handle_event(
             bad = Some((15, "Error in handling indexed fields"));
             break;
         }
-        let _ = k;
+        if let Some((k, code)) = bad_at
+            && good.len() == k
+        {
+            bad = Some((code, "Invalid data format"));
+            break;
+        }
         good.push(env);
-    }
-    if let Some(allowed) = &token.allowed_indexes
-        && good
-            .iter()
-            .any(|e| e.index.as_ref().is_some_and(|i| !allowed.contains(i)))
-    {
-        return hec(400, "Incorrect index", 7);
     }
     let mut st = lock(shared);
     if let Some((code, text)) = bad {
@@ -627,11 +771,11 @@ fn handle_event(
     let mut body = json!({ "text": "Success", "code": 0 });
     if token.use_ack {
         let lost = st.rng.random::<f64>() < st.cfg.ack_loss;
-        let ready = Instant::now() + st.cfg.ack_delay;
+        let at = Instant::now();
         let ch = st.channels.entry(channel.unwrap_or_default()).or_default();
         let id = ch.next;
         ch.next += 1;
-        ch.pending.insert(id, (ready, lost));
+        ch.pending.insert(id, (at, lost));
         body["ackId"] = json!(id);
     }
     match fate {
@@ -688,6 +832,10 @@ async fn ack(State(shared): State<Shared>, uri: Uri, headers: HeaderMap, body: B
     if st.paused {
         return hec(503, "Server is busy", 9);
     }
+    let fault = st.ack_scripted.pop_front().or_else(|| st.ack_fault.clone());
+    if let Some(r) = fault.as_ref().and_then(fault_reply) {
+        return r;
+    }
     let token = match authenticate(&st, &headers) {
         Auth::Ok(t) => t,
         Auth::Denied(r) => return r,
@@ -705,10 +853,11 @@ async fn ack(State(shared): State<Shared>, uri: Uri, headers: HeaderMap, body: B
         return hec(400, "Invalid data format", 6);
     };
     let now = Instant::now();
+    let delay = st.cfg.ack_delay;
     let ch = st.channels.entry(channel).or_default();
     let mut out = serde_json::Map::new();
     for id in q.acks {
-        let done = matches!(ch.pending.get(&id), Some((ready, false)) if *ready <= now);
+        let done = matches!(ch.pending.get(&id), Some((at, false)) if *at + delay <= now);
         if done {
             ch.pending.remove(&id);
         }
@@ -717,7 +866,7 @@ async fn ack(State(shared): State<Shared>, uri: Uri, headers: HeaderMap, body: B
     reply(200, json!({ "acks": out }))
 }
 
-async fn health(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+async fn health(State(shared): State<Shared>) -> Response {
     let mut st = lock(&shared);
     st.stats.requests += 1;
     st.stats.health_requests += 1;
@@ -727,26 +876,7 @@ async fn health(State(shared): State<Shared>, headers: HeaderMap) -> Response {
     if st.queues_full {
         return hec(503, "HEC is unhealthy, queues are full", 18);
     }
-    // Like Splunk, a request without a token is answered; a wrong one is not.
-    if headers.contains_key(header::AUTHORIZATION) {
-        match authenticate(&st, &headers) {
-            Auth::Ok(_) => {}
-            Auth::Denied(r) if r.status() == StatusCode::FORBIDDEN => {
-                let disabled = st.cfg.tokens.iter().any(|t| {
-                    t.disabled
-                        && headers
-                            .get(header::AUTHORIZATION)
-                            .and_then(|v| v.to_str().ok())
-                            == Some(&format!("Splunk {}", t.token))
-                });
-                return if disabled {
-                    hec(400, "Token disabled", 22)
-                } else {
-                    hec(400, "Invalid token", 21)
-                };
-            }
-            Auth::Denied(r) => return r,
-        }
-    }
+    // Splunk ignores the token here (sinks.md A1): so must a faithful model, or a test of the
+    // sink's health probe would pass against the model and fail against Splunk.
     hec(200, "HEC is healthy", 17)
 }

@@ -30,6 +30,28 @@ fn sql<'a>(op: &'static str, db: &'a SyncStore) -> impl Fn(rusqlite::Error) -> S
     }
 }
 
+fn join_seqs(seqs: &[i64]) -> String {
+    seqs.iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A `hec_acks` row from `SELECT channel, ack_id, seqs, sent_at`.
+fn pending_ack(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingAck> {
+    let seqs: String = row.get(2)?;
+    let id: i64 = row.get(1)?;
+    Ok(PendingAck {
+        channel: row.get(0)?,
+        ack_id: u64::try_from(id).unwrap_or(0),
+        seqs: seqs
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect(),
+        sent_at: row.get(3)?,
+    })
+}
+
 impl SyncStore {
     pub(super) fn meta_get(&mut self, sink: &str, key: &str) -> Result<Option<String>, StoreError> {
         let r = self
@@ -94,29 +116,40 @@ impl SyncStore {
         r.map_err(sql("meta_add", self))
     }
 
+    /// Records a pending acknowledgement. HEC can hand out an `ackId` again on one channel
+    /// (it restarted, or a load balancer moved the channel to another indexer): the row
+    /// already stored under that id is then replaced and returned, so the caller gives its
+    /// events up explicitly instead of losing track of them.
     pub(super) fn hec_ack_insert(
         &mut self,
         sink: &str,
         ack: &PendingAck,
-    ) -> Result<(), StoreError> {
-        let seqs = ack
-            .seqs
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        let r = self.conn().execute(
-            "INSERT OR REPLACE INTO hec_acks (sink, channel, ack_id, seqs, sent_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                sink,
-                ack.channel,
-                i64::try_from(ack.ack_id).unwrap_or(i64::MAX),
-                seqs,
-                ack.sent_at
-            ],
-        );
-        r.map(|_| ()).map_err(sql("hec_ack_insert", self))
+    ) -> Result<Option<PendingAck>, StoreError> {
+        let seqs = join_seqs(&ack.seqs);
+        let id = i64::try_from(ack.ack_id).unwrap_or(i64::MAX);
+        let r = (|| {
+            let tx = self
+                .conn()
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let old = tx
+                .query_row(
+                    "SELECT channel, ack_id, seqs, sent_at FROM hec_acks
+                     WHERE sink = ?1 AND channel = ?2 AND ack_id = ?3",
+                    params![sink, ack.channel, id],
+                    pending_ack,
+                )
+                .optional()?;
+            tx.execute(
+                "INSERT INTO hec_acks (sink, channel, ack_id, seqs, sent_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (sink, channel, ack_id)
+                 DO UPDATE SET seqs = excluded.seqs, sent_at = excluded.sent_at",
+                params![sink, ack.channel, id, seqs, ack.sent_at],
+            )?;
+            tx.commit()?;
+            Ok(old)
+        })();
+        r.map_err(sql("hec_ack_insert", self))
     }
 
     pub(super) fn hec_ack_delete(
@@ -132,17 +165,33 @@ impl SyncStore {
         r.map(|_| ()).map_err(sql("hec_ack_delete", self))
     }
 
-    /// Deletes the sink's rows sent before `before` (or all with `None`); returns how many.
-    pub(super) fn hec_ack_purge(
+    /// Deletes the sink's rows sent before `before` (or all with `None`) and returns them.
+    pub(super) fn hec_ack_take(
         &mut self,
         sink: &str,
         before: Option<i64>,
-    ) -> Result<usize, StoreError> {
-        let r = self.conn().execute(
-            "DELETE FROM hec_acks WHERE sink = ?1 AND sent_at < ?2",
-            params![sink, before.unwrap_or(i64::MAX)],
-        );
-        r.map_err(sql("hec_ack_purge", self))
+    ) -> Result<Vec<PendingAck>, StoreError> {
+        let before = before.unwrap_or(i64::MAX);
+        let r = (|| {
+            let tx = self
+                .conn()
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let rows = {
+                let mut st = tx.prepare(
+                    "SELECT channel, ack_id, seqs, sent_at FROM hec_acks
+                     WHERE sink = ?1 AND sent_at < ?2 ORDER BY channel, ack_id",
+                )?;
+                st.query_map(params![sink, before], pending_ack)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.execute(
+                "DELETE FROM hec_acks WHERE sink = ?1 AND sent_at < ?2",
+                params![sink, before],
+            )?;
+            tx.commit()?;
+            Ok(rows)
+        })();
+        r.map_err(sql("hec_ack_take", self))
     }
 
     pub(super) fn hec_acks(&mut self, sink: &str) -> Result<Vec<PendingAck>, StoreError> {
@@ -151,19 +200,7 @@ impl SyncStore {
                 "SELECT channel, ack_id, seqs, sent_at FROM hec_acks WHERE sink = ?1
                  ORDER BY channel, ack_id",
             )?;
-            let rows = st.query_map(params![sink], |row| {
-                let seqs: String = row.get(2)?;
-                let id: i64 = row.get(1)?;
-                Ok(PendingAck {
-                    channel: row.get(0)?,
-                    ack_id: u64::try_from(id).unwrap_or(0),
-                    seqs: seqs
-                        .split(',')
-                        .filter_map(|s| s.trim().parse().ok())
-                        .collect(),
-                    sent_at: row.get(3)?,
-                })
-            })?;
+            let rows = st.query_map(params![sink], pending_ack)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })();
         r.map_err(sql("hec_acks", self))
@@ -200,8 +237,14 @@ impl Store {
             .await
     }
 
-    /// Records a request of `sink` whose indexer acknowledgement is pending.
-    pub async fn insert_hec_ack(&self, sink: &str, ack: PendingAck) -> Result<(), StoreError> {
+    /// Records a request of `sink` whose indexer acknowledgement is pending. When the channel
+    /// already has a row under the same `ackId` (HEC handed the id out again), that row is
+    /// replaced and returned: its events can no longer be confirmed.
+    pub async fn insert_hec_ack(
+        &self,
+        sink: &str,
+        ack: PendingAck,
+    ) -> Result<Option<PendingAck>, StoreError> {
         let sink = sink.to_owned();
         self.run("insert_hec_ack", move |db| db.hec_ack_insert(&sink, &ack))
             .await
@@ -222,14 +265,14 @@ impl Store {
     }
 
     /// Forgets the sink's pending acknowledgements sent before `before` (Unix seconds), or all
-    /// of them with `None`; returns how many.
-    pub async fn purge_hec_acks(
+    /// of them with `None`, and returns them (their events are sent again).
+    pub async fn take_hec_acks(
         &self,
         sink: &str,
         before: Option<i64>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<PendingAck>, StoreError> {
         let sink = sink.to_owned();
-        self.run("purge_hec_acks", move |db| db.hec_ack_purge(&sink, before))
+        self.run("take_hec_acks", move |db| db.hec_ack_take(&sink, before))
             .await
     }
 
@@ -267,18 +310,70 @@ mod tests {
             seqs: vec![1, 2, 5],
             sent_at: 100,
         };
-        store.insert_hec_ack("hec", ack.clone()).await.unwrap();
+        assert_eq!(
+            store.insert_hec_ack("hec", ack.clone()).await.unwrap(),
+            None
+        );
         let old = PendingAck {
             ack_id: 3,
             sent_at: 10,
             ..ack.clone()
         };
-        store.insert_hec_ack("hec", old).await.unwrap();
+        store.insert_hec_ack("hec", old.clone()).await.unwrap();
         assert_eq!(store.hec_acks("other").await.unwrap(), vec![]);
         assert_eq!(store.hec_acks("hec").await.unwrap().len(), 2);
-        assert_eq!(store.purge_hec_acks("hec", Some(50)).await.unwrap(), 1);
-        assert_eq!(store.hec_acks("hec").await.unwrap(), vec![ack]);
+        assert_eq!(
+            store.take_hec_acks("hec", Some(50)).await.unwrap(),
+            vec![old]
+        );
+        assert_eq!(store.hec_acks("hec").await.unwrap(), vec![ack.clone()]);
         store.delete_hec_ack("hec", "A", 7).await.unwrap();
+        assert!(store.hec_acks("hec").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reused_ack_id_replaces_the_row_and_returns_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let first = PendingAck {
+            channel: "A".into(),
+            ack_id: 0,
+            seqs: vec![1, 2],
+            sent_at: 100,
+        };
+        let again = PendingAck {
+            seqs: vec![3, 4],
+            sent_at: 160,
+            ..first.clone()
+        };
+        let other_channel = PendingAck {
+            channel: "B".into(),
+            ..first.clone()
+        };
+        assert_eq!(
+            store.insert_hec_ack("hec", first.clone()).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .insert_hec_ack("hec", other_channel.clone())
+                .await
+                .unwrap(),
+            None,
+            "ids are per channel"
+        );
+        assert_eq!(
+            store.insert_hec_ack("hec", again.clone()).await.unwrap(),
+            Some(first)
+        );
+        assert_eq!(
+            store.hec_acks("hec").await.unwrap(),
+            vec![again.clone(), other_channel.clone()]
+        );
+        assert_eq!(
+            store.take_hec_acks("hec", None).await.unwrap(),
+            vec![again, other_channel]
+        );
         assert!(store.hec_acks("hec").await.unwrap().is_empty());
     }
 }

@@ -12,13 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
 use super::config::AckMode;
+use super::reply::{AckAnswer, classify_ack, transport_error};
 use crate::secret::Secret;
-use crate::sink::http::{snippet, transport_error};
 use crate::store::{PendingAck, Store};
 
 /// Where one pending id stands.
@@ -33,6 +32,9 @@ pub(crate) enum AckState {
     Disabled,
     /// The sink cannot go on (code 14 with `ack = true`).
     Blocked(String),
+    /// No answer about this request can be trusted any more (timed out, or its id was handed
+    /// out again): resend its events.
+    GivenUp,
 }
 
 /// How waiting for one id ended.
@@ -40,13 +42,23 @@ pub(crate) enum AckState {
 pub(crate) enum Waited {
     /// Delivered (acknowledged, or acknowledgement turned out to be off).
     Delivered,
-    /// Still not acknowledged after `ack_timeout`: resend (the id is forgotten and counted).
+    /// Not acknowledged in time, or its id was handed out again: resend (the id is forgotten
+    /// and the events are marked `possible_duplicate`).
     TimedOut,
     /// Stop the sink.
     Blocked(String),
 }
 
+/// One registered request: its `ackId` and a registration serial. HEC can hand out an id
+/// again on the same channel, so the id alone does not say which request an answer is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct AckKey {
+    pub(crate) id: u64,
+    serial: u64,
+}
+
 struct Entry {
+    serial: u64,
     seqs: Vec<i64>,
     sent_at: i64,
     tx: watch::Sender<AckState>,
@@ -55,14 +67,68 @@ struct Entry {
 #[derive(Default)]
 struct State {
     pending: BTreeMap<u64, Entry>,
-    /// seq -> the pending id that carried it.
-    covered: HashMap<i64, u64>,
+    /// seq -> the pending request that carried it.
+    covered: HashMap<i64, AckKey>,
     /// Seqs whose id turned true while nobody waited for them (after a restart the driver
     /// may ask for them in several batches): delivered without sending.
     acked: HashSet<i64>,
+    next_serial: u64,
 }
 
-/// Pending acknowledgements of one sink's channel.
+impl State {
+    fn insert(&mut self, id: u64, seqs: Vec<i64>, sent_at: i64) -> AckKey {
+        let key = AckKey {
+            id,
+            serial: self.next_serial,
+        };
+        self.next_serial += 1;
+        for &s in &seqs {
+            self.covered.insert(s, key);
+        }
+        let (tx, _) = watch::channel(AckState::Waiting);
+        self.pending.insert(
+            id,
+            Entry {
+                serial: key.serial,
+                seqs,
+                sent_at,
+                tx,
+            },
+        );
+        key
+    }
+
+    fn key_of(&self, id: u64) -> Option<AckKey> {
+        self.pending.get(&id).map(|e| AckKey {
+            id,
+            serial: e.serial,
+        })
+    }
+
+    fn get(&self, key: AckKey) -> Option<&Entry> {
+        self.pending.get(&key.id).filter(|e| e.serial == key.serial)
+    }
+
+    /// Removes the request `key` names, if it still is the one under its id; only its own
+    /// seqs stop being covered (a later request may carry the same seqs again).
+    fn remove(&mut self, key: AckKey) -> Option<Entry> {
+        self.get(key)?;
+        let e = self.pending.remove(&key.id)?;
+        self.uncover(&e.seqs, key);
+        Some(e)
+    }
+
+    fn uncover(&mut self, seqs: &[i64], key: AckKey) {
+        for s in seqs {
+            if self.covered.get(s) == Some(&key) {
+                self.covered.remove(s);
+            }
+        }
+    }
+}
+
+/// Pending acknowledgements of one sink's channel, and the events to mark as possible
+/// duplicates when they are sent again.
 pub(crate) struct Tracker {
     pub(crate) sink: String,
     pub(crate) channel: String,
@@ -70,9 +136,16 @@ pub(crate) struct Tracker {
     timeout: Duration,
     mode: AckMode,
     state: Mutex<State>,
+    /// Held across each change of a request's entry and of its row, so a row is never
+    /// deleted for a request that has meanwhile been replaced under the same id.
+    rows: tokio::sync::Mutex<()>,
     wake: Notify,
     /// `ack = auto` and `/ack` answered code 14: treat 200s as delivered from now on.
     pub(crate) disabled: AtomicBool,
+    /// Seqs sent again that HEC may already hold: their envelopes carry `possible_duplicate`
+    /// until they settle; the flag says whether they were counted yet. In memory only: a
+    /// restart forgets the marks of events not yet settled (the count stays).
+    marks: Mutex<HashMap<i64, bool>>,
 }
 
 fn unix_now() -> f64 {
@@ -97,8 +170,10 @@ impl Tracker {
             timeout,
             mode,
             state: Mutex::new(State::default()),
+            rows: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             disabled: AtomicBool::new(false),
+            marks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -106,26 +181,88 @@ impl Tracker {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts tracking `ack_id` (a fresh 200, or a row loaded at start-up).
-    pub(crate) fn register(&self, ack_id: u64, seqs: Vec<i64>, sent_at: i64) {
-        let mut st = self.lock();
-        for &s in &seqs {
-            st.covered.insert(s, ack_id);
+    fn lock_marks(&self) -> MutexGuard<'_, HashMap<i64, bool>> {
+        self.marks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks `seqs` as sent again while HEC may already hold them.
+    pub(crate) fn mark(&self, seqs: &[i64]) {
+        if seqs.is_empty() {
+            return;
         }
-        let (tx, _) = watch::channel(AckState::Waiting);
-        st.pending.insert(ack_id, Entry { seqs, sent_at, tx });
-        drop(st);
+        let mut m = self.lock_marks();
+        for &s in seqs {
+            m.entry(s).or_insert(false);
+        }
+    }
+
+    /// Which of `seqs` are marked, for encoding them, and how many of those are counted now
+    /// (each mark is counted once, when it is first sent).
+    pub(crate) fn marks_for(&self, seqs: impl Iterator<Item = i64>) -> (HashSet<i64>, i64) {
+        let mut m = self.lock_marks();
+        if m.is_empty() {
+            return (HashSet::new(), 0);
+        }
+        let mut marked = HashSet::new();
+        let mut first = 0;
+        for s in seqs {
+            if let Some(counted) = m.get_mut(&s) {
+                marked.insert(s);
+                if !*counted {
+                    *counted = true;
+                    first += 1;
+                }
+            }
+        }
+        (marked, first)
+    }
+
+    /// Forgets the marks of settled seqs.
+    pub(crate) fn unmark(&self, seqs: impl Iterator<Item = i64>) {
+        let mut m = self.lock_marks();
+        if !m.is_empty() {
+            for s in seqs {
+                m.remove(&s);
+            }
+        }
+    }
+
+    /// Starts tracking a fresh 200's `ackId`: first its row, then memory. If HEC handed the
+    /// same id out before on this channel (it restarted, or a load balancer moved the channel
+    /// to another indexer), that earlier request can never be confirmed: it is given up here
+    /// (its waiters resend, its events are marked), and the new request's acknowledgement
+    /// settles only the new request.
+    pub(crate) async fn register(&self, row: PendingAck) -> AckKey {
+        let _rows = self.rows.lock().await;
+        match self.store.insert_hec_ack(&self.sink, row.clone()).await {
+            Ok(Some(old)) => {
+                debug!(sink = %self.sink, ack_id = row.ack_id, events = old.seqs.len(), "Replaced the stored row of a reused HEC ack id.");
+            }
+            Ok(None) => {}
+            // Still wait in memory; only a restart in between would resend.
+            Err(e) => {
+                error!(sink = %self.sink, error = %e, "Cannot record a pending HEC ack id.")
+            }
+        }
+        let (key, superseded) = {
+            let mut st = self.lock();
+            let old = st.key_of(row.ack_id).and_then(|k| st.remove(k));
+            (st.insert(row.ack_id, row.seqs, row.sent_at), old)
+        };
+        if let Some(old) = superseded {
+            warn!(sink = %self.sink, ack_id = row.ack_id, events = old.seqs.len(),
+                "HEC handed out this ackId again on our channel (HEC restarted, or a load balancer sent the request to another indexer): \
+                 the earlier request with that id can no longer be confirmed; resending its events (marked possible_duplicate).");
+            self.mark(&old.seqs);
+            old.tx.send_replace(AckState::GivenUp);
+        }
         self.wake.notify_one();
+        key
     }
 
     /// Number of ids pending.
     pub(crate) fn pending(&self) -> usize {
         self.lock().pending.len()
-    }
-
-    /// The store the rows live in.
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
     }
 
     /// Where each of `seqs` stands (one lock for the whole batch).
@@ -140,7 +277,7 @@ impl Tracker {
                     Lookup::Acked
                 } else {
                     match st.covered.get(seq) {
-                        Some(&id) => Lookup::Pending(id),
+                        Some(&key) => Lookup::Pending(key),
                         None => Lookup::New,
                     }
                 }
@@ -158,23 +295,32 @@ impl Tracker {
         }
     }
 
-    /// Waits until `ack_id` is settled or `ack_timeout` after it was sent has passed. `seqs`
-    /// are the events this caller settles with it.
-    pub(crate) async fn wait(&self, ack_id: u64, seqs: &[i64]) -> Waited {
+    fn all_acked(&self, seqs: &[i64]) -> bool {
+        let st = self.lock();
+        !seqs.is_empty() && seqs.iter().all(|s| st.acked.contains(s))
+    }
+
+    /// The request `key` is gone without an acknowledgement for `seqs` (given up, replaced,
+    /// forgotten): nothing will ever settle them through it, so they are sent again.
+    fn orphaned(&self, key: AckKey, seqs: &[i64]) -> Waited {
+        if self.all_acked(seqs) {
+            self.consume(seqs);
+            return Waited::Delivered;
+        }
+        self.lock().uncover(seqs, key);
+        self.mark(seqs);
+        Waited::TimedOut
+    }
+
+    /// Waits until request `key` is settled or `ack_timeout` after it was sent has passed.
+    /// `seqs` are the events this caller settles with it.
+    pub(crate) async fn wait(&self, key: AckKey, seqs: &[i64]) -> Waited {
         let sub = {
             let st = self.lock();
-            st.pending
-                .get(&ack_id)
-                .map(|e| (e.tx.subscribe(), e.sent_at))
+            st.get(key).map(|e| (e.tx.subscribe(), e.sent_at))
         };
         let Some((mut rx, sent_at)) = sub else {
-            // Settled between lookup and now: acknowledged if the poller said so.
-            return if self.lock_acked_contains(seqs) {
-                self.consume(seqs);
-                Waited::Delivered
-            } else {
-                Waited::TimedOut
-            };
+            return self.orphaned(key, seqs);
         };
         let left = (sent_at as f64 + self.timeout.as_secs_f64() - unix_now()).max(0.0);
         let state = match tokio::time::timeout(
@@ -192,48 +338,47 @@ impl Tracker {
                 Waited::Delivered
             }
             Some(AckState::Blocked(r)) => Waited::Blocked(r),
-            Some(AckState::Waiting) | None => self.give_up(ack_id).await,
+            Some(AckState::GivenUp) => self.orphaned(key, seqs),
+            Some(AckState::Waiting) | None => self.give_up(key, seqs).await,
         }
     }
 
-    fn lock_acked_contains(&self, seqs: &[i64]) -> bool {
-        let st = self.lock();
-        !seqs.is_empty() && seqs.iter().all(|s| st.acked.contains(s))
-    }
-
-    /// The id timed out: forget it (memory and store) and count its events as possible
-    /// duplicates, since they are sent again.
-    async fn give_up(&self, ack_id: u64) -> Waited {
+    /// The request timed out: forget it (memory and store) and mark its events, since they
+    /// are sent again.
+    async fn give_up(&self, key: AckKey, seqs: &[i64]) -> Waited {
+        let rows = self.rows.lock().await;
         let removed = {
             let mut st = self.lock();
-            match st.pending.get(&ack_id).map(|e| e.tx.borrow().clone()) {
-                Some(AckState::Waiting) => {
-                    let e = st.pending.remove(&ack_id);
-                    if let Some(e) = &e {
-                        for s in &e.seqs {
-                            st.covered.remove(s);
-                        }
-                    }
-                    e
-                }
-                // The poller settled it at the same moment.
+            match st.get(key).map(|e| e.tx.borrow().clone()) {
+                Some(AckState::Waiting) => st.remove(key),
                 Some(AckState::Blocked(r)) => return Waited::Blocked(r),
-                Some(_) => return Waited::Delivered,
-                None => None,
+                Some(_) | None => None,
             }
         };
         let Some(entry) = removed else {
-            return Waited::TimedOut;
+            // Settled or given up by someone else meanwhile.
+            drop(rows);
+            return self.orphaned(key, seqs);
         };
-        let n = entry.seqs.len() as i64;
-        warn!(sink = %self.sink, ack_id, events = n, timeout_secs = self.timeout.as_secs(),
+        warn!(sink = %self.sink, ack_id = key.id, events = entry.seqs.len(), timeout_secs = self.timeout.as_secs(),
             "HEC never acknowledged this request; resending its events (marked possible_duplicate).");
         if let Err(e) = self
             .store
-            .delete_hec_ack(&self.sink, &self.channel, ack_id)
+            .delete_hec_ack(&self.sink, &self.channel, key.id)
             .await
         {
             error!(sink = %self.sink, error = %e, "Cannot forget a timed-out HEC ack id.");
+        }
+        self.mark(&entry.seqs);
+        // Other batches waiting on the same request (after a restart) resend too.
+        entry.tx.send_replace(AckState::GivenUp);
+        Waited::TimedOut
+    }
+
+    /// Adds `n` to the sink's count of possible duplicates.
+    pub(crate) async fn count_possible_duplicates(&self, n: i64) {
+        if n == 0 {
+            return;
         }
         if let Err(e) = self
             .store
@@ -242,29 +387,54 @@ impl Tracker {
         {
             error!(sink = %self.sink, error = %e, "Cannot count possible duplicates.");
         }
-        Waited::TimedOut
     }
 
-    /// Marks ids settled from an `/ack` answer: `true` ones are forgotten and their waiters
-    /// woken; rows are deleted first, so a crash never leaves a row for an id HEC forgot.
-    async fn settle_true(&self, ids: &[u64]) {
-        for &id in ids {
+    /// Settles the requests of an `/ack` answer that said `true`, if each is still the one
+    /// that was asked about (an id handed out again meanwhile belongs to another request). Rows
+    /// are deleted first, so a crash never leaves a row for an id HEC forgot.
+    async fn settle_true(&self, keys: &[AckKey]) {
+        let _rows = self.rows.lock().await;
+        let live: Vec<AckKey> = {
+            let st = self.lock();
+            keys.iter()
+                .copied()
+                .filter(|k| st.get(*k).is_some())
+                .collect()
+        };
+        for k in &live {
             if let Err(e) = self
                 .store
-                .delete_hec_ack(&self.sink, &self.channel, id)
+                .delete_hec_ack(&self.sink, &self.channel, k.id)
                 .await
             {
                 error!(sink = %self.sink, error = %e, "Cannot forget an acknowledged HEC ack id.");
             }
         }
         let mut st = self.lock();
-        for id in ids {
-            if let Some(e) = st.pending.remove(id) {
-                for s in &e.seqs {
-                    st.covered.remove(s);
-                    st.acked.insert(*s);
-                }
-                let _ = e.tx.send(AckState::Acked);
+        for k in live {
+            if let Some(e) = st.remove(k) {
+                st.acked.extend(e.seqs.iter().copied());
+                e.tx.send_replace(AckState::Acked);
+            }
+        }
+    }
+
+    /// `/ack` refuses to answer until someone acts: every pending request (and so the sink)
+    /// is blocked, its events kept, until an answer with acknowledgement states comes back.
+    fn block_all(&self, reason: &str) {
+        let st = self.lock();
+        for e in st.pending.values() {
+            // send_replace: the state must stick even when nobody waits right now.
+            e.tx.send_replace(AckState::Blocked(reason.to_string()));
+        }
+    }
+
+    /// `/ack` answers again: blocked requests wait (and time out) as usual.
+    fn unblock(&self) {
+        let st = self.lock();
+        for e in st.pending.values() {
+            if matches!(*e.tx.borrow(), AckState::Blocked(_)) {
+                e.tx.send_replace(AckState::Waiting);
             }
         }
     }
@@ -276,85 +446,101 @@ impl Tracker {
                 "HEC answered the acknowledgement query with `{text}` (code 14) although \
                  ack = true: enable indexer acknowledgement on the token, or set ack = false"
             );
-            let st = self.lock();
-            for e in st.pending.values() {
-                let _ = e.tx.send(AckState::Blocked(reason.clone()));
-            }
+            self.block_all(&reason);
             return;
         }
         if !self.disabled.swap(true, Ordering::SeqCst) {
             warn!(sink = %self.sink, "HEC says indexer acknowledgement is disabled for this token (code 14); \
                 falling back to treating HTTP 200 as delivered (ack = auto). Set ack = false to silence this.");
         }
-        let ids: Vec<u64> = self.lock().pending.keys().copied().collect();
-        for &id in &ids {
+        let _rows = self.rows.lock().await;
+        let keys: Vec<AckKey> = {
+            let st = self.lock();
+            st.pending.keys().filter_map(|&id| st.key_of(id)).collect()
+        };
+        for k in &keys {
             let _ = self
                 .store
-                .delete_hec_ack(&self.sink, &self.channel, id)
+                .delete_hec_ack(&self.sink, &self.channel, k.id)
                 .await;
         }
         let mut st = self.lock();
-        for id in ids {
-            if let Some(e) = st.pending.remove(&id) {
-                for s in &e.seqs {
-                    st.covered.remove(s);
-                    st.acked.insert(*s);
-                }
-                let _ = e.tx.send(AckState::Disabled);
+        for k in keys {
+            if let Some(e) = st.remove(k) {
+                st.acked.extend(e.seqs.iter().copied());
+                e.tx.send_replace(AckState::Disabled);
             }
         }
     }
 
-    /// Forgets ids nobody waits for any more that are older than twice the timeout.
+    /// Forgets requests nobody waits for any more that are older than twice the timeout;
+    /// their events, if still unsettled, are sent again, marked.
     async fn purge_stale(&self) {
         let limit = unix_now() - 2.0 * self.timeout.as_secs_f64();
-        let stale: Vec<u64> = {
+        let _rows = self.rows.lock().await;
+        let stale: Vec<(AckKey, Entry)> = {
             let mut st = self.lock();
-            let ids: Vec<u64> = st
+            let keys: Vec<AckKey> = st
                 .pending
                 .iter()
-                .filter(|(_, e)| (e.sent_at as f64) < limit && e.tx.receiver_count() == 0)
-                .map(|(id, _)| *id)
+                .filter(|(_, e)| {
+                    (e.sent_at as f64) < limit
+                        && e.tx.receiver_count() == 0
+                        && *e.tx.borrow() == AckState::Waiting
+                })
+                .map(|(&id, e)| AckKey {
+                    id,
+                    serial: e.serial,
+                })
                 .collect();
-            for id in &ids {
-                if let Some(e) = st.pending.remove(id) {
-                    for s in &e.seqs {
-                        st.covered.remove(s);
-                    }
-                }
-            }
-            ids
+            keys.into_iter()
+                .filter_map(|k| st.remove(k).map(|e| (k, e)))
+                .collect()
         };
-        for id in stale {
-            debug!(sink = %self.sink, ack_id = id, "Forgetting a stale HEC ack id.");
+        for (k, e) in stale {
+            debug!(sink = %self.sink, ack_id = k.id, "Forgetting a stale HEC ack id.");
             let _ = self
                 .store
-                .delete_hec_ack(&self.sink, &self.channel, id)
+                .delete_hec_ack(&self.sink, &self.channel, k.id)
                 .await;
+            self.mark(&e.seqs);
         }
     }
 
-    /// Loads this sink's rows from the store: rows of another channel or older than twice the
-    /// timeout are deleted (their events, if still unsettled, are simply sent again).
+    /// Loads this sink's rows from the store. Rows of another channel or older than twice the
+    /// timeout are deleted; their events, if still unsettled, are sent again, marked as
+    /// possible duplicates. Returns how many requests wait for their acknowledgement.
     pub(crate) async fn restore(&self) -> Result<usize, crate::store::StoreError> {
         let limit = (unix_now() - 2.0 * self.timeout.as_secs_f64()) as i64;
-        let purged = self.store.purge_hec_acks(&self.sink, Some(limit)).await?;
-        if purged > 0 {
-            info!(sink = %self.sink, rows = purged, "Forgot stale pending HEC acknowledgements.");
-        }
-        let rows: Vec<PendingAck> = self.store.hec_acks(&self.sink).await?;
+        let mut dropped = self.store.take_hec_acks(&self.sink, Some(limit)).await?;
         let mut n = 0;
-        for row in rows {
+        for row in self.store.hec_acks(&self.sink).await? {
             if row.channel != self.channel {
                 self.store
                     .delete_hec_ack(&self.sink, &row.channel, row.ack_id)
                     .await?;
+                dropped.push(row);
                 continue;
             }
-            self.register(row.ack_id, row.seqs, row.sent_at);
+            self.lock().insert(row.ack_id, row.seqs, row.sent_at);
             n += 1;
         }
+        if !dropped.is_empty() {
+            info!(sink = %self.sink, rows = dropped.len(), "Forgot stale pending HEC acknowledgements; their events are sent again, marked possible_duplicate.");
+        }
+        for row in &dropped {
+            self.mark(&row.seqs);
+        }
         Ok(n)
+    }
+
+    /// `ack = false`: forgets every stored row; their events are sent again, marked.
+    pub(crate) async fn forget_all(&self) -> Result<usize, crate::store::StoreError> {
+        let rows = self.store.take_hec_acks(&self.sink, None).await?;
+        for row in &rows {
+            self.mark(&row.seqs);
+        }
+        Ok(rows.len())
     }
 }
 
@@ -363,8 +549,8 @@ impl Tracker {
 pub(crate) enum Lookup {
     /// Its id turned true earlier: delivered.
     Acked,
-    /// Carried by this pending id: wait, do not resend.
-    Pending(u64),
+    /// Carried by this pending request: wait, do not resend.
+    Pending(AckKey),
     /// Not sent (or given up): send.
     New,
 }
@@ -372,100 +558,122 @@ pub(crate) enum Lookup {
 /// What the poller needs to talk to HEC.
 pub(crate) struct PollTarget {
     pub(crate) client: reqwest::Client,
+    /// The sink's `url`, for transport-error hints.
+    pub(crate) base: url::Url,
     pub(crate) ack_url: String,
     pub(crate) token: Secret,
     pub(crate) every: Duration,
 }
 
-#[derive(Deserialize)]
-struct AckReply {
-    acks: Option<HashMap<String, bool>>,
-    code: Option<i64>,
-    text: Option<String>,
+/// The pause before the next query after `failures` failed ones in a row: `every`, doubled
+/// per failure up to 32 times or 30 s, so a broken `/ack` is not asked every poll interval.
+fn poll_pause(every: Duration, failures: u32) -> Duration {
+    let backed = every.saturating_mul(1 << failures.min(5));
+    backed.min(every.max(Duration::from_secs(30)))
+}
+
+async fn query(tracker: &Tracker, target: &PollTarget, ids: &[u64]) -> AckAnswer {
+    let body = serde_json::json!({ "acks": ids }).to_string();
+    let resp = target
+        .client
+        .post(&target.ack_url)
+        .header(
+            reqwest::header::AUTHORIZATION,
+            format!("Splunk {}", target.token.expose()),
+        )
+        .header("X-Splunk-Request-Channel", &tracker.channel)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await;
+    let failed = |e| AckAnswer::Retry(transport_error(e, &target.base).to_string());
+    match resp {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            match r.bytes().await {
+                Ok(b) => classify_ack(status, &b),
+                Err(e) => failed(e),
+            }
+        }
+        Err(e) => failed(e),
+    }
 }
 
 /// The poller: while ids are pending, one `/ack` query with all of them every `every`.
-/// Transport errors, 5xx and unparseable answers never mark anything delivered; it just asks
-/// again next time.
+/// Nothing is ever marked delivered but by an answer that says `true`. Answers that asking
+/// again will not fix (auth, path, channel: [`classify_ack`]) block the sink with the cause
+/// and the fix; others are asked again with a growing pause and a WARN with the count.
 pub(crate) async fn poll(tracker: Arc<Tracker>, target: PollTarget) {
-    let mut complained = false;
+    let mut failures: u32 = 0;
     loop {
         if tracker.pending() == 0 {
             tracker.wake.notified().await;
             continue;
         }
-        tokio::time::sleep(target.every).await;
+        tokio::time::sleep(poll_pause(target.every, failures)).await;
         tracker.purge_stale().await;
-        let ids: Vec<u64> = tracker.lock().pending.keys().copied().collect();
-        if ids.is_empty() {
+        let keys: Vec<AckKey> = {
+            let st = tracker.lock();
+            st.pending.keys().filter_map(|&id| st.key_of(id)).collect()
+        };
+        if keys.is_empty() {
             continue;
         }
-        let body = serde_json::json!({ "acks": ids }).to_string();
-        let resp = target
-            .client
-            .post(&target.ack_url)
-            .header(
-                reqwest::header::AUTHORIZATION,
-                format!("Splunk {}", target.token.expose()),
-            )
-            .header("X-Splunk-Request-Channel", &tracker.channel)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await;
-        let (status, bytes) = match resp {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                match r.bytes().await {
-                    Ok(b) => (status, b),
-                    Err(e) => {
-                        debug!(sink = %tracker.sink, error = %transport_error(e), "HEC ack query failed; asking again.");
-                        continue;
-                    }
+        let ids: Vec<u64> = keys.iter().map(|k| k.id).collect();
+        match query(&tracker, &target, &ids).await {
+            AckAnswer::Acks(map) => {
+                if failures > 0 {
+                    info!(sink = %tracker.sink, failures, "HEC answers acknowledgement queries again.");
+                    failures = 0;
                 }
-            }
-            Err(e) => {
-                debug!(sink = %tracker.sink, error = %transport_error(e), "HEC ack query failed; asking again.");
-                continue;
-            }
-        };
-        let reply: Option<AckReply> = serde_json::from_slice(&bytes).ok();
-        match (status, reply) {
-            (
-                200,
-                Some(AckReply {
-                    acks: Some(map), ..
-                }),
-            ) => {
-                complained = false;
-                let done: Vec<u64> = map
+                let done: Vec<AckKey> = keys
                     .iter()
-                    .filter(|(_, v)| **v)
-                    .filter_map(|(k, _)| k.parse().ok())
+                    .copied()
+                    .filter(|k| map.get(&k.id.to_string()) == Some(&true))
                     .collect();
                 if !done.is_empty() {
                     tracker.settle_true(&done).await;
                 }
+                tracker.unblock();
             }
-            (
-                400,
-                Some(AckReply {
-                    code: Some(14),
-                    text,
-                    ..
-                }),
-            ) => {
-                tracker
-                    .ack_disabled(text.as_deref().unwrap_or("ACK is disabled"))
-                    .await;
+            AckAnswer::Disabled(text) => {
+                failures = failures.saturating_add(1);
+                tracker.ack_disabled(&text).await;
             }
-            (status, _) => {
-                if !complained {
-                    warn!(sink = %tracker.sink, status, reply = %snippet(&bytes),
-                        "HEC acknowledgement query failed; pending events stay pending and it is asked again.");
-                    complained = true;
+            AckAnswer::Blocked(reason) => {
+                failures = failures.saturating_add(1);
+                // The driver logs the block at ERROR when a batch waits on these requests.
+                debug!(sink = %tracker.sink, %reason, failures, "HEC acknowledgement query refused; pending requests blocked.");
+                tracker.block_all(&reason);
+            }
+            AckAnswer::Retry(reason) => {
+                failures = failures.saturating_add(1);
+                if failures.is_power_of_two() {
+                    warn!(sink = %tracker.sink, %reason, failures, pending_requests = keys.len(),
+                        "HEC acknowledgement query failed; pending events stay pending and are asked about again.");
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_ack_endpoint_is_asked_less_often() {
+        let ms = Duration::from_millis;
+        assert_eq!(poll_pause(ms(50), 0), ms(50));
+        assert_eq!(poll_pause(ms(50), 3), ms(400));
+        assert_eq!(poll_pause(ms(50), 40), ms(1600));
+        assert_eq!(
+            poll_pause(Duration::from_secs(2), 40),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            poll_pause(Duration::from_secs(60), 3),
+            Duration::from_secs(60)
+        );
     }
 }

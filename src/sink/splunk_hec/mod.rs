@@ -11,8 +11,9 @@
 //! place this sink waits; every retry is the driver's.
 //!
 //! A 400 that names the first bad event (`invalid-event-number` k) dead-letters event k and
-//! resends every other event of the request, the ones before k included: whether HEC indexed
-//! them is unverified (sinks.md A3), and a possible duplicate is better than a possible loss.
+//! resends every other event of the request, the ones before k included, marked
+//! `possible_duplicate`: whether HEC indexed them is unverified (sinks.md A3), and a possible
+//! duplicate is better than a possible loss.
 
 pub(crate) mod ack;
 mod config;
@@ -21,7 +22,7 @@ pub(crate) mod reply;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -36,17 +37,18 @@ use super::http::{self, Chunk};
 use super::{Ack, Batch, BatchLimits, BuildError, ItemOutcome, Sink, SinkError};
 use crate::pipeline::Shaper;
 use crate::store::{PendingAck, SpooledEvent, Store, StoreError};
-use ack::{Lookup, PollTarget, Tracker, Waited};
+use ack::{AckKey, Lookup, PollTarget, Tracker, Waited};
 use encode::Envelope;
-use reply::{Verdict, classify, classify_health};
+use reply::{Verdict, classify, classify_health, classify_probe};
 
 /// `sink_meta` key of the channel GUID.
 pub const CHANNEL_KEY: &str = "hec_channel";
-/// `sink_meta` key of the count of events resent after an acknowledgement timed out.
+/// `sink_meta` key of the count of events sent again while HEC may already hold them.
 pub const POSSIBLE_DUPLICATES_KEY: &str = "possible_duplicates";
 
-/// Events of sink `sink` resent because HEC never acknowledged them in time (they may now be
-/// in Splunk twice; search `possible_duplicate=true`).
+/// Events of sink `sink` sent again while HEC may already hold them: an acknowledgement that
+/// timed out, an ack id HEC handed out again, a forgotten pending acknowledgement (they may
+/// now be in Splunk twice; search `possible_duplicate=true`).
 pub async fn possible_duplicates(store: &Store, sink: &str) -> Result<i64, StoreError> {
     Ok(store
         .sink_meta(sink, POSSIBLE_DUPLICATES_KEY)
@@ -81,8 +83,6 @@ pub struct HecSink {
     tracker: Arc<Tracker>,
     poll_target: Mutex<Option<PollTarget>>,
     poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Seqs resent after an acknowledgement timeout, marked `possible_duplicate` until settled.
-    resent: Mutex<HashSet<i64>>,
 }
 
 impl std::fmt::Debug for HecSink {
@@ -133,8 +133,8 @@ impl HecSink {
             cfg.ack,
         ));
         if cfg.ack == AckMode::False {
-            let n = store
-                .purge_hec_acks(&cfg.name, None)
+            let n = tracker
+                .forget_all()
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             if n > 0 {
@@ -160,6 +160,7 @@ impl HecSink {
         let sink = HecSink {
             poll_target: Mutex::new(Some(PollTarget {
                 client: client.clone(),
+                base: cfg.url.clone(),
                 ack_url: format!("{base}/services/collector/ack"),
                 token: cfg.token.clone(),
                 every: cfg.ack_poll,
@@ -170,7 +171,6 @@ impl HecSink {
             envelope,
             tracker,
             poller: Mutex::new(None),
-            resent: Mutex::new(HashSet::new()),
             cfg,
         };
         if sink.tracker.pending() > 0 {
@@ -233,13 +233,27 @@ impl HecSink {
             .body(chunk.body)
             .send()
             .await
-            .map_err(http::transport_error)?;
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
         let status = resp.status().as_u16();
         let after = http::retry_after(resp.headers());
-        let bytes = resp.bytes().await.map_err(http::transport_error)?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
         match classify(status, after, &bytes, evs.len()) {
             Verdict::Accepted { ack_id } => self.accepted(ack_id, evs).await,
-            Verdict::Partial(ack) => Ok(ack),
+            Verdict::Partial(ack) => {
+                // HEC may have indexed the events before the bad one (sinks.md A3): they are
+                // resent, so mark them.
+                let k = ack
+                    .items
+                    .iter()
+                    .position(|i| matches!(i, ItemOutcome::Rejected { .. }))
+                    .unwrap_or(0);
+                let prefix: Vec<i64> = evs[..k].iter().map(|e| e.seq).collect();
+                self.tracker.mark(&prefix);
+                Ok(ack)
+            }
             Verdict::Failed(e) => Err(e),
         }
     }
@@ -261,25 +275,17 @@ impl HecSink {
             return Ok(Ack::all_delivered(n));
         };
         let seqs: Vec<i64> = evs.iter().map(|e| e.seq).collect();
-        let sent_at = chrono::Utc::now().timestamp();
-        let row = PendingAck {
-            channel: self.channel().to_string(),
-            ack_id: id,
-            seqs: seqs.clone(),
-            sent_at,
-        };
-        if let Err(e) = self
+        let key = self
             .tracker
-            .store()
-            .insert_hec_ack(&self.cfg.name, row)
-            .await
-        {
-            // Still wait in memory; only a restart in between would resend.
-            tracing::error!(sink = %self.cfg.name, error = %e, "Cannot record a pending HEC ack id.");
-        }
-        self.tracker.register(id, seqs.clone(), sent_at);
+            .register(PendingAck {
+                channel: self.channel().to_string(),
+                ack_id: id,
+                seqs: seqs.clone(),
+                sent_at: chrono::Utc::now().timestamp(),
+            })
+            .await;
         self.ensure_poller();
-        self.outcome(self.tracker.wait(id, &seqs).await, &seqs)
+        self.outcome(self.tracker.wait(key, &seqs).await, &seqs)
     }
 
     /// Items for events whose acknowledgement wait ended with `w`.
@@ -287,29 +293,25 @@ impl HecSink {
         match w {
             Waited::Delivered => Ok(Ack::all_delivered(seqs.len())),
             Waited::Blocked(reason) => Err(SinkError::Blocked { reason }),
-            Waited::TimedOut => {
-                lock(&self.resent).extend(seqs.iter().copied());
-                Ok(Ack {
-                    items: vec![ItemOutcome::Retry { after: None }; seqs.len()],
-                })
-            }
+            Waited::TimedOut => Ok(Ack {
+                items: vec![ItemOutcome::Retry { after: None }; seqs.len()],
+            }),
         }
     }
 
     /// Sends `events` (none covered by a pending id) in requests of at most `batch_max_bytes`.
     async fn send_new(&self, events: &[SpooledEvent]) -> Result<Ack, SinkError> {
-        let chunks = {
-            let resent = lock(&self.resent);
-            http::chunk(
-                events,
-                self.cfg.batch_max_bytes,
-                self.cfg.gzip,
-                |ev, out| {
-                    self.envelope
-                        .write(ev, !resent.is_empty() && resent.contains(&ev.seq), out)
-                },
-            )
-        };
+        let (marked, first_time) = self.tracker.marks_for(events.iter().map(|e| e.seq));
+        let chunks = http::chunk(
+            events,
+            self.cfg.batch_max_bytes,
+            self.cfg.gzip,
+            |ev, out| {
+                self.envelope
+                    .write(ev, !marked.is_empty() && marked.contains(&ev.seq), out)
+            },
+        );
+        self.tracker.count_possible_duplicates(first_time).await;
         http::send_all(chunks, events.len(), self.cfg.in_flight, |c| {
             self.send_chunk(events, c)
         })
@@ -330,7 +332,7 @@ impl Sink for HecSink {
             return Ok(Ack { items: Vec::new() });
         }
         let mut items: Vec<Option<ItemOutcome>> = vec![None; events.len()];
-        let mut waits: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        let mut waits: BTreeMap<AckKey, Vec<usize>> = BTreeMap::new();
         let mut fresh: Vec<usize> = Vec::new();
         if self.cfg.ack != AckMode::False {
             let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
@@ -351,9 +353,9 @@ impl Sink for HecSink {
             subset = fresh.iter().map(|&i| events[i].clone()).collect::<Vec<_>>();
             &subset
         };
-        let waiting = join_all(waits.into_iter().map(|(id, idxs)| async move {
+        let waiting = join_all(waits.into_iter().map(|(key, idxs)| async move {
             let seqs: Vec<i64> = idxs.iter().map(|&i| events[i].seq).collect();
-            let w = self.tracker.wait(id, &seqs).await;
+            let w = self.tracker.wait(key, &seqs).await;
             (idxs, self.outcome(w, &seqs))
         }));
         let sending = async {
@@ -395,33 +397,52 @@ impl Sink for HecSink {
             .into_iter()
             .map(|i| i.unwrap_or(ItemOutcome::Retry { after: None }))
             .collect();
-        {
-            let mut resent = lock(&self.resent);
-            if !resent.is_empty() {
-                for (ev, item) in events.iter().zip(&items) {
-                    if !matches!(item, ItemOutcome::Retry { .. }) {
-                        resent.remove(&ev.seq);
-                    }
-                }
-            }
-        }
+        self.tracker.unmark(
+            events
+                .iter()
+                .zip(&items)
+                .filter(|(_, item)| !matches!(item, ItemOutcome::Retry { .. }))
+                .map(|(ev, _)| ev.seq),
+        );
         Ok(Ack { items })
     }
 
+    /// `GET /services/collector/health`, then one blank event to `/event`: Splunk ignores the
+    /// token on `/health` (sinks.md A1), so only the second request can tell a wrong token or
+    /// an index the token may not write, and HEC refuses it (code 13) without indexing.
     async fn healthcheck(&self) -> Result<(), SinkError> {
         let resp = self
             .client
             .get(&self.health_url)
+            .send()
+            .await
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
+        classify_health(status, &body)?;
+        let resp = self
+            .client
+            .post(&self.event_url)
             .header(
                 header::AUTHORIZATION,
                 format!("Splunk {}", self.cfg.token.expose()),
             )
+            .header("X-Splunk-Request-Channel", self.channel())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(self.envelope.probe())
             .send()
             .await
-            .map_err(http::transport_error)?;
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(http::transport_error)?;
-        classify_health(status, &body)
+        let after = http::retry_after(resp.headers());
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
+        classify_probe(status, after, &body, self.cfg.index.as_deref())
     }
 }
 

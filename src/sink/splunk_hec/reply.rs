@@ -39,9 +39,20 @@ fn describe(r: &HecReply) -> String {
     )
 }
 
+/// The fix for a refused token, where HEC's code does not say more.
+const TOKEN_FIX: &str = "set the sink's token (`token`, `token_file` or \
+    SIGSCI_EXPORT_SINK_<NAME>_TOKEN) to an enabled token of Splunk's HEC inputs \
+    (Settings > Data inputs > HTTP Event Collector); a proxy in front of HEC may also refuse it";
+
 /// Why a config/auth code blocks the sink, and the fix.
 fn blocked_reason(code: i64, r: &HecReply) -> Option<String> {
-    let fix = match code {
+    let fix = code_fix(code)?;
+    Some(format!("HEC refused the request: {}; {fix}", describe(r)))
+}
+
+/// The cause and fix of a HEC code that blocks the sink (`None`: not such a code).
+fn code_fix(code: i64) -> Option<&'static str> {
+    Some(match code {
         1 | 22 => {
             "the HEC token is disabled: enable it in Splunk (Settings > Data inputs > HTTP Event Collector)"
         }
@@ -50,22 +61,113 @@ fn blocked_reason(code: i64, r: &HecReply) -> Option<String> {
             "the Authorization header was refused: a proxy may rewrite it; the header must be `Splunk <token>`"
         }
         4 | 21 => {
-            "the HEC token is not valid: check the sink's token (token_file / env) against Splunk's HEC inputs"
+            "the HEC token is not valid: set the sink's token (`token`, `token_file` or \
+             SIGSCI_EXPORT_SINK_<NAME>_TOKEN) to one listed in Splunk's HEC inputs \
+             (Settings > Data inputs > HTTP Event Collector)"
         }
         7 => {
             "the index is not allowed for this token: fix the sink's `index` or the token's allowed indexes"
         }
         10 => {
-            "the token requires indexer acknowledgement and a channel was missing: report this as a bug"
+            "the token requires indexer acknowledgement and no channel arrived: a proxy in front \
+             of HEC may drop the X-Splunk-Request-Channel header (let it through); otherwise \
+             report this as a bug"
         }
-        11 => "HEC refused the channel GUID: report this as a bug",
+        11 => {
+            "HEC refused the channel GUID: a proxy in front of HEC may rewrite the \
+             X-Splunk-Request-Channel header (let it through); otherwise report this as a bug"
+        }
         14 => {
             "HEC says acknowledgement is disabled for this token: set ack = false or enable it on the token"
         }
         16 => "query-string authorization is not enabled: use the HEC base URL without a query",
         _ => return None,
+    })
+}
+
+/// What one answer to `POST /services/collector/ack` means.
+#[derive(Debug, PartialEq)]
+pub(crate) enum AckAnswer {
+    /// The state of each id asked about (ids as strings, as HEC sends them).
+    Acks(std::collections::HashMap<String, bool>),
+    /// Code 14: acknowledgement is off for the token; HEC's text.
+    Disabled(String),
+    /// Asking again will not help until someone acts: the cause and the fix.
+    Blocked(String),
+    /// Ask again later: what happened.
+    Retry(String),
+}
+
+#[derive(Deserialize)]
+struct AckReply {
+    acks: Option<std::collections::HashMap<String, bool>>,
+    text: Option<String>,
+    code: Option<i64>,
+}
+
+const ACK_PATH: &str = "the acknowledgement query (POST /services/collector/ack)";
+
+/// Classifies an `/ack` answer. Only a 200 with `acks` says anything about the ids; auth,
+/// channel, path and other 4xx answers are persistent (a proxy that only lets `/event`
+/// through, a revoked token) and block the sink; 5xx, 408, 429 and unreadable 200s are asked
+/// again.
+pub(crate) fn classify_ack(status: u16, body: &[u8]) -> AckAnswer {
+    let parsed: Option<AckReply> = serde_json::from_slice(body).ok();
+    let reply = parsed.as_ref().map(|p| HecReply {
+        text: p.text.clone(),
+        code: p.code,
+        ..HecReply::default()
+    });
+    let what = || match &reply {
+        Some(r) if r.code.is_some() => describe(r),
+        _ => format!("`{}`", snippet(body)),
     };
-    Some(format!("HEC refused the request: {}; {fix}", describe(r)))
+    match (status, parsed) {
+        (
+            200,
+            Some(AckReply {
+                acks: Some(map), ..
+            }),
+        ) => AckAnswer::Acks(map),
+        (
+            400,
+            Some(AckReply {
+                code: Some(14),
+                text,
+                ..
+            }),
+        ) => AckAnswer::Disabled(text.unwrap_or_else(|| "ACK is disabled".to_string())),
+        (300..=399, _) => AckAnswer::Blocked(format!(
+            "HEC answered a redirect ({status}) to {ACK_PATH}: the url points at Splunk Web \
+             (port 8000)? use the HEC port 8088"
+        )),
+        (404, _) => AckAnswer::Blocked(format!(
+            "HEC answered 404 to {ACK_PATH}: {}; a proxy in front of HEC may not forward that \
+             path (let it through), or the url is not the HEC base; or set ack = false",
+            what()
+        )),
+        (400..=499, _) if status != 408 && status != 429 => {
+            let code = reply.as_ref().and_then(|r| r.code);
+            AckAnswer::Blocked(match code.and_then(code_fix) {
+                Some(fix) => format!("HEC refused {ACK_PATH}: {}; {fix}", what()),
+                None if status == 401 || status == 403 => format!(
+                    "HEC (or a proxy in front of it) answered {status} to {ACK_PATH}: {}; let \
+                     that path and the token through the proxy, or set ack = false",
+                    what()
+                ),
+                None => format!(
+                    "HEC answered {status} to {ACK_PATH}: {}; if this persists, set \
+                     ack = false and report it",
+                    what()
+                ),
+            })
+        }
+        (200, _) => AckAnswer::Retry(format!(
+            "HEC answered {ACK_PATH} with 200 but no acknowledgement states: {}",
+            what()
+        )),
+        _ => AckAnswer::Retry(format!("HEC answered {status} to {ACK_PATH}: {}", what())),
+    }
 }
 
 /// Classifies the reply to one request carrying `n` events.
@@ -109,7 +211,7 @@ pub(crate) fn classify(
             let Some(r) = parsed.filter(|r| r.code.is_some()) else {
                 return match status {
                     401 | 403 => blocked(format!(
-                        "HEC answered {status} (authentication): check the sink's token; {}",
+                        "HEC answered {status} (authentication) without a HEC code: `{}`; {TOKEN_FIX}",
                         snippet(body)
                     )),
                     404 => blocked(format!(
@@ -157,7 +259,7 @@ pub(crate) fn classify(
                     Some(reason) => blocked(reason),
                     None => match status {
                         401 | 403 => blocked(format!(
-                            "HEC answered {status} (authentication): {}; check the sink's token",
+                            "HEC answered {status} (authentication): {}; {TOKEN_FIX}",
                             describe(&r)
                         )),
                         404 => blocked(format!(
@@ -173,7 +275,8 @@ pub(crate) fn classify(
     }
 }
 
-/// The verdict on `GET /services/collector/health`.
+/// The verdict on `GET /services/collector/health`. Splunk ignores the token there (sinks.md
+/// A1): a 200 proves HEC is up, nothing about the token; [`classify_probe`] does that.
 pub(crate) fn classify_health(status: u16, body: &[u8]) -> Result<(), SinkError> {
     let parsed: Option<HecReply> = serde_json::from_slice(body).ok();
     let code = parsed.as_ref().and_then(|r| r.code);
@@ -189,7 +292,7 @@ pub(crate) fn classify_health(status: u16, body: &[u8]) -> Result<(), SinkError>
                     format!("HEC health check answered {status}: {}", describe(r))
                 }),
                 _ => format!(
-                    "HEC health check answered {status}: check the sink's token; {}",
+                    "HEC health check answered {status}: `{}`; {TOKEN_FIX}",
                     snippet(body)
                 ),
             },
@@ -210,6 +313,135 @@ pub(crate) fn classify_health(status: u16, body: &[u8]) -> Result<(), SinkError>
             after: None,
         }),
     }
+}
+
+/// The verdict on the health probe's `POST /services/collector/event` with one envelope whose
+/// `event` is blank, carrying the sink's token, channel and `index`. HEC checks the token, then
+/// the index, then the event (sinks.md A3; [I], see docs/sinks/splunk_hec.md), so code 13
+/// ("Event field cannot be blank") means both were accepted, and nothing was indexed.
+pub(crate) fn classify_probe(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    index: Option<&str>,
+) -> Result<(), SinkError> {
+    let parsed: Option<HecReply> = serde_json::from_slice(body).ok();
+    let code = parsed.as_ref().and_then(|r| r.code);
+    let blocked = |reason: String| Err(SinkError::Blocked { reason });
+    match (status, code) {
+        (400, Some(13)) => Ok(()),
+        (400..=499, Some(7)) => blocked(match index {
+            Some(i) => format!(
+                "index `{i}` is not allowed for this token: add it to the token's allowed \
+                 indexes (Settings > Data inputs > HTTP Event Collector) or change `index`"
+            ),
+            None => "the token's default index is not allowed for it: set `index` to an index \
+                     the token may write, or fix the token's default index"
+                .to_string(),
+        }),
+        _ => match classify(status, retry_after, body, 1) {
+            Verdict::Failed(e) => Err(e),
+            // A HEC-compatible receiver that takes a blank event: the token and index passed.
+            Verdict::Accepted { .. } => Ok(()),
+            Verdict::Partial(_) => blocked(format!(
+                "HEC answered the health probe (one blank event) with {}, not code 13 \
+                 (\"Event field cannot be blank\"): the url may not be a Splunk HEC; see \
+                 docs/sinks/splunk_hec.md, Health",
+                parsed.as_ref().map_or_else(|| snippet(body), describe)
+            )),
+        },
+    }
+}
+
+/// A transport failure (no HTTP answer) of a request to `url`, with a hint at the usual
+/// causes: HEC not listening, http vs https, an untrusted certificate. Still retryable: a
+/// restarting HEC refuses connections too.
+pub(crate) fn transport_error(e: reqwest::Error, url: &url::Url) -> SinkError {
+    let hint = transport_hint(&e, url.scheme() == "https", url.port_or_known_default());
+    match crate::sink::http::transport_error(e) {
+        SinkError::Retryable { reason, after } => SinkError::Retryable {
+            reason: match hint {
+                Some(h) => format!("{reason}; {h}"),
+                None => reason,
+            },
+            after,
+        },
+        other => other,
+    }
+}
+
+fn transport_hint(e: &reqwest::Error, https: bool, port: Option<u16>) -> Option<String> {
+    let mut text = e.to_string();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        text.push(' ');
+        text.push_str(&c.to_string());
+        cur = c.source();
+    }
+    let text = text.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+    let port = port.map_or_else(String::new, |p| format!(" {p}"));
+    if has(&[
+        "certificate",
+        "unknownissuer",
+        "unknown issuer",
+        "notvalidforname",
+    ]) {
+        return Some(
+            "HEC's TLS certificate is not trusted (it is always verified): set `ca_file` to the \
+             CA bundle that signed it, and use the host name the certificate names"
+                .to_string(),
+        );
+    }
+    if https
+        && has(&[
+            "invalidcontenttype",
+            "invalid content type",
+            "corrupt message",
+            "wrong version number",
+            "record overflow",
+            "invalidmessage",
+        ])
+    {
+        return Some(
+            "the server on this port does not speak TLS: if HEC has SSL disabled (Global \
+             Settings > Enable SSL), the url must start with http://"
+                .to_string(),
+        );
+    }
+    if has(&["refused"]) {
+        return Some(format!(
+            "nothing listens on port{port}: is HEC enabled (Settings > Data inputs > HTTP Event \
+             Collector > Global Settings: All Tokens Enabled) and listening on this host and \
+             port (default 8088)? is the scheme (https/http) right?"
+        ));
+    }
+    if has(&["dns", "lookup", "name or service not known", "no such host"]) {
+        return Some("the host name does not resolve: check the host in `url`".to_string());
+    }
+    if !https
+        && has(&[
+            "connection closed before message completed",
+            "invalid http version",
+            "invalid status",
+            "reset by peer",
+            "incompletemessage",
+            "unexpected eof",
+        ])
+    {
+        return Some(format!(
+            "the server on port{port} closed the connection or did not answer HTTP: HEC uses \
+             TLS by default, so the url must start with https:// unless SSL is disabled in \
+             HEC's Global Settings"
+        ));
+    }
+    if e.is_timeout() {
+        return Some(format!(
+            "no answer in time: is HEC reachable from this host on port{port} (firewall, proxy), \
+             or overloaded?"
+        ));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -357,5 +589,140 @@ mod tests {
             classify_health(500, b""),
             Err(SinkError::Retryable { .. })
         ));
+    }
+
+    fn probe(status: u16, body: &str) -> Result<(), SinkError> {
+        classify_probe(status, None, body.as_bytes(), Some("waf"))
+    }
+
+    fn probe_blocked(status: u16, body: &str) -> String {
+        match probe(status, body) {
+            Err(SinkError::Blocked { reason }) => reason,
+            other => panic!("{status} {body}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_blank_event_probe() {
+        assert!(
+            probe(
+                400,
+                r#"{"text":"Event field cannot be blank","code":13,"invalid-event-number":0}"#
+            )
+            .is_ok()
+        );
+        assert!(probe(400, r#"{"text":"Event field cannot be blank","code":13}"#).is_ok());
+        assert_eq!(
+            probe_blocked(
+                400,
+                r#"{"text":"Incorrect index","code":7,"invalid-event-number":0}"#
+            ),
+            "index `waf` is not allowed for this token: add it to the token's allowed indexes \
+             (Settings > Data inputs > HTTP Event Collector) or change `index`"
+        );
+        assert!(
+            classify_probe(400, None, br#"{"code":7}"#, None).is_err_and(
+                |e| matches!(e, SinkError::Blocked { reason } if reason.contains("default index"))
+            )
+        );
+        for (s, b, needle) in [
+            (403, r#"{"text":"Token disabled","code":1}"#, "enable it"),
+            (
+                401,
+                r#"{"text":"Token is required","code":2}"#,
+                "Authorization",
+            ),
+            (
+                401,
+                r#"{"text":"Invalid authorization","code":3}"#,
+                "Splunk <token>",
+            ),
+            (403, r#"{"text":"Invalid token","code":4}"#, "token_file"),
+            (400, r#"{"text":"Invalid token","code":21}"#, "token_file"),
+            (400, r#"{"text":"Token disabled","code":22}"#, "enable it"),
+            (401, "<html>no</html>", "token_file"),
+            (400, r#"{"code":6,"invalid-event-number":0}"#, "not code 13"),
+            (404, "", "HEC base"),
+        ] {
+            let r = probe_blocked(s, b);
+            assert!(r.contains(needle), "{s} {b}: {r}");
+        }
+        assert!(matches!(
+            probe(503, r#"{"text":"Server is busy","code":9}"#),
+            Err(SinkError::Retryable { .. })
+        ));
+        assert!(probe(200, r#"{"text":"Success","code":0}"#).is_ok());
+    }
+
+    #[test]
+    fn token_refusals_end_with_the_fix() {
+        for (s, b) in [
+            (401, "nope"),
+            (403, "<html/>"),
+            (401, r#"{"text":"x","code":99}"#),
+        ] {
+            let Verdict::Failed(SinkError::Blocked { reason }) = v(s, b) else {
+                panic!("{s} {b}")
+            };
+            assert!(
+                reason.ends_with("a proxy in front of HEC may also refuse it"),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn ack_answers() {
+        let acks = classify_ack(200, br#"{"acks":{"0":true,"3":false}}"#);
+        let AckAnswer::Acks(map) = acks else {
+            panic!("{acks:?}")
+        };
+        assert_eq!((map["0"], map["3"]), (true, false));
+        assert_eq!(
+            classify_ack(400, br#"{"text":"ACK is disabled","code":14}"#),
+            AckAnswer::Disabled("ACK is disabled".into())
+        );
+        for (s, b) in [
+            (503, r#"{"text":"Server is busy","code":9}"#),
+            (503, r#"{"code":19}"#),
+            (500, ""),
+            (502, "<html>Bad Gateway</html>"),
+            (429, ""),
+            (408, ""),
+            (200, "garbage"),
+            (200, r#"{"acks":"#),
+            (200, r#"{"text":"Success","code":0}"#),
+        ] {
+            assert!(
+                matches!(classify_ack(s, b.as_bytes()), AckAnswer::Retry(_)),
+                "{s} {b}"
+            );
+        }
+        for (s, b, needle) in [
+            (401, "<html>no</html>", "or set ack = false"),
+            (403, "", "let that path and the token through"),
+            (403, r#"{"text":"Invalid token","code":4}"#, "token_file"),
+            (403, r#"{"text":"Token disabled","code":1}"#, "enable it"),
+            (400, r#"{"text":"Invalid token","code":21}"#, "token_file"),
+            (
+                401,
+                r#"{"text":"Token is required","code":2}"#,
+                "Authorization",
+            ),
+            (400, r#"{"code":10}"#, "X-Splunk-Request-Channel"),
+            (400, r#"{"code":11}"#, "X-Splunk-Request-Channel"),
+            (404, "", "/services/collector/ack"),
+            (303, "", "8088"),
+            (
+                400,
+                r#"{"text":"Invalid data format","code":6}"#,
+                "report it",
+            ),
+        ] {
+            match classify_ack(s, b.as_bytes()) {
+                AckAnswer::Blocked(r) => assert!(r.contains(needle), "{s} {b}: {r}"),
+                other => panic!("{s} {b}: {other:?}"),
+            }
+        }
     }
 }

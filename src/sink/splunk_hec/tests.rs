@@ -190,10 +190,10 @@ async fn row(fault: HecFault, max_requests: u64, dead: usize) -> (HecReceiver, S
         .collect();
     assert_each_once(&rx, &delivered);
     let st = rx.stats();
+    let data_requests = st.event_requests - st.probe_requests;
     assert!(
-        st.event_requests <= max_requests,
-        "{fault:?}: {} requests",
-        st.event_requests
+        data_requests <= max_requests,
+        "{fault:?}: {data_requests} requests"
     );
     std::mem::forget(d);
     (rx, store, ids)
@@ -234,8 +234,13 @@ macro_rules! blocked_once {
         async fn $name() {
             let (rx, _s, _ids) = row($fault, 2, 0).await;
             let st = rx.stats();
-            assert_eq!(st.event_requests, 2, "blocked, probed, resent once");
+            assert_eq!(
+                st.event_requests - st.probe_requests,
+                2,
+                "blocked, probed, resent once"
+            );
             assert!(st.health_requests >= 1, "a blocked sink probes health");
+            assert!(st.probe_requests >= 1, "and sends the blank-event probe");
         }
     )*};
 }
@@ -377,7 +382,7 @@ async fn a_disabled_token_is_probed_with_backoff_not_hammered_and_loses_nothing(
 #[tokio::test]
 async fn health_503_keeps_a_blocked_sink_waiting() {
     let rx = receiver(HecReceiverConfig::default()).await;
-    let (_d, store, ids) = store_with(5).await;
+    let (_d, store, _ids) = store_with(5).await;
     let sink = HecSink::new(sink_cfg(&rx), &store).await.unwrap();
     assert!(sink.healthcheck().await.is_ok());
     rx.set_queues_full(true);
@@ -386,20 +391,124 @@ async fn health_503_keeps_a_blocked_sink_waiting() {
         Err(SinkError::Retryable { .. })
     ));
     rx.set_queues_full(false);
-    let bad = HecSink::new(
-        HecConfig {
-            token: Secret::new("wrong"),
-            ..sink_cfg(&rx)
-        },
-        &store,
-    )
-    .await
-    .unwrap();
+    rx.pause();
     assert!(matches!(
-        bad.healthcheck().await,
-        Err(SinkError::Blocked { .. })
+        sink.healthcheck().await,
+        Err(SinkError::Retryable { .. })
     ));
-    drop(ids);
+    rx.resume();
+    assert_eq!(rx.stats().events_indexed, 0, "the probe indexes nothing");
+}
+
+fn blocked_reason(r: Result<(), SinkError>) -> String {
+    match r {
+        Err(SinkError::Blocked { reason }) => reason,
+        other => panic!("expected blocked, got {other:?}"),
+    }
+}
+
+/// Splunk answers `/health` whatever the token (sinks.md A1), and so does the receiver: only
+/// the blank-event probe finds a wrong token or an index the token may not write.
+#[tokio::test]
+async fn the_health_probe_finds_a_wrong_token_and_a_forbidden_index() {
+    let rx = receiver(HecReceiverConfig {
+        tokens: vec![HecToken {
+            use_ack: true,
+            allowed_indexes: Some(vec!["waf".into()]),
+            ..HecToken::new(TOKEN)
+        }],
+        ..HecReceiverConfig::default()
+    })
+    .await;
+    let (_d, store, _ids) = store_with(1).await;
+    let with = |token: &str, index: Option<&str>| HecConfig {
+        token: Secret::new(token),
+        index: index.map(str::to_string),
+        ..sink_cfg(&rx)
+    };
+    let ok = HecSink::new(with(TOKEN, Some("waf")), &store)
+        .await
+        .unwrap();
+    ok.healthcheck().await.unwrap();
+
+    let wrong = HecSink::new(with("wrong", Some("waf")), &store)
+        .await
+        .unwrap();
+    let reason = blocked_reason(wrong.healthcheck().await);
+    assert!(
+        reason.contains("not valid") && reason.contains("token_file"),
+        "{reason}"
+    );
+
+    let forbidden = HecSink::new(with(TOKEN, Some("secret")), &store)
+        .await
+        .unwrap();
+    let reason = blocked_reason(forbidden.healthcheck().await);
+    assert_eq!(
+        reason,
+        "index `secret` is not allowed for this token: add it to the token's allowed indexes \
+         (Settings > Data inputs > HTTP Event Collector) or change `index`"
+    );
+
+    rx.set_token_disabled(TOKEN, true);
+    let reason = blocked_reason(ok.healthcheck().await);
+    assert!(reason.contains("disabled"), "{reason}");
+
+    let st = rx.stats();
+    assert_eq!(st.events_indexed, 0, "probes index nothing: {st:?}");
+    assert_eq!(st.probe_requests, 4, "{st:?}");
+    assert_eq!(st.health_requests, 4, "{st:?}");
+}
+
+async fn probe_error(url: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let mut cfg = HecConfig::new(url.parse().unwrap(), Secret::new(TOKEN));
+    cfg.timeout = Duration::from_secs(5);
+    let sink = HecSink::new(cfg, &store).await.unwrap();
+    match sink.healthcheck().await {
+        Err(e @ SinkError::Retryable { .. }) => e.to_string(),
+        other => panic!("{url}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn transport_failures_carry_a_fix_hint() {
+    // A port nobody listens on: bind one, then free it.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = probe_error(&format!("https://127.0.0.1:{port}")).await;
+    assert!(
+        e.contains("is HEC enabled") && e.contains("default 8088"),
+        "{e}"
+    );
+
+    // https:// to a plain-HTTP HEC.
+    let rx = receiver(HecReceiverConfig::default()).await;
+    let e = probe_error(&format!("https://{}", rx.addr())).await;
+    assert!(
+        e.contains("does not speak TLS") && e.contains("http://"),
+        "{e}"
+    );
+
+    // http:// to a TLS port: the server answers a TLS alert and closes.
+    let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tls.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = tls.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            // TLS 1.2 record: alert, fatal, protocol_version.
+            let _ = s
+                .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46])
+                .await;
+        }
+    });
+    let e = probe_error(&format!("http://{addr}")).await;
+    assert!(e.contains("must start with https://"), "{e}");
 }
 
 #[tokio::test]
@@ -573,4 +682,459 @@ async fn the_token_never_shows_in_debug_or_errors() {
     let err = sink.send(&batch).await.unwrap_err();
     assert!(matches!(err, SinkError::Blocked { .. }));
     assert!(!err.to_string().contains("s3cr3t"), "{err}");
+}
+
+fn batch_of(events: &[SpooledEvent]) -> Batch {
+    Batch {
+        events: events.to_vec(),
+    }
+}
+
+fn marked(rx: &HecReceiver) -> Vec<String> {
+    rx.events()
+        .iter()
+        .filter(|e| {
+            e.fields
+                .get("possible_duplicate")
+                .is_some_and(|v| v == "true")
+        })
+        .map(|e| e.fields["request_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// HEC restarted while request A waited for ackId 0, and hands out 0 again to request B: A
+/// must be given up (resent, counted), and B's acknowledgement must settle B only.
+#[tokio::test]
+async fn a_reused_ack_id_gives_up_the_earlier_request_and_settles_only_the_later() {
+    let rx = receiver(HecReceiverConfig {
+        ack_delay: Duration::from_secs(3600),
+        ..ack_receiver_cfg()
+    })
+    .await;
+    let (_d, store, ids) = store_with(10).await;
+    let all = store
+        .read_batch(NS, "splunk_hec", 10, 1 << 20)
+        .await
+        .unwrap();
+    let (a, b) = all.split_at(5);
+    let sink = Arc::new(HecSink::new(sink_cfg(&rx), &store).await.unwrap());
+    let first = {
+        let (sink, a) = (sink.clone(), batch_of(a));
+        tokio::spawn(async move { sink.send(&a).await })
+    };
+    let a_seqs: Vec<i64> = a.iter().map(|e| e.seq).collect();
+    let b_seqs: Vec<i64> = b.iter().map(|e| e.seq).collect();
+    let rows = async |seqs: &[i64]| {
+        store
+            .hec_acks("splunk_hec")
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.ack_id == 0 && r.seqs == seqs)
+    };
+    assert!(wait_until(Duration::from_secs(5), async || rows(&a_seqs).await).await);
+    rx.script([HecFault::RestartAcks]);
+    let second = {
+        let (sink, b) = (sink.clone(), batch_of(b));
+        tokio::spawn(async move { sink.send(&b).await })
+    };
+    assert!(wait_until(Duration::from_secs(5), async || rows(&b_seqs).await).await);
+    let a_ack = tokio::time::timeout(Duration::from_secs(30), first)
+        .await
+        .expect("A is given up at once, not after ack_timeout")
+        .unwrap()
+        .unwrap();
+    assert!(
+        a_ack
+            .items
+            .iter()
+            .all(|i| matches!(i, ItemOutcome::Retry { .. })),
+        "{a_ack:?}"
+    );
+    rx.set_ack_delay(Duration::ZERO);
+    let b_ack = second.await.unwrap().unwrap();
+    assert_eq!(b_ack, Ack::all_delivered(5), "B settles with its own ack");
+    let again = sink.send(&batch_of(a)).await.unwrap();
+    assert_eq!(again, Ack::all_delivered(5), "A resent and acknowledged");
+    let counts = rx.counts();
+    assert!(ids[..5].iter().all(|id| counts[id] == 2), "{counts:?}");
+    assert!(ids[5..].iter().all(|id| counts[id] == 1), "{counts:?}");
+    assert_eq!(marked(&rx), ids[..5].to_vec(), "the resend of A is marked");
+    assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 5);
+    assert!(store.hec_acks("splunk_hec").await.unwrap().is_empty());
+}
+
+/// A row restored at start-up waits for ackId 0 with nobody waiting on it yet; HEC then
+/// hands out 0 to a new request. The restored events must be resent, not stall forever and
+/// not be settled by the new request's acknowledgement.
+#[tokio::test]
+async fn a_reused_ack_id_of_a_restored_row_does_not_stall_its_events() {
+    let rx = receiver(HecReceiverConfig {
+        ack_delay: Duration::ZERO,
+        ..ack_receiver_cfg()
+    })
+    .await;
+    let (_d, store, ids) = store_with(10).await;
+    let all = store
+        .read_batch(NS, "splunk_hec", 10, 1 << 20)
+        .await
+        .unwrap();
+    let (a, rest) = all.split_at(5);
+    let (b, c) = rest.split_at(4);
+    let channel = store
+        .sink_meta_get_or_insert("splunk_hec", CHANNEL_KEY, &new_guid())
+        .await
+        .unwrap();
+    // C keeps an id pending that HEC never confirms (it never handed it out).
+    for (id, evs) in [(0, a), (7, c)] {
+        store
+            .insert_hec_ack(
+                "splunk_hec",
+                PendingAck {
+                    channel: channel.clone(),
+                    ack_id: id,
+                    seqs: evs.iter().map(|e| e.seq).collect(),
+                    sent_at: chrono::Utc::now().timestamp(),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let sink = HecSink::new(sink_cfg(&rx), &store).await.unwrap();
+    assert_eq!(
+        sink.send(&batch_of(b)).await.unwrap(),
+        Ack::all_delivered(4)
+    );
+    let mut settled = false;
+    for _ in 0..3 {
+        let ack = sink.send(&batch_of(a)).await.unwrap();
+        if ack == Ack::all_delivered(5) {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "the restored events are resent, not stuck");
+    let counts = rx.counts();
+    assert!(
+        ids[..9].iter().all(|id| counts.get(id) == Some(&1)),
+        "{counts:?}"
+    );
+    assert_eq!(marked(&rx), ids[..5].to_vec());
+    assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 5);
+}
+
+async fn blocked_reason_in_store(store: &Store) -> Option<String> {
+    store
+        .blocked_sinks()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.sink == "splunk_hec")
+        .map(|b| b.reason)
+}
+
+/// `/ack` refused for good (a proxy, the token, the channel): the sink blocks with the cause
+/// and the fix, keeps the data, resends nothing, and delivers once `/ack` answers again.
+async fn ack_refusal_blocks(fault: HecFault, needle: &str) {
+    let rx = receiver(HecReceiverConfig {
+        ack_delay: Duration::ZERO,
+        ..ack_receiver_cfg()
+    })
+    .await;
+    rx.set_ack_fault(Some(fault.clone()));
+    let (_d, store, ids) = store_with(6).await;
+    let r = start(&store, sink_cfg(&rx)).await;
+    let blocked = wait_until(Duration::from_secs(10), async || {
+        blocked_reason_in_store(&store).await.is_some()
+    })
+    .await;
+    let reason = blocked_reason_in_store(&store).await;
+    assert!(blocked, "{fault:?}: the sink blocks");
+    let reason = reason.unwrap();
+    assert!(reason.contains(needle), "{fault:?}: {reason}");
+    assert_eq!(pending(&store).await, 6, "data kept");
+    rx.set_ack_fault(None);
+    assert!(wait_until(Duration::from_secs(20), async || pending(&store).await == 0).await);
+    r.stop().await;
+    assert_each_once(&rx, &ids);
+    let st = rx.stats();
+    assert_eq!(
+        st.event_requests - st.probe_requests,
+        1,
+        "nothing resent: {st:?}"
+    );
+    assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 0);
+    assert_eq!(blocked_reason_in_store(&store).await, None, "recovered");
+}
+
+macro_rules! ack_blocks {
+    ($($name:ident: $fault:expr, $needle:expr;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            ack_refusal_blocks($fault, $needle).await;
+        }
+    )*};
+}
+
+ack_blocks! {
+    ack_query_401_from_a_proxy_blocks: reply(401, "<html>Unauthorized</html>"), "or set ack = false";
+    ack_query_403_invalid_token_blocks: reply(403, r#"{"text":"Invalid token","code":4}"#), "token_file";
+    ack_query_404_blocks: reply(404, "not found"), "/services/collector/ack";
+    ack_query_channel_missing_code_10_blocks: reply(400, r#"{"text":"Data channel is missing","code":10}"#), "X-Splunk-Request-Channel";
+    ack_query_invalid_channel_code_11_blocks: reply(400, r#"{"text":"Invalid data channel","code":11}"#), "X-Splunk-Request-Channel";
+}
+
+#[tokio::test]
+async fn ack_query_5xx_and_garbage_are_asked_again_without_blocking() {
+    let rx = receiver(HecReceiverConfig {
+        ack_delay: Duration::ZERO,
+        ..ack_receiver_cfg()
+    })
+    .await;
+    rx.script_ack([
+        HecFault::Busy503,
+        HecFault::Html502,
+        reply(500, r#"{"text":"Internal server error","code":8}"#),
+        reply(200, "garbage"),
+        reply(200, r#"{"acks":"#),
+        reply(200, r#"{"text":"Success","code":0}"#),
+    ]);
+    let (_d, store, ids) = store_with(6).await;
+    deliver_all(&store, sink_cfg(&rx), Duration::from_secs(20)).await;
+    assert_each_once(&rx, &ids);
+    let st = rx.stats();
+    assert!(st.ack_requests >= 7, "{st:?}");
+    assert_eq!(
+        st.event_requests, 1,
+        "no resend, no block, no probe: {st:?}"
+    );
+    assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 0);
+}
+
+/// With `ack = true`, `/ack` answering code 14 (acknowledgement turned off on the token)
+/// blocks the sink with the cause and the fix; turned on again, the pending request settles.
+#[tokio::test]
+async fn ack_true_and_ack_code_14_blocks_until_acknowledgement_is_back() {
+    let rx = receiver(HecReceiverConfig {
+        ack_delay: Duration::from_secs(3600),
+        ..ack_receiver_cfg()
+    })
+    .await;
+    let (_d, store, ids) = store_with(5).await;
+    let mut cfg = sink_cfg(&rx);
+    cfg.ack = AckMode::True;
+    let r = start(&store, cfg).await;
+    assert!(
+        wait_until(Duration::from_secs(5), async || !store
+            .hec_acks("splunk_hec")
+            .await
+            .unwrap()
+            .is_empty())
+        .await
+    );
+    rx.set_token_ack(TOKEN, false);
+    assert!(
+        wait_until(Duration::from_secs(10), async || blocked_reason_in_store(
+            &store
+        )
+        .await
+        .is_some())
+        .await
+    );
+    let reason = blocked_reason_in_store(&store).await.unwrap();
+    assert!(
+        reason.contains("code 14")
+            && reason.contains("enable indexer acknowledgement on the token"),
+        "{reason}"
+    );
+    assert_eq!(pending(&store).await, 5, "data kept");
+    rx.set_token_ack(TOKEN, true);
+    rx.set_ack_delay(Duration::ZERO);
+    assert!(wait_until(Duration::from_secs(20), async || pending(&store).await == 0).await);
+    r.stop().await;
+    assert_each_once(&rx, &ids);
+    let st = rx.stats();
+    assert_eq!(
+        st.event_requests - st.probe_requests,
+        1,
+        "nothing resent: {st:?}"
+    );
+}
+
+/// A 400 naming event k after HEC really indexed the events before it: k is dead-lettered,
+/// the prefix is resent marked and counted (whether HEC keeps it is unverified), the rest
+/// once; replaying the dead letter ends with every event indexed.
+#[tokio::test]
+async fn the_prefix_before_a_bad_event_is_resent_marked_and_counted() {
+    let rx = receiver(HecReceiverConfig::default()).await;
+    let (_d, store, ids) = store_with(8).await;
+    rx.script([HecFault::BadEvent { k: 3, code: 6 }]);
+    deliver_all(&store, sink_cfg(&rx), Duration::from_secs(15)).await;
+    let dl = store.dead_letters(Some("splunk_hec"), 10).await.unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].id, ids[3]);
+    let counts = rx.counts();
+    assert!(ids[..3].iter().all(|id| counts[id] == 2), "{counts:?}");
+    assert!(ids[4..].iter().all(|id| counts[id] == 1), "{counts:?}");
+    assert_eq!(
+        marked(&rx),
+        ids[..3].to_vec(),
+        "the prefix resend is marked"
+    );
+    assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 3);
+
+    assert_eq!(
+        store
+            .replay_dead_letters(NS, Some("splunk_hec"), vec![])
+            .await
+            .unwrap(),
+        1
+    );
+    deliver_all(&store, sink_cfg(&rx), Duration::from_secs(15)).await;
+    let counts = rx.counts();
+    assert!(
+        ids.iter().all(|id| counts.contains_key(id)),
+        "every event indexed"
+    );
+    assert_eq!(counts[&ids[3]], 1);
+}
+
+/// Rows left by a previous run: one past its acknowledgement timeout (waited for no longer:
+/// resent at once), one older than twice the timeout (forgotten at start). Both are resent
+/// marked and counted.
+#[tokio::test]
+async fn restored_rows_past_their_timeout_are_resent_marked_and_counted() {
+    let rx = receiver(ack_receiver_cfg()).await;
+    let (_d, store, ids) = store_with(6).await;
+    let all = store
+        .read_batch(NS, "splunk_hec", 10, 1 << 20)
+        .await
+        .unwrap();
+    let channel = store
+        .sink_meta_get_or_insert("splunk_hec", CHANNEL_KEY, &new_guid())
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    for (id, evs, age) in [(0, &all[..3], 70), (1, &all[3..5], 200)] {
+        store
+            .insert_hec_ack(
+                "splunk_hec",
+                PendingAck {
+                    channel: channel.clone(),
+                    ack_id: id,
+                    seqs: evs.iter().map(|e| e.seq).collect(),
+                    sent_at: now - age,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let mut cfg = sink_cfg(&rx);
+    cfg.ack_timeout = Duration::from_secs(60);
+    deliver_all(&store, cfg, Duration::from_secs(15)).await;
+    assert_each_once(&rx, &ids);
+    let mut resent = marked(&rx);
+    resent.sort();
+    assert_eq!(resent, ids[..5].to_vec());
+    assert_eq!(possible_duplicates(&store, "splunk_hec").await.unwrap(), 5);
+    assert!(store.hec_acks("splunk_hec").await.unwrap().is_empty());
+}
+
+/// HEC (or the network) does not answer within the sink's `timeout`: the request fails as
+/// retryable, the driver resends, nothing is lost. The late request may still be indexed after
+/// the client gave up (at least once, not exactly once).
+#[tokio::test]
+async fn a_request_timeout_is_retried_and_loses_nothing() {
+    let rx = receiver(HecReceiverConfig::default()).await;
+    let (_d, store, ids) = store_with(8).await;
+    let mut cfg = sink_cfg(&rx);
+    cfg.timeout = Duration::from_secs(1);
+
+    rx.script([HecFault::Delay(Duration::from_secs(3))]);
+    let sink = HecSink::new(cfg.clone(), &store).await.unwrap();
+    let batch = batch_of(
+        &store
+            .read_batch(NS, "splunk_hec", 10, 1 << 20)
+            .await
+            .unwrap(),
+    );
+    match sink.send(&batch).await {
+        Err(SinkError::Retryable { reason, .. }) => {
+            assert!(reason.contains("timed out"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(sink);
+
+    rx.script([HecFault::Delay(Duration::from_secs(3))]);
+    deliver_all(&store, cfg, Duration::from_secs(20)).await;
+    let counts = rx.counts();
+    assert!(
+        ids.iter()
+            .all(|id| (1..=3).contains(counts.get(id).unwrap_or(&0))),
+        "every id indexed, late copies aside: {counts:?}"
+    );
+    assert_eq!(rx.stats().event_requests, 3, "two timed out, one answered");
+    assert!(store.dead_letters(None, 10).await.unwrap().is_empty());
+}
+
+/// `Retry-After` on a 429 reaches the driver: as the batch's error when the only request is
+/// refused, on the refused request's events when others got through, and the driver waits at
+/// least that long before resending.
+#[tokio::test]
+async fn retry_after_from_hec_is_honoured() {
+    let two = Duration::from_secs(2);
+    let rx = receiver(HecReceiverConfig::default()).await;
+    let (_d, store, _ids) = store_with(8).await;
+    let batch = batch_of(
+        &store
+            .read_batch(NS, "splunk_hec", 10, 1 << 20)
+            .await
+            .unwrap(),
+    );
+
+    rx.script([HecFault::TooMany429 {
+        retry_after_secs: Some(2),
+    }]);
+    let sink = HecSink::new(sink_cfg(&rx), &store).await.unwrap();
+    match sink.send(&batch).await {
+        Err(SinkError::Retryable { after, .. }) => assert_eq!(after, Some(two)),
+        other => panic!("{other:?}"),
+    }
+
+    let mut small = sink_cfg(&rx);
+    small.batch_max_bytes = 1200;
+    small.gzip = false;
+    rx.script([HecFault::TooMany429 {
+        retry_after_secs: Some(2),
+    }]);
+    let sink = HecSink::new(small, &store).await.unwrap();
+    let ack = sink.send(&batch).await.unwrap();
+    let paused = ack
+        .items
+        .iter()
+        .filter(|i| **i == ItemOutcome::Retry { after: Some(two) })
+        .count();
+    let delivered = ack
+        .items
+        .iter()
+        .filter(|i| **i == ItemOutcome::Delivered)
+        .count();
+    assert!(
+        paused > 0 && delivered > 0 && paused + delivered == 8,
+        "{ack:?}"
+    );
+    drop(sink);
+
+    let rx = receiver(HecReceiverConfig::default()).await;
+    rx.script([HecFault::TooMany429 {
+        retry_after_secs: Some(2),
+    }]);
+    let (_d2, store, ids2) = store_with(8).await;
+    deliver_all(&store, sink_cfg(&rx), Duration::from_secs(20)).await;
+    assert_each_once(&rx, &ids2);
+    let at = rx.arrivals();
+    assert_eq!(at.len(), 2);
+    // DELAYS caps the driver's own backoff at 400 ms: only Retry-After explains 2 s.
+    assert!(at[1] - at[0] >= two, "resent after {:?}", at[1] - at[0]);
 }
