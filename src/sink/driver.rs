@@ -1,9 +1,10 @@
 //! The sink driver: the only retry loop, one task per sink.
 //!
 //! It reads batches after the sink's offset and keeps up to `in_flight` of them in flight at
-//! once, settling them strictly in order: the offset moves only over a contiguous prefix of
-//! events whose outcome is final (delivered, duplicate, or dead-lettered with a reason), in
-//! the same transaction as the dead letters. Retryable failures are retried forever with
+//! once. Each finished batch is settled at once, in the same transaction as its dead letters,
+//! but the offset moves only over a contiguous prefix of events whose outcome is final
+//! (delivered, duplicate, or dead-lettered with a reason): a batch that finishes ahead of an
+//! earlier one is recorded as a settled range, which a restart skips. Retryable failures are retried forever with
 //! exponential backoff and full jitter (the spool bounds the cost, and at most `in_flight`
 //! batches are ever retrying, so a failing SIEM sees no retry storm); `TooLarge` halves the
 //! request down to a single event, which is then dead-lettered; `Blocked` pauses the sink and
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::FuturesUnordered;
 use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -83,6 +84,8 @@ enum Final {
 
 /// A batch whose every event has a final outcome (or that was cut short by cancellation).
 struct Finished {
+    /// The batch holds this sink's events in `(after, last seq]`; `None`: from the offset.
+    after: Option<i64>,
     events: Vec<SpooledEvent>,
     outcome: Vec<Option<Final>>,
 }
@@ -129,17 +132,15 @@ impl Driver {
         info!(sink = %name, ns = %self.ns, in_flight, "Sink driver started.");
         // A block recorded by an earlier process is stale until this one sees it again.
         self.mark_blocked(None).await?;
-        let mut flying = FuturesOrdered::new();
+        let mut flying = FuturesUnordered::new();
         // The batch being filled, the last seq handed out (reads continue after it), and
         // when a partial batch must go anyway.
         let mut filling: Vec<SpooledEvent> = Vec::new();
         let mut filling_bytes = 0usize;
         let mut full = false;
         let mut read_after: Option<i64> = None;
+        let mut filling_after: Option<i64> = None;
         let mut deadline: Option<Instant> = None;
-        // Set once a batch ends with unsettled events (cancellation): later batches must then
-        // not move the offset past them.
-        let mut hole = false;
         loop {
             if self.cancel.is_cancelled() {
                 break;
@@ -162,6 +163,9 @@ impl Driver {
                         filling.is_empty(),
                     )
                     .await?;
+                if filling.is_empty() {
+                    filling_after = read_after;
+                }
                 if let Some(last) = read.events.last() {
                     read_after = Some(last.seq);
                 }
@@ -178,7 +182,7 @@ impl Driver {
                 filling_bytes = 0;
                 full = false;
                 deadline = None;
-                flying.push_back(self.deliver(events));
+                flying.push(self.deliver(filling_after, events));
                 continue;
             }
             let room = flying.len() < in_flight;
@@ -186,7 +190,7 @@ impl Driver {
             tokio::select! {
                 done = flying.next(), if !flying.is_empty() => {
                     if let Some(done) = done {
-                        self.settle(done, &mut hole).await?;
+                        self.settle(done).await?;
                     }
                 }
                 _ = &mut notified, if room && !full => {}
@@ -196,22 +200,20 @@ impl Driver {
             }
         }
         // Cancelled: each batch in flight stops after its current request. What they settled
-        // is recorded, in order, so a restart resends as little as possible.
+        // is recorded, so a restart resends as little as possible.
         while let Some(done) = flying.next().await {
-            self.settle(done, &mut hole).await?;
+            self.settle(done).await?;
         }
         info!(sink = %name, ns = %self.ns, "Sink driver stopped.");
         Ok(())
     }
 
     /// Settles a finished batch: its events all have outcomes unless cancellation cut it
-    /// short, in which case only its settled prefix is recorded (the rest is resent later)
-    /// and `hole` is set so that no later batch is settled past it.
-    async fn settle(&self, done: Finished, hole: &mut bool) -> Result<(), StoreError> {
-        if *hole {
-            return Ok(());
-        }
+    /// short, in which case only its settled prefix is recorded (the rest is resent later).
+    /// The store moves the offset only once every batch before it is settled too.
+    async fn settle(&self, done: Finished) -> Result<(), StoreError> {
         let Finished {
+            after,
             events,
             mut outcome,
         } = done;
@@ -225,17 +227,16 @@ impl Driver {
             }
             end = i + 1;
         }
-        *hole = end < events.len();
         if end > 0 {
             self.store
-                .settle(&self.ns, self.sink.name(), events[end - 1].seq, dead)
+                .settle_range(&self.ns, self.sink.name(), after, events[end - 1].seq, dead)
                 .await?;
         }
         Ok(())
     }
 
     /// Sends one batch until every event has a final outcome, or until cancelled.
-    async fn deliver(&self, events: Vec<SpooledEvent>) -> Finished {
+    async fn deliver(&self, after: Option<i64>, events: Vec<SpooledEvent>) -> Finished {
         let name = self.sink.name();
         let full = Batch { events };
         let events = &full.events;
@@ -379,6 +380,7 @@ impl Driver {
             }
         }
         Finished {
+            after,
             events: full.events,
             outcome,
         }

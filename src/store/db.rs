@@ -318,11 +318,26 @@ impl SyncStore {
         let result = (|| -> Result<_, Fail> {
             let offset = sink_offset(&self.conn, ns, sink)?;
             let from = after.map_or(offset, |a| a.max(offset));
-            let mut stmt = self.conn.prepare_cached(
+            // Ranges settled ahead of the offset (by a run that stopped with a gap behind
+            // them) are skipped; without any, the plain query avoids a lookup per row.
+            let ahead: bool = self
+                .conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM sink_settled
+                     WHERE ns = ?1 AND sink = ?2 AND upto_seq > ?3)",
+                )?
+                .query_row(params![ns, sink, from], |row| row.get(0))?;
+            let mut stmt = self.conn.prepare_cached(if ahead {
                 "SELECT seq, corp, site, id, ts, fetched_at, bytes, body
                  FROM spool WHERE ns = ?1 AND seq > ?2 AND (target IS NULL OR target = ?4)
-                 ORDER BY seq LIMIT ?3",
-            )?;
+                 AND NOT EXISTS (SELECT 1 FROM sink_settled s WHERE s.ns = ?1 AND s.sink = ?4
+                     AND s.after_seq < spool.seq AND s.upto_seq >= spool.seq)
+                 ORDER BY seq LIMIT ?3"
+            } else {
+                "SELECT seq, corp, site, id, ts, fetched_at, bytes, body
+                 FROM spool WHERE ns = ?1 AND seq > ?2 AND (target IS NULL OR target = ?4)
+                 ORDER BY seq LIMIT ?3"
+            })?;
             let mut rows = stmt.query(params![ns, from, to_i64(max_events), sink])?;
             let mut batch = Vec::new();
             let mut total: usize = 0;
@@ -349,10 +364,15 @@ impl SyncStore {
         self.finish("read_batch", result)
     }
 
+    /// Settles the events of `ns` for `sink` in `(after, upto_seq]` (`after = None`: from
+    /// the sink's offset) and writes their dead letters. A range starting at or before the
+    /// offset moves the offset, together with every recorded range it now reaches; a range
+    /// further ahead is recorded in `sink_settled` until the gap before it closes.
     pub(super) fn settle(
         &mut self,
         ns: &str,
         sink: &str,
+        after: Option<i64>,
         upto_seq: i64,
         dead: &[(SpooledEvent, String)],
     ) -> Result<(), StoreError> {
@@ -362,7 +382,8 @@ impl SyncStore {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let offset = sink_offset(&tx, ns, sink)?;
-            if upto_seq <= offset {
+            let after = after.unwrap_or(offset).max(offset);
+            if upto_seq <= after {
                 // Already settled (a retried or stale call): nothing to write.
                 return Ok(());
             }
@@ -386,9 +407,17 @@ impl SyncStore {
                     "INSERT INTO dead_letters (ns, sink, corp, site, id, ts, body, reason, at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
+                let mut recorded = tx.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM sink_settled WHERE ns = ?1 AND sink = ?2
+                     AND after_seq < ?3 AND upto_seq >= ?3)",
+                )?;
                 for (ev, reason) in dead {
-                    // Only the range this call settles: makes a repeated settle idempotent.
-                    if ev.seq <= offset || ev.seq > upto_seq {
+                    // Only what this call settles for the first time: a repeated settle after
+                    // a crash or retry writes no dead letter twice.
+                    if ev.seq <= after
+                        || ev.seq > upto_seq
+                        || recorded.query_row(params![ns, sink, ev.seq], |row| row.get(0))?
+                    {
                         continue;
                     }
                     insert.execute(params![
@@ -397,11 +426,36 @@ impl SyncStore {
                 }
             }
             tx.prepare_cached(
-                "UPDATE sink_offsets SET offset_seq = ?3, updated_at = ?4
-                 WHERE ns = ?1 AND sink = ?2",
+                "INSERT INTO sink_settled (ns, sink, after_seq, upto_seq) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (ns, sink, after_seq)
+                 DO UPDATE SET upto_seq = max(upto_seq, excluded.upto_seq)",
             )?
-            .execute(params![ns, sink, upto_seq, now])?;
-            prune_spool(&tx, ns)?;
+            .execute(params![ns, sink, after, upto_seq])?;
+            // Move the offset over every recorded range it reaches, then forget those.
+            let mut reach = offset;
+            {
+                let mut next = tx.prepare_cached(
+                    "SELECT max(upto_seq) FROM sink_settled
+                     WHERE ns = ?1 AND sink = ?2 AND after_seq <= ?3 AND upto_seq > ?3",
+                )?;
+                while let Some(upto) =
+                    next.query_row(params![ns, sink, reach], |row| row.get::<_, Option<i64>>(0))?
+                {
+                    reach = upto;
+                }
+            }
+            tx.prepare_cached(
+                "DELETE FROM sink_settled WHERE ns = ?1 AND sink = ?2 AND upto_seq <= ?3",
+            )?
+            .execute(params![ns, sink, reach])?;
+            if reach > offset {
+                tx.prepare_cached(
+                    "UPDATE sink_offsets SET offset_seq = ?3, updated_at = ?4
+                     WHERE ns = ?1 AND sink = ?2",
+                )?
+                .execute(params![ns, sink, reach, now])?;
+                prune_spool(&tx, ns)?;
+            }
             tx.commit()?;
             Ok(())
         })();

@@ -475,10 +475,28 @@ impl Store {
         upto_seq: i64,
         dead: Vec<(SpooledEvent, String)>,
     ) -> Result<(), StoreError> {
+        self.settle_range(ns, sink, None, upto_seq, dead).await
+    }
+
+    /// Like [`Store::settle`] for the events in `(after, upto_seq]` only: one batch of a
+    /// driver with several in flight. A range that starts past the offset (an earlier batch
+    /// is still in flight) is recorded and skipped by later reads, and the offset moves over
+    /// it once the ranges before it are settled. So a restart resends only batches that were
+    /// really unfinished. `after = None` means "from the offset".
+    pub async fn settle_range(
+        &self,
+        ns: &str,
+        sink: &str,
+        after: Option<i64>,
+        upto_seq: i64,
+        dead: Vec<(SpooledEvent, String)>,
+    ) -> Result<(), StoreError> {
         let ns = ns.to_owned();
         let sink = sink.to_owned();
-        self.run("settle", move |db| db.settle(&ns, &sink, upto_seq, &dead))
-            .await
+        self.run("settle", move |db| {
+            db.settle(&ns, &sink, after, upto_seq, &dead)
+        })
+        .await
     }
 
     /// Number of spooled events of `ns` after the sink's offset (counts every row: for

@@ -138,6 +138,21 @@ const MIGRATIONS: &[&str] = &[
     -- Partial: replays are rare, so finding them must not scan the spool.
     CREATE INDEX spool_target ON spool (ns, target, seq) WHERE target IS NOT NULL;
     "#,
+    // Version 3: batches settled out of order.
+    r#"
+    -- A sink keeps several batches in flight and may finish a later one first. Its offset can
+    -- only move over a contiguous prefix, so a finished batch ahead of an unfinished one is
+    -- recorded here: (after_seq, upto_seq] holds no event of the sink that is not settled.
+    -- The offset moves over these ranges once the gap before them closes, and a restart
+    -- skips them instead of sending their events again.
+    CREATE TABLE sink_settled (
+        ns        TEXT    NOT NULL,
+        sink      TEXT    NOT NULL,
+        after_seq INTEGER NOT NULL,
+        upto_seq  INTEGER NOT NULL,
+        PRIMARY KEY (ns, sink, after_seq)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

@@ -88,7 +88,15 @@ async fn a_run_reports_lost_ranges_metrics_health_and_status() {
             if let Ok(resp) = reqwest::get(format!("{base}/metrics")).await {
                 last = resp.text().await.unwrap_or_default();
                 let lag = |site| metric(&last, "sigsci_export_site_lag_seconds", &[("site", site)]);
+                // The sink too: fetching an hour takes a moment, writing it out another.
+                let delivered = metric(
+                    &last,
+                    "sigsci_export_sink_events_total",
+                    &[("sink", "stdout"), ("outcome", "delivered")],
+                )
+                .unwrap_or(0.0);
                 if matches!((lag("www"), lag("api")), (Some(a), Some(b)) if a < 600.0 && b < 600.0)
+                    && delivered > 2000.0
                 {
                     return true;
                 }

@@ -467,3 +467,90 @@ async fn status_reports_cursors_sinks_and_dead_letters() {
     );
     assert!(store.dead_letters(None, 0).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn ranges_settled_ahead_wait_for_the_gap_and_are_skipped_by_reads() {
+    let (_dir, path) = tmp();
+    let (store, batch) = spooled_for_a_and_b(&path, &["1", "2", "3", "4", "5", "6"], None).await;
+    let seq = |i: usize| batch[i].seq;
+    let ranges = || count(&path, "SELECT COUNT(*) FROM sink_settled");
+
+    // Batches (2,4] and (4,6] of "a" finish while (offset,2] is still in flight.
+    store
+        .settle_range(
+            "run",
+            "a",
+            Some(seq(1)),
+            seq(3),
+            vec![(batch[2].clone(), "mapping conflict".into())],
+        )
+        .await
+        .unwrap();
+    store
+        .settle_range("run", "a", Some(seq(3)), seq(5), vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.pending("run", "a").await.unwrap(),
+        6,
+        "offset unmoved"
+    );
+    assert_eq!(ranges(), 2);
+    // A restarted driver reads only what is really unsettled.
+    assert_eq!(
+        ids(&store.read_batch("run", "a", 10, usize::MAX).await.unwrap()),
+        ["1", "2"]
+    );
+    assert_eq!(
+        ids(&store.read_batch("run", "b", 10, usize::MAX).await.unwrap()),
+        ["1", "2", "3", "4", "5", "6"],
+        "another sink's ranges do not hide its events"
+    );
+    // The same range settled again (a retry after a crash) writes no second dead letter.
+    store
+        .settle_range(
+            "run",
+            "a",
+            Some(seq(1)),
+            seq(3),
+            vec![(batch[2].clone(), "mapping conflict".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.dead_letters(Some("a"), 10).await.unwrap().len(), 1);
+
+    // The first batch settles: the offset reaches the end in one step.
+    store
+        .settle_range("run", "a", None, seq(1), vec![])
+        .await
+        .unwrap();
+    assert_eq!(store.pending("run", "a").await.unwrap(), 0);
+    assert_eq!(ranges(), 0, "ranges the offset passed are forgotten");
+    assert_eq!(store.dead_letters(Some("a"), 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_range_with_a_gap_before_it_does_not_move_the_offset() {
+    let (_dir, path) = tmp();
+    let (store, batch) = spooled_for_a_and_b(&path, &["1", "2", "3", "4"], None).await;
+    let seq = |i: usize| batch[i].seq;
+    store
+        .settle_range("run", "a", Some(seq(2)), seq(3), vec![])
+        .await
+        .unwrap();
+    store
+        .settle_range("run", "a", None, seq(0), vec![])
+        .await
+        .unwrap();
+    // (1, 2] is still open: the offset stops at 1 and "4" stays skipped.
+    assert_eq!(store.pending("run", "a").await.unwrap(), 3);
+    assert_eq!(
+        ids(&store.read_batch("run", "a", 10, usize::MAX).await.unwrap()),
+        ["2", "3"]
+    );
+    store
+        .settle_range("run", "a", Some(seq(0)), seq(2), vec![])
+        .await
+        .unwrap();
+    assert_eq!(store.pending("run", "a").await.unwrap(), 0);
+}
