@@ -302,8 +302,11 @@ async fn run_survives_feed_and_sink_faults_pauses_and_three_sigkills() {
         stdout_dups * 10 < total,
         "{stdout_dups} ids repeated on stdout of {total}: a retry storm?"
     );
+    // Each kill -9 may resend what HEC had taken but the exporter had not yet recorded: up to
+    // `in_flight` (4) requests of ~300 events each. Three kills stay well under a fifth of the
+    // backlog; a retry storm would repeat most of it.
     assert!(
-        hec_dups * 10 < total,
+        hec_dups * 5 < total,
         "{hec_dups} ids indexed twice by HEC of {total}: a retry storm?"
     );
 
