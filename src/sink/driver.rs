@@ -19,9 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use rand::Rng;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -126,13 +125,16 @@ impl Driver {
 
     /// Runs until cancelled. Returns an error only when the store fails.
     pub async fn run(self) -> Result<(), StoreError> {
-        let name = self.sink.name().to_string();
-        let changed = self.store.changed();
-        let in_flight = self.limits.in_flight.max(1);
-        info!(sink = %name, ns = %self.ns, in_flight, "Sink driver started.");
+        let this = Arc::new(self);
+        let name = this.sink.name().to_string();
+        let changed = this.store.changed();
+        let in_flight = this.limits.in_flight.max(1);
+        info!(sink = %name, ns = %this.ns, in_flight, "Sink driver started.");
         // A block recorded by an earlier process is stale until this one sees it again.
-        self.mark_blocked(None).await?;
-        let mut flying = FuturesUnordered::new();
+        this.mark_blocked(None).await?;
+        // Each batch is its own task: its encoding, its request and its settle go on while
+        // this loop reads the next batch, on whichever core is free.
+        let mut flying: JoinSet<Result<(), StoreError>> = JoinSet::new();
         // The batch being filled, the last seq handed out (reads continue after it), and
         // when a partial batch must go anyway.
         let mut filling: Vec<SpooledEvent> = Vec::new();
@@ -142,7 +144,7 @@ impl Driver {
         let mut filling_after: Option<i64> = None;
         let mut deadline: Option<Instant> = None;
         loop {
-            if self.cancel.is_cancelled() {
+            if this.cancel.is_cancelled() {
                 break;
             }
             // Register interest before reading, so a commit between the read and the wait is
@@ -152,14 +154,14 @@ impl Driver {
             // Read only with a free slot: a batch read ahead would wait in memory, and the
             // batches in flight keep the destination busy meanwhile.
             if !full && flying.len() < in_flight {
-                let read = self
+                let read = this
                     .store
                     .read_after(
-                        &self.ns,
+                        &this.ns,
                         &name,
                         read_after,
-                        self.limits.max_events - filling.len(),
-                        self.limits.max_bytes.saturating_sub(filling_bytes),
+                        this.limits.max_events - filling.len(),
+                        this.limits.max_bytes.saturating_sub(filling_bytes),
                         filling.is_empty(),
                     )
                     .await?;
@@ -171,9 +173,9 @@ impl Driver {
                 }
                 filling_bytes += read.events.iter().map(|e| e.body.len()).sum::<usize>();
                 filling.extend(read.events);
-                full = read.budget_hit || filling.len() >= self.limits.max_events;
+                full = read.budget_hit || filling.len() >= this.limits.max_events;
                 if !filling.is_empty() && deadline.is_none() {
-                    deadline = Some(Instant::now() + self.limits.linger);
+                    deadline = Some(Instant::now() + this.limits.linger);
                 }
             }
             let due = full || deadline.is_some_and(|d| d <= Instant::now());
@@ -182,29 +184,34 @@ impl Driver {
                 filling_bytes = 0;
                 full = false;
                 deadline = None;
-                flying.push(self.deliver(filling_after, events));
+                let me = this.clone();
+                let after = filling_after;
+                flying.spawn(async move {
+                    let done = me.deliver(after, events).await;
+                    me.settle(done).await
+                });
                 continue;
             }
             let room = flying.len() < in_flight;
             let linger_until = deadline.filter(|_| room);
             tokio::select! {
-                done = flying.next(), if !flying.is_empty() => {
+                done = flying.join_next(), if !flying.is_empty() => {
                     if let Some(done) = done {
-                        self.settle(done).await?;
+                        joined(done)?;
                     }
                 }
                 _ = &mut notified, if room && !full => {}
                 _ = sleep_until(linger_until), if linger_until.is_some() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)), if room && !full => {}
-                _ = self.cancel.cancelled() => break,
+                _ = this.cancel.cancelled() => break,
             }
         }
         // Cancelled: each batch in flight stops after its current request. What they settled
         // is recorded, so a restart resends as little as possible.
-        while let Some(done) = flying.next().await {
-            self.settle(done).await?;
+        while let Some(done) = flying.join_next().await {
+            joined(done)?;
         }
-        info!(sink = %name, ns = %self.ns, "Sink driver stopped.");
+        info!(sink = %name, ns = %this.ns, "Sink driver stopped.");
         Ok(())
     }
 
@@ -473,6 +480,15 @@ impl Driver {
             }
         }
     }
+}
+
+/// The result of a batch's task; a panic in it becomes a store-level failure of the driver
+/// (its events stay unsettled and are sent again by the next run).
+fn joined(done: Result<Result<(), StoreError>, tokio::task::JoinError>) -> Result<(), StoreError> {
+    done.map_err(|source| StoreError::Join {
+        op: "sink batch",
+        source,
+    })?
 }
 
 /// Sleeps until `at` (a guard in `select!` ensures it is set).

@@ -115,6 +115,12 @@ pub enum StoreError {
         /// The version this build needs.
         supported: i64,
     },
+    /// The writer thread panicked while running the operation, or is gone.
+    #[error("the store's writer thread failed while running `{op}`")]
+    Writer {
+        /// The store operation.
+        op: &'static str,
+    },
     /// The blocking task that ran the SQL panicked or was cancelled at runtime shutdown.
     #[error("the blocking task running store operation `{op}` did not finish")]
     Join {
@@ -298,6 +304,31 @@ struct Shared {
     /// for each other's SQLite work.
     reader: Option<Mutex<SyncStore>>,
     changed: Arc<Notify>,
+    /// The writer thread's queue (read-write stores only). Writes wait their turn in this
+    /// queue rather than on the connection's lock inside the blocking pool, where a burst
+    /// of page commits would occupy every pool thread and leave the sinks' reads waiting.
+    writer: Option<std::sync::mpsc::Sender<Job>>,
+}
+
+/// One write, run on the writer thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs writes one at a time until every [`Store`] handle is gone.
+fn spawn_writer(path: &Path) -> Option<std::sync::mpsc::Sender<Job>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                job();
+            }
+        })
+        .map_err(|e| {
+            // Writes then run on the blocking pool: slower under load, never wrong.
+            tracing::warn!(path = %path.display(), error = %e, "Cannot start the store's writer thread.");
+        })
+        .ok()
+        .map(|_| tx)
 }
 
 impl fmt::Debug for Store {
@@ -316,11 +347,12 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let writer = SyncStore::open(path)?;
         let mut store = Store::from_sync(writer);
-        // Without a reader everything goes through the writer: slower, never wrong.
-        if let Ok(reader) = SyncStore::open_reader(path) {
-            if let Some(shared) = Arc::get_mut(&mut store.shared) {
+        if let Some(shared) = Arc::get_mut(&mut store.shared) {
+            // Without a reader everything goes through the writer: slower, never wrong.
+            if let Ok(reader) = SyncStore::open_reader(path) {
                 shared.reader = Some(Mutex::new(reader));
             }
+            shared.writer = spawn_writer(path);
         }
         Ok(store)
     }
@@ -340,6 +372,7 @@ impl Store {
                 db: Mutex::new(db),
                 reader: None,
                 changed: Arc::new(Notify::new()),
+                writer: None,
             }),
         }
     }
@@ -351,15 +384,29 @@ impl Store {
         F: FnOnce(&mut SyncStore) -> Result<T, StoreError> + Send + 'static,
     {
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || {
-            // A poisoned lock means an earlier call panicked while holding it. Its open
-            // transaction (if any) was rolled back when the `Transaction` dropped during the
-            // unwind, and SQLite itself is consistent, so the connection is safe to reuse.
+        // A poisoned lock means an earlier call panicked while holding it. Its open
+        // transaction (if any) was rolled back when the `Transaction` dropped during the
+        // unwind, and SQLite itself is consistent, so the connection is safe to reuse.
+        let work = move || {
             let mut db = shared.db.lock().unwrap_or_else(PoisonError::into_inner);
             f(&mut db)
-        })
-        .await
-        .map_err(|source| StoreError::Join { op, source })?
+        };
+        let Some(queue) = &self.shared.writer else {
+            return tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|source| StoreError::Join { op, source })?;
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            // A panic is reported as a failed write; the thread carries on with the next.
+            let _ = reply.send(done.ok());
+        });
+        queue.send(job).map_err(|_| StoreError::Writer { op })?;
+        match answer.await {
+            Ok(Some(result)) => result,
+            _ => Err(StoreError::Writer { op }),
+        }
     }
 
     /// Like [`Store::run`], on the read-only connection when there is one.
