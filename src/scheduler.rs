@@ -97,7 +97,9 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let fatal = Fatal::new(cancel.clone());
     let tracker = TaskTracker::new();
-    start_drivers(&cfg, &store, RUN_NS, &tracker, &cancel, &fatal).await?;
+    // Live events keep coming: partial batches always linger.
+    let never = CancellationToken::new();
+    start_drivers(&cfg, &store, RUN_NS, &tracker, &cancel, &never, &fatal).await?;
     let ctx = Ctx {
         cfg: cfg.clone(),
         client,
@@ -240,7 +242,17 @@ pub async fn backfill(
     let fatal = Fatal::new(cancel.clone());
     let drivers_cancel = cancel.child_token();
     let tracker = TaskTracker::new();
-    start_drivers(&cfg, &store, &ns, &tracker, &drivers_cancel, &fatal).await?;
+    let spooled = CancellationToken::new();
+    start_drivers(
+        &cfg,
+        &store,
+        &ns,
+        &tracker,
+        &drivers_cancel,
+        &spooled,
+        &fatal,
+    )
+    .await?;
 
     let ctx = Ctx {
         cfg: cfg.clone(),
@@ -303,7 +315,9 @@ pub async fn backfill(
     if let Some(pb) = &progress {
         pb.set_message("waiting for sinks");
     }
-    // Every window is spooled; done when every sink has settled everything.
+    // Every window is spooled: the sinks send what they hold without lingering, and the
+    // backfill is done when every sink has settled everything.
+    spooled.cancel();
     let names: Vec<String> = cfg.sinks.iter().map(|s| s.name().to_string()).collect();
     loop {
         let mut pending = false;
@@ -347,13 +361,15 @@ async fn start_drivers(
     ns: &str,
     tracker: &TaskTracker,
     cancel: &CancellationToken,
+    flush: &CancellationToken,
     fatal: &Fatal,
 ) -> Result<(), RunError> {
     let names: Vec<String> = cfg.sinks.iter().map(|s| s.name().to_string()).collect();
     store.register_sinks(ns, &names).await?;
     for sink_cfg in &cfg.sinks {
         let (sink, limits) = crate::sink::build(sink_cfg, store).await?;
-        let driver = Driver::new(sink, store.clone(), ns, limits, cancel.clone());
+        let driver =
+            Driver::new(sink, store.clone(), ns, limits, cancel.clone()).with_flush(flush.clone());
         let fatal = fatal.clone();
         tracker.spawn(async move {
             if let Err(e) = driver.run().await {

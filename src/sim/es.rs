@@ -796,7 +796,7 @@ fn bulk_inner(
         "items": items,
     });
     let reply = match params.filter {
-        Some(paths) => filter_value(&reply, &paths).unwrap_or_else(|| json!({})),
+        Some(paths) => filter_value(reply, &paths).unwrap_or_else(|| json!({})),
         None => reply,
     };
     axum::Json(reply).into_response()
@@ -1082,7 +1082,7 @@ fn apply(
             )
         } else {
             let src = op.source.unwrap_or_default();
-            let keys = serde_json::from_str::<BTreeMap<String, serde::de::IgnoredAny>>(&src);
+            let keys = serde_json::from_str::<TopKeys>(&src);
             let scripted = st.item_script.get_mut(&id).and_then(VecDeque::pop_front);
             let fault = scripted.or_else(|| {
                 let r: f64 = rng.random();
@@ -1099,7 +1099,7 @@ fn apply(
                 (_, Some(ItemFault::TooManyRequests)) => fail(429, "es_rejected_execution_exception", "rejected execution of primary operation [coordinating_and_primary_bytes=1, replica_bytes=0] (write queue full)".into()),
                 (_, Some(ItemFault::Unavailable)) => fail(503, "unavailable_shards_exception", format!("[{index}][0] primary shard is not active")),
                 (_, Some(ItemFault::MappingError)) => fail(400, "document_parsing_exception", "[1:57] failed to parse field [tags] of type [keyword] in document".into()),
-                (Ok(keys), None) if is_data_stream(&index) && !keys.contains_key("@timestamp") => {
+                (Ok(keys), None) if is_data_stream(&index) && !keys.has_timestamp => {
                     fail(400, "document_parsing_exception", "[1:1] failed to parse: data stream timestamp field [@timestamp] is missing".into())
                 }
                 (Ok(_), None) => {
@@ -1124,12 +1124,47 @@ fn apply(
     items
 }
 
+/// What the receiver needs from a document: that it is one JSON object, and whether it has a
+/// top-level `@timestamp` (data streams require one). Parsed without building the document.
+struct TopKeys {
+    has_timestamp: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for TopKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = TopKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TopKeys, A::Error> {
+                let mut has_timestamp = false;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    has_timestamp |= key == "@timestamp";
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(TopKeys { has_timestamp })
+            }
+        }
+        d.deserialize_map(Keys)
+    }
+}
+
 /// Keeps only what `paths` (dot-separated, `*` matches any key) select, like ES's
 /// `filter_path`; arrays are transparent. `None` when nothing is selected.
-fn filter_value(v: &Value, paths: &[Vec<String>]) -> Option<Value> {
+fn filter_value(v: Value, paths: &[Vec<String>]) -> Option<Value> {
+    // Takes the reply by value: selected parts move into the result instead of being copied
+    // (a bulk reply has one item per document).
     match v {
         Value::Array(a) => {
-            let kept: Vec<Value> = a.iter().filter_map(|e| filter_value(e, paths)).collect();
+            let kept: Vec<Value> = a
+                .into_iter()
+                .filter_map(|e| filter_value(e, paths))
+                .collect();
             (!kept.is_empty()).then_some(Value::Array(kept))
         }
         Value::Object(o) => {
@@ -1137,18 +1172,18 @@ fn filter_value(v: &Value, paths: &[Vec<String>]) -> Option<Value> {
             for (k, child) in o {
                 let matching: Vec<&Vec<String>> = paths
                     .iter()
-                    .filter(|p| p.first().is_some_and(|h| h == "*" || h == k))
+                    .filter(|p| p.first().is_some_and(|h| h == "*" || *h == k))
                     .collect();
                 if matching.is_empty() {
                     continue;
                 }
                 if matching.iter().any(|p| p.len() == 1) {
-                    out.insert(k.clone(), child.clone());
+                    out.insert(k, child);
                     continue;
                 }
                 let tails: Vec<Vec<String>> = matching.iter().map(|p| p[1..].to_vec()).collect();
                 if let Some(c) = filter_value(child, &tails) {
-                    out.insert(k.clone(), c);
+                    out.insert(k, c);
                 }
             }
             (!out.is_empty()).then_some(Value::Object(out))
@@ -1200,7 +1235,7 @@ mod tests {
             .map(|p| p.split('.').map(str::to_string).collect())
             .collect();
         assert_eq!(
-            filter_value(&v, &paths).unwrap(),
+            filter_value(v.clone(), &paths).unwrap(),
             json!({"errors": true, "items": [{"create": {"status": 201}},
                 {"create": {"status": 409, "error": {"type": "x"}}}]})
         );

@@ -73,6 +73,9 @@ pub struct Driver {
     blocked: AtomicBool,
     /// Events refused in a row with none delivered (see [`REJECTION_STREAK_LIMIT`]).
     rejected_streak: AtomicUsize,
+    /// Fired when nothing more is coming (a backfill has spooled its whole range): a partial
+    /// batch then goes at once instead of lingering for events that will not arrive.
+    flush: CancellationToken,
 }
 
 /// Why a settled event is not simply delivered.
@@ -114,7 +117,14 @@ impl Driver {
             cancel,
             blocked: AtomicBool::new(false),
             rejected_streak: AtomicUsize::new(0),
+            flush: CancellationToken::new(),
         }
+    }
+
+    /// Sends partial batches without lingering once `flush` fires.
+    pub fn with_flush(mut self, flush: CancellationToken) -> Driver {
+        self.flush = flush;
+        self
     }
 
     /// Other backoff bounds (tests).
@@ -178,7 +188,10 @@ impl Driver {
                     deadline = Some(Instant::now() + this.limits.linger);
                 }
             }
-            let due = full || deadline.is_some_and(|d| d <= Instant::now());
+            let flushing = this.flush.is_cancelled();
+            let due = full
+                || deadline.is_some_and(|d| d <= Instant::now())
+                || (flushing && !filling.is_empty());
             if due && flying.len() < in_flight {
                 let events = std::mem::take(&mut filling);
                 filling_bytes = 0;
@@ -202,6 +215,7 @@ impl Driver {
                 }
                 _ = &mut notified, if room && !full => {}
                 _ = sleep_until(linger_until), if linger_until.is_some() => {}
+                _ = this.flush.cancelled(), if !flushing && linger_until.is_some() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)), if room && !full => {}
                 _ = this.cancel.cancelled() => break,
             }

@@ -482,3 +482,28 @@ async fn a_sink_refusing_everything_is_blocked_instead_of_dead_lettering_the_spo
     task.await.unwrap().unwrap();
     assert_eq!(sink.delivered(), ids[REJECTION_STREAK_LIMIT..].to_vec());
 }
+
+#[tokio::test]
+async fn a_partial_batch_lingers_until_flushed() {
+    let (_d, store, ids) = store_with(5).await;
+    let sink = Arc::new(FakeSink::default());
+    let cancel = CancellationToken::new();
+    let flush = CancellationToken::new();
+    let limits = BatchLimits {
+        max_events: 100,
+        max_bytes: 1 << 20,
+        linger: Duration::from_secs(600),
+        in_flight: 1,
+    };
+    let driver = Driver::new(sink.clone(), store.clone(), "run", limits, cancel.clone())
+        .with_delays(FAST)
+        .with_flush(flush.clone());
+    let task = tokio::spawn(driver.run());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(sink.delivered().is_empty(), "five events wait for more");
+    flush.cancel();
+    wait_for("the partial batch sent", || sink.delivered().len() == 5).await;
+    assert_eq!(sink.delivered(), ids);
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
