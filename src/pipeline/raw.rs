@@ -67,10 +67,41 @@ fn may_name_any(body: &str, names: &[String]) -> bool {
     let Some(longest) = names.iter().map(String::len).max() else {
         return false;
     };
-    // Separators may be spelt differently (`USERAGENT`), so allow a longer or shorter string.
-    body.split('"')
-        .any(|seg| seg.len() <= 2 * longest && names.iter().any(|n| squashed_eq(seg, n)))
-        || (body.contains("\\u") && has_name_char_escape(body.as_bytes()))
+    // Every string of every record passes here, once per sink: most are ruled out by their
+    // first letter alone, through a table of the letters the names start with.
+    let mut starts = [false; 256];
+    for n in names {
+        if let Some(b) = n.bytes().find(|b| !is_separator(*b)) {
+            starts[usize::from(b.to_ascii_lowercase())] = true;
+            starts[usize::from(b.to_ascii_uppercase())] = true;
+        }
+    }
+    let bytes = body.as_bytes();
+    let mut open: Option<usize> = None;
+    for q in memchr::memchr_iter(b'"', bytes) {
+        let Some(start) = open.replace(q + 1) else {
+            continue;
+        };
+        let seg = &bytes[start..q];
+        // Separators may be spelt differently (`USERAGENT`), so allow a longer or shorter
+        // string.
+        if seg.len() > 2 * longest {
+            continue;
+        }
+        let Some(&first) = seg.iter().find(|b| !is_separator(**b)) else {
+            continue;
+        };
+        if starts[usize::from(first)]
+            && std::str::from_utf8(seg).is_ok_and(|seg| names.iter().any(|n| squashed_eq(seg, n)))
+        {
+            return true;
+        }
+    }
+    memchr::memmem::find(bytes, b"\\u").is_some() && has_name_char_escape(bytes)
+}
+
+fn is_separator(b: u8) -> bool {
+    matches!(b, b'-' | b'_')
 }
 
 fn has_name_char_escape(b: &[u8]) -> bool {

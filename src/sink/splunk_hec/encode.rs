@@ -80,11 +80,30 @@ fn json_str(s: &str) -> String {
 /// Epoch seconds with a 3-digit millisecond fraction, from the record's `timestamp` (RFC 3339,
 /// fraction optional), else `ev.ts`.
 pub(crate) fn event_time(ev: &SpooledEvent) -> String {
-    let ms = timestamp_field(&ev.body)
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.timestamp_millis())
+    let parse = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    };
+    // The first `"timestamp":"…"` in the text is almost always the record's own (the API
+    // puts it near the top). It is taken when it agrees with `ev.ts`, the second the source
+    // read from the top-level field; otherwise the record is scanned properly.
+    let quick = first_timestamp(&ev.body)
+        .and_then(parse)
+        .filter(|ms| ms.div_euclid(1000) == ev.ts);
+    let ms = quick
+        .or_else(|| timestamp_field(&ev.body).and_then(parse))
         .unwrap_or(ev.ts.saturating_mul(1000));
     format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+/// The string after the first `"timestamp":"` in `body`, at any depth.
+fn first_timestamp(body: &str) -> Option<&str> {
+    const KEY: &str = "\"timestamp\":\"";
+    let at = memchr::memmem::find(body.as_bytes(), KEY.as_bytes())? + KEY.len();
+    let rest = &body[at..];
+    let end = memchr::memchr(b'"', rest.as_bytes())?;
+    Some(&rest[..end])
 }
 
 /// The value of the top-level `"timestamp"` key of a JSON object, found without parsing the
@@ -113,6 +132,19 @@ mod tests {
             fetched_at: 0,
             body: body.into(),
         }
+    }
+
+    #[test]
+    fn time_comes_from_the_top_level_timestamp_whatever_comes_first() {
+        // A nested `timestamp` first: it disagrees with the stored second, so the record is
+        // read properly.
+        let nested = r#"{"tags":[{"timestamp":"2020-01-01T00:00:00Z"}],"timestamp":"2023-11-14T22:13:20.25Z"}"#;
+        assert_eq!(event_time(&ev(nested)), "1700000000.250");
+        // Spaced out (no quick match at all).
+        assert_eq!(
+            event_time(&ev(r#"{ "timestamp" : "2023-11-14T22:13:20.5Z" }"#)),
+            "1700000000.500"
+        );
     }
 
     #[test]
