@@ -389,7 +389,7 @@ mod tests {
             .map(|i| NewEvent {
                 id: format!("id{i}"),
                 ts: 1_000,
-                body: format!("{{\"id\":\"id{i}\"}}"),
+                body: crate::store::Body::from(format!("{{\"id\":\"id{i}\"}}")),
             })
             .collect();
         store
@@ -503,7 +503,7 @@ mod tests {
             .map(|i| NewEvent {
                 id: format!("id{i}"),
                 ts: 1,
-                body: body.clone(),
+                body: crate::store::Body::from(body.clone()),
             })
             .collect();
         store.commit_page(&key, events, 1, Some(60)).await.unwrap();

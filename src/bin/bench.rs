@@ -58,6 +58,11 @@ struct Args {
     /// 0 leaves glibc's default (one arena per thread, up to 8 per core).
     #[arg(long, default_value_t = 2)]
     malloc_arena_max: u32,
+    /// MALLOC_MMAP_THRESHOLD_ (bytes) for the exporter, as the systemd unit and the container
+    /// image set it; 0 leaves glibc's default (a threshold that rises with the largest block
+    /// freed, so big batch buffers end up in the heap and fragment it).
+    #[arg(long, default_value_t = 0)]
+    malloc_mmap_threshold: u64,
     /// Keep the temporary directory (configs, state files, logs) and print its path.
     #[arg(long)]
     keep: bool,
@@ -173,6 +178,11 @@ async fn main() -> Result<()> {
         eprintln!("bench: files kept in {}", kept.display());
     }
     Ok(())
+}
+
+/// The allocator settings passed to the exporter.
+fn malloc(args: &Args) -> (u32, u64) {
+    (args.malloc_arena_max, args.malloc_mmap_threshold)
 }
 
 /// The `sigsci-export` binary built next to this one (same profile).
@@ -342,11 +352,15 @@ async fn run_backfill(
     cfg: &Path,
     (from, until): (i64, i64),
     ticks: f64,
-    arenas: u32,
+    malloc: (u32, u64),
 ) -> Result<Measured> {
     let log = std::fs::File::create(work.join("stderr.log"))?;
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new(exe);
+    let (arenas, mmap_threshold) = malloc;
+    if mmap_threshold > 0 {
+        cmd.env("MALLOC_MMAP_THRESHOLD_", mmap_threshold.to_string());
+    }
     if arenas > 0 {
         cmd.env("MALLOC_ARENA_MAX", arenas.to_string());
     }
@@ -442,7 +456,7 @@ async fn throughput(
         .iter()
         .map(|s| sim.ground_truth(s, from, until).len() as u64)
         .sum();
-    let m = run_backfill(exe, work, &cfg, (from, until), ticks, args.malloc_arena_max).await?;
+    let m = run_backfill(exe, work, &cfg, (from, until), ticks, malloc(args)).await?;
     if m.exit != Some(0) {
         bail!(
             "{scenario}: backfill exited {:?}; see {}",
@@ -518,7 +532,7 @@ async fn ratelimit(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<R
         .iter()
         .map(|s| sim.ground_truth(s, from, until).len() as u64)
         .sum();
-    let m = run_backfill(exe, work, &cfg, (from, until), ticks, args.malloc_arena_max).await?;
+    let m = run_backfill(exe, work, &cfg, (from, until), ticks, malloc(args)).await?;
     if m.exit != Some(0) {
         bail!("ratelimit: backfill exited {:?}", m.exit);
     }
@@ -596,7 +610,7 @@ async fn backlog(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<Row
             }
         }
     };
-    let run = run_backfill(exe, work, &cfg, (from, until), ticks, args.malloc_arena_max);
+    let run = run_backfill(exe, work, &cfg, (from, until), ticks, malloc(args));
     tokio::pin!(run);
     let spooled = tokio::select! {
         n = resumer => n,

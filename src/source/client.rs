@@ -21,7 +21,7 @@ use url::Url;
 use super::SourceError;
 use super::model::{ErrorWire, EventHead, PageWire, SiteWire, SitesWire};
 use crate::config::{ApiConfig, AuthMode, Credentials};
-use crate::store::NewEvent;
+use crate::store::{Body, NewEvent};
 
 const USER_AGENT: &str = concat!("sigsci-export/", env!("CARGO_PKG_VERSION"));
 
@@ -503,9 +503,13 @@ fn classify(
 /// Parses a page, keeping every record's exact JSON. A reply that does not parse (a truncated
 /// body, an HTML error page with status 200) is transient: retried, never taken as empty.
 pub(crate) fn parse_page(body: &[u8], window_from: i64) -> Result<Page, SourceError> {
-    let wire: PageWire<'_> = serde_json::from_slice(body).map_err(|e| SourceError::Transient {
+    let unparseable = |e: &dyn std::fmt::Display| SourceError::Transient {
         reason: format!("unparseable feed page ({} bytes): {e}", body.len()),
-    })?;
+    };
+    // The page's text is kept as one buffer that every record's body points into (see
+    // `store::Body`): no allocation and no copy per record.
+    let text = std::sync::Arc::new(String::from_utf8(body.to_vec()).map_err(|e| unparseable(&e))?);
+    let wire: PageWire<'_> = serde_json::from_str(&text).map_err(|e| unparseable(&e))?;
     let raw = wire.data.ok_or_else(|| SourceError::Transient {
         reason: "feed page without a `data` array".to_string(),
     })?;
@@ -527,10 +531,12 @@ pub(crate) fn parse_page(body: &[u8], window_from: i64) -> Result<Page, SourceEr
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
             .map(|t| t.timestamp())
             .unwrap_or(window_from);
+        // Where the parser found the record in the page (it borrows from `text`).
+        let start = rec.get().as_ptr() as usize - text.as_ptr() as usize;
         events.push(NewEvent {
             id: id.into_owned(),
             ts,
-            body: rec.get().to_string(),
+            body: Body::slice(&text, start..start + rec.get().len()),
         });
     }
     let next = wire

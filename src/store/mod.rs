@@ -35,7 +35,9 @@
 //! no lock is ever held across an `.await`.
 
 mod acks;
+mod body;
 pub use acks::PendingAck;
+pub use body::Body;
 mod db;
 mod ops;
 mod schema;
@@ -193,7 +195,7 @@ pub struct NewEvent {
     /// Request timestamp, Unix seconds (drives [`Store::prune_seen`]).
     pub ts: i64,
     /// The JSON text exactly as the API sent it.
-    pub body: String,
+    pub body: Body,
 }
 
 /// An event in the spool as sinks read it.
@@ -212,7 +214,7 @@ pub struct SpooledEvent {
     /// When the page holding this event was fetched, Unix seconds.
     pub fetched_at: i64,
     /// The JSON text exactly as the API sent it.
-    pub body: String,
+    pub body: Body,
 }
 
 /// What [`Store::read_after`] found.

@@ -268,7 +268,7 @@ async fn dead_letters_are_listed_replayed_and_delivered() {
         let ev = |id: &str| NewEvent {
             id: id.into(),
             ts: 1_000,
-            body: format!("{{\"id\":\"{id}\",\"path\":\"/x\"}}"),
+            body: sigsci_export::store::Body::from(format!("{{\"id\":\"{id}\",\"path\":\"/x\"}}")),
         };
         store
             .commit_page(&key, vec![ev("dl-one"), ev("ok-two")], 1_000, None)
@@ -758,7 +758,7 @@ async fn status_and_dead_letters_read_no_secret_and_replay_only_to_configured_si
         let ev = |id: &str| NewEvent {
             id: id.into(),
             ts: 1_000,
-            body: format!("{{\"id\":\"{id}\"}}"),
+            body: sigsci_export::store::Body::from(format!("{{\"id\":\"{id}\"}}")),
         };
         store
             .commit_page(&key, vec![ev("a"), ev("b")], 1_000, None)

@@ -92,7 +92,7 @@ async fn store_with(n: usize) -> (tempfile::TempDir, Store, Vec<String>) {
         .map(|id| NewEvent {
             id: id.clone(),
             ts: 1000,
-            body: format!("{{\"id\":\"{id}\"}}"),
+            body: crate::store::Body::from(format!("{{\"id\":\"{id}\"}}")),
         })
         .collect();
     store

@@ -53,9 +53,9 @@ async fn store_with(n: usize) -> (tempfile::TempDir, Store, Vec<String>) {
         .map(|id| NewEvent {
             id: id.clone(),
             ts: TS,
-            body: format!(
+            body: crate::store::Body::from(format!(
                 r#"{{"id":"{id}","timestamp":"2026-11-24T01:02:03Z","remoteIP":"192.0.2.1","path":"/login","tags":[{{"type":"SQLI"}}]}}"#
-            ),
+            )),
         })
         .collect();
     let key = SiteKey {
@@ -88,7 +88,7 @@ fn event(id: &str, body: String) -> NewEvent {
     NewEvent {
         id: id.into(),
         ts: TS,
-        body,
+        body: body.into(),
     }
 }
 
@@ -525,7 +525,10 @@ async fn oversized_single_document_is_dead_lettered_over_the_byte_limit() {
         NewEvent {
             id: "huge".into(),
             ts: TS,
-            body: format!(r#"{{"id":"huge","pad":"{}"}}"#, "x".repeat(400)),
+            body: crate::store::Body::from(format!(
+                r#"{{"id":"huge","pad":"{}"}}"#,
+                "x".repeat(400)
+            )),
         },
         NewEvent {
             id: "small2".into(),

@@ -54,10 +54,10 @@ async fn store_with(n: usize) -> (tempfile::TempDir, Store, Vec<String>) {
         .map(|id| NewEvent {
             id: id.clone(),
             ts: 1_700_000_000,
-            body: format!(
+            body: crate::store::Body::from(format!(
                 r#"{{"id":"{id}","timestamp":"2023-11-14T22:13:20.123Z","path":"/{}"}}"#,
                 "x".repeat(200)
-            ),
+            )),
         })
         .collect();
     store
@@ -330,7 +330,10 @@ async fn a_real_413_splits_down_and_dead_letters_only_an_event_too_large_alone()
             vec![NewEvent {
                 id: "huge".into(),
                 ts: 1_700_000_000,
-                body: format!(r#"{{"id":"huge","x":"{}"}}"#, "y".repeat(3000)),
+                body: crate::store::Body::from(format!(
+                    r#"{{"id":"huge","x":"{}"}}"#,
+                    "y".repeat(3000)
+                )),
             }],
             1_700_000_100,
             Some(120),

@@ -28,7 +28,7 @@ fn ev(id: &str, ts: i64) -> NewEvent {
     NewEvent {
         id: id.into(),
         ts,
-        body: format!(r#"{{"id":"{id}","timestamp":{ts}}}"#),
+        body: crate::store::Body::from(format!(r#"{{"id":"{id}","timestamp":{ts}}}"#)),
     }
 }
 

@@ -159,7 +159,7 @@ async fn read_batch_respects_offset_order_and_limits() {
         .map(|i| NewEvent {
             id: format!("e{i}"),
             ts: i,
-            body: "x".repeat(10),
+            body: crate::store::Body::from("x".repeat(10)),
         })
         .collect();
     store.commit_page(&k, page, 7, None).await.unwrap();
