@@ -215,7 +215,8 @@ pub struct RawPoll {
     /// before `now - delay`.
     pub start_at: Option<String>,
     /// Backfill: windows of one site fetched at once (all within the corp's quota). More than
-    /// one keeps the quota busy when the API is slow to answer. 1..=32, default 4.
+    /// one keeps the quota busy when the API is slow to answer; each holds a page (about 1 MB)
+    /// in memory while it is parsed and spooled. 1..=32, default 2.
     #[serde(default = "default_backfill_windows")]
     pub backfill_windows: usize,
 }
@@ -233,7 +234,7 @@ impl Default for RawPoll {
 }
 
 fn default_backfill_windows() -> usize {
-    4
+    2
 }
 
 /// `[spool]`

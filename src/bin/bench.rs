@@ -56,7 +56,7 @@ struct Args {
     no_gzip: bool,
     /// MALLOC_ARENA_MAX for the exporter, as the systemd unit and the container image set it;
     /// 0 leaves glibc's default (one arena per thread, up to 8 per core).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     malloc_arena_max: u32,
     /// MALLOC_MMAP_THRESHOLD_ (bytes) for the exporter, as the systemd unit and the container
     /// image set it; 0 leaves glibc's default (a threshold that rises with the largest block

@@ -38,9 +38,10 @@ fn error_kind(e: &SinkError) -> &'static str {
     }
 }
 
-/// Events refused in a row, with nothing delivered in between, after which the driver stops
-/// dead-lettering and blocks the sink instead. Real bad data is rare and scattered; a run this
-/// long means every event is being refused for a reason no event can fix.
+/// Events refused in a row by replies that stored nothing, after which the driver stops
+/// dead-lettering and blocks the sink instead. Real bad data is rare and scattered, and comes
+/// in replies that store the good events beside it; a run this long of replies storing
+/// nothing means every event is being refused for a reason no event can fix.
 pub const REJECTION_STREAK_LIMIT: usize = 100;
 
 /// Backoff bounds of the driver.
@@ -300,17 +301,30 @@ impl Driver {
                     let mut retried = Vec::new();
                     let mut refused: Option<String> = None;
                     let (mut delivered, mut duplicate, mut dead) = (0, 0, 0);
+                    // A reply that stored something proves the destination takes this data:
+                    // its refusals are bad events. Only refusals with nothing stored count
+                    // towards a streak.
+                    let took_some = ack
+                        .items
+                        .iter()
+                        .any(|i| matches!(i, ItemOutcome::Delivered | ItemOutcome::Duplicate));
+                    if took_some {
+                        self.rejected_streak.store(0, Ordering::Relaxed);
+                    }
                     for (&i, item) in chunk.iter().zip(ack.items) {
                         match item {
                             ItemOutcome::Delivered => {
                                 delivered += 1;
-                                self.rejected_streak.store(0, Ordering::Relaxed);
                                 outcome[i] = Some(Final::Done)
                             }
                             ItemOutcome::Duplicate => {
                                 duplicate += 1;
-                                self.rejected_streak.store(0, Ordering::Relaxed);
                                 outcome[i] = Some(Final::Done)
+                            }
+                            ItemOutcome::Rejected { reason } if took_some => {
+                                dead += 1;
+                                warn!(sink = %name, id = %events[i].id, site = %events[i].site, %reason, "Event rejected by the sink; dead-lettered.");
+                                outcome[i] = Some(Final::Dead(reason));
                             }
                             ItemOutcome::Rejected { reason } => {
                                 if let Some(reason) = self.reject(&events[i], reason) {

@@ -507,3 +507,30 @@ async fn a_partial_batch_lingers_until_flushed() {
     cancel.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn bad_events_beside_stored_ones_are_dead_lettered_however_many() {
+    let n = REJECTION_STREAK_LIMIT * 2;
+    let (_d, store, ids) = store_with(n + 1).await;
+    // One reply: every event refused but the last, which is stored.
+    let sink = Arc::new(FakeSink::default().then(|b| {
+        let mut items = vec![
+            ItemOutcome::Rejected {
+                reason: "mapper_parsing_exception".into()
+            };
+            b.events.len()
+        ];
+        *items.last_mut().unwrap() = ItemOutcome::Delivered;
+        Ok(Ack { items })
+    }));
+    drive(&store, sink.clone(), n + 1).await;
+    assert_eq!(sink.delivered(), vec![ids[n].clone()]);
+    assert_eq!(
+        store.dead_letters(Some("fake"), 1000).await.unwrap().len(),
+        n
+    );
+    assert!(
+        store.blocked_sinks().await.unwrap().is_empty(),
+        "not blocked"
+    );
+}
