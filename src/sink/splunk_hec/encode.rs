@@ -62,9 +62,11 @@ impl Envelope {
         self.shaper.write(ev, out);
         out.extend_from_slice(b",\"fields\":{\"request_id\":");
         out.extend_from_slice(json_str(&ev.id).as_bytes());
-        out.extend_from_slice(b",\"corp\":");
+        // Prefixed: the CIM shape uses `site` for the requested virtual host, and an indexed
+        // field of the same name would give a search two different values.
+        out.extend_from_slice(b",\"sigsci_corp\":");
         out.extend_from_slice(json_str(&ev.corp).as_bytes());
-        out.extend_from_slice(b",\"site\":");
+        out.extend_from_slice(b",\"sigsci_site\":");
         out.extend_from_slice(json_str(&ev.site).as_bytes());
         if possible_duplicate {
             out.extend_from_slice(b",\"possible_duplicate\":\"true\"");
@@ -195,7 +197,7 @@ mod tests {
         assert_eq!(a["event"]["sigsci_export"]["site"], "www");
         assert_eq!(
             a["fields"],
-            serde_json::json!({"request_id":"5f1","corp":"acme","site":"www"})
+            serde_json::json!({"request_id":"5f1","sigsci_corp":"acme","sigsci_site":"www"})
         );
         assert!(a["time"].is_number());
         assert_eq!(objs[1]["fields"]["possible_duplicate"], "true");

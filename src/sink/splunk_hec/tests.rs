@@ -152,8 +152,8 @@ async fn delivers_gzip_envelopes_with_time_fields_and_channel() {
     assert_eq!(ev.index.as_deref(), Some("waf"));
     assert_eq!(ev.host.as_deref(), Some("exporter-1"));
     assert_eq!(ev.fields["request_id"], "id0000");
-    assert_eq!(ev.fields["corp"], "acme");
-    assert_eq!(ev.fields["site"], "www");
+    assert_eq!(ev.fields["sigsci_corp"], "acme");
+    assert_eq!(ev.fields["sigsci_site"], "www");
     assert_eq!(ev.event["sigsci_export"]["site"], "www");
     let channel = store.sink_meta("splunk_hec", CHANNEL_KEY).await.unwrap();
     assert!(channel.is_some_and(|c| c.len() == 36), "channel stored");
