@@ -156,7 +156,7 @@ pub enum Command {
         /// Also serve an Elasticsearch `_bulk` test receiver on this address (e.g. 127.0.0.1:9200).
         #[arg(long)]
         es_listen: Option<SocketAddr>,
-        /// What the receiver's `GET /` claims: es7, es8, es9 or opensearch2.
+        /// What the receiver's `GET /` claims: es7, es8, es9, opensearch1 or opensearch2.
         #[arg(long, default_value = "es8")]
         es_flavour: String,
         /// User the receiver accepts (HTTP Basic).

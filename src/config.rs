@@ -77,8 +77,9 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilters {
-    /// Keep only requests with at least one of these signal types (`SQLI`, `XSS`, ...). Sent to
-    /// the API as `tags=` too, and checked again on every page. Empty (default): keep all.
+    /// Keep only requests with at least one of these signal types (`SQLI`, `XSS`, ...). A single
+    /// one is sent to the API as `tags=` too (whether several mean "any" or "all" there is not
+    /// documented); every page is checked again. Empty (default): keep all.
     #[serde(default)]
     pub include_tags: Vec<String>,
     /// Drop requests with any of these signal types (client-side). Wins over `include_tags`.

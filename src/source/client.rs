@@ -572,8 +572,9 @@ impl WindowFetch {
         self.until
     }
 
-    /// Asks the API for only the requests carrying one of `tags` (sent as `tags=A,B` on the
-    /// first page). The API's filter is a saving, not a guarantee: callers still filter pages.
+    /// Asks the API for only the requests carrying `tags` (sent as `tags=` on the first page;
+    /// the caller passes a single signal). The API's filter is a saving, not a guarantee:
+    /// callers still filter pages.
     pub fn with_tags(mut self, tags: Option<String>) -> WindowFetch {
         self.tags = tags.filter(|t| !t.is_empty());
         self
