@@ -357,6 +357,18 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (at most 10 s) until the sink's backlog is empty.
+async fn drained(store: &Store) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.pending("run", "fake").await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backlog never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn later_batches_settle_ahead_of_a_held_one_and_the_offset_waits() {
     let (_d, store, ids) = store_with(40).await;
@@ -378,14 +390,7 @@ async fn later_batches_settle_ahead_of_a_held_one_and_the_offset_waits() {
         "the offset does not move past the held first batch"
     );
     sink.release.notify_one();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while store.pending("run", "fake").await.unwrap() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backlog never drained"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    drained(&store).await;
     cancel.cancel();
     task.await.unwrap().unwrap();
     let mut got = sink.delivered.lock().unwrap().clone();
@@ -469,14 +474,7 @@ async fn a_sink_refusing_everything_is_blocked_instead_of_dead_lettering_the_spo
     );
     // The operator fixes the cause: everything else is delivered and the block clears.
     refuse.store(false, std::sync::atomic::Ordering::SeqCst);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while store.pending("run", "fake").await.unwrap() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backlog never drained"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    drained(&store).await;
     assert!(!blocked().await, "block cleared after delivery resumed");
     cancel.cancel();
     task.await.unwrap().unwrap();
