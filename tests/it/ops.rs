@@ -260,20 +260,7 @@ async fn dead_letters_are_listed_replayed_and_delivered() {
             .register_sinks("run", &["stdout".to_string()])
             .await
             .unwrap();
-        let key = SiteKey {
-            ns: "run".into(),
-            corp: "demo".into(),
-            site: "www".into(),
-        };
-        let ev = |id: &str| NewEvent {
-            id: id.into(),
-            ts: 1_000,
-            body: sigsci_export::store::Body::from(format!("{{\"id\":\"{id}\",\"path\":\"/x\"}}")),
-        };
-        store
-            .commit_page(&key, vec![ev("dl-one"), ev("ok-two")], 1_000, None)
-            .await
-            .unwrap();
+        spool_demo_www(&store, &["dl-one", "ok-two"]).await;
         let batch = store
             .read_batch("run", "stdout", 10, 1 << 20)
             .await
@@ -750,20 +737,7 @@ async fn status_and_dead_letters_read_no_secret_and_replay_only_to_configured_si
         let store = Store::open(&db).unwrap();
         let both = ["stdout".to_string(), "old".to_string()];
         store.register_sinks("run", &both).await.unwrap();
-        let key = SiteKey {
-            ns: "run".into(),
-            corp: "demo".into(),
-            site: "www".into(),
-        };
-        let ev = |id: &str| NewEvent {
-            id: id.into(),
-            ts: 1_000,
-            body: sigsci_export::store::Body::from(format!("{{\"id\":\"{id}\"}}")),
-        };
-        store
-            .commit_page(&key, vec![ev("a"), ev("b")], 1_000, None)
-            .await
-            .unwrap();
+        spool_demo_www(&store, &["a", "b"]).await;
         for (sink, rejected) in [("stdout", 0), ("old", 1)] {
             let batch = store.read_batch("run", sink, 10, 1 << 20).await.unwrap();
             let dead = vec![(batch[rejected].clone(), format!("{sink} said no"))];
@@ -871,4 +845,22 @@ fn the_deploy_files_keep_their_promises() {
     for entry in ["target/", ".git/", "**/*.db"] {
         assert!(ignore.lines().any(|l| l == entry), "{entry}");
     }
+}
+
+/// Spools events with these ids for site `demo/www` of the `run` namespace, as a run would.
+async fn spool_demo_www(store: &Store, ids: &[&str]) {
+    let key = SiteKey {
+        ns: "run".into(),
+        corp: "demo".into(),
+        site: "www".into(),
+    };
+    let events = ids
+        .iter()
+        .map(|id| NewEvent {
+            id: id.to_string(),
+            ts: 1_000,
+            body: format!("{{\"id\":\"{id}\",\"path\":\"/x\"}}").into(),
+        })
+        .collect();
+    store.commit_page(&key, events, 1_000, None).await.unwrap();
 }

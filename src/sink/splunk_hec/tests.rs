@@ -681,10 +681,7 @@ async fn the_token_never_shows_in_debug_or_errors() {
     let sink = HecSink::new(cfg, &store).await.unwrap();
     assert!(!format!("{sink:?}").contains("s3cr3t"));
     let batch = Batch {
-        events: store
-            .read_batch(NS, "splunk_hec", 10, 1 << 20)
-            .await
-            .unwrap(),
+        events: spooled(&store).await,
     };
     let err = sink.send(&batch).await.unwrap_err();
     assert!(matches!(err, SinkError::Blocked { .. }));
@@ -719,10 +716,7 @@ async fn a_reused_ack_id_gives_up_the_earlier_request_and_settles_only_the_later
     })
     .await;
     let (_d, store, ids) = store_with(10).await;
-    let all = store
-        .read_batch(NS, "splunk_hec", 10, 1 << 20)
-        .await
-        .unwrap();
+    let all = spooled(&store).await;
     let (a, b) = all.split_at(5);
     let sink = Arc::new(HecSink::new(sink_cfg(&rx), &store).await.unwrap());
     let first = {
@@ -782,10 +776,7 @@ async fn a_reused_ack_id_of_a_restored_row_does_not_stall_its_events() {
     })
     .await;
     let (_d, store, ids) = store_with(10).await;
-    let all = store
-        .read_batch(NS, "splunk_hec", 10, 1 << 20)
-        .await
-        .unwrap();
+    let all = spooled(&store).await;
     let (a, rest) = all.split_at(5);
     let (b, c) = rest.split_at(4);
     let channel = store
@@ -1013,10 +1004,7 @@ async fn the_prefix_before_a_bad_event_is_resent_marked_and_counted() {
 async fn restored_rows_past_their_timeout_are_resent_marked_and_counted() {
     let rx = receiver(ack_receiver_cfg()).await;
     let (_d, store, ids) = store_with(6).await;
-    let all = store
-        .read_batch(NS, "splunk_hec", 10, 1 << 20)
-        .await
-        .unwrap();
+    let all = spooled(&store).await;
     let channel = store
         .sink_meta_get_or_insert("splunk_hec", CHANNEL_KEY, &new_guid())
         .await
@@ -1059,12 +1047,7 @@ async fn a_request_timeout_is_retried_and_loses_nothing() {
 
     rx.script([HecFault::Delay(Duration::from_secs(3))]);
     let sink = HecSink::new(cfg.clone(), &store).await.unwrap();
-    let batch = batch_of(
-        &store
-            .read_batch(NS, "splunk_hec", 10, 1 << 20)
-            .await
-            .unwrap(),
-    );
+    let batch = batch_of(&spooled(&store).await);
     match sink.send(&batch).await {
         Err(SinkError::Retryable { reason, .. }) => {
             assert!(reason.contains("timed out"), "{reason}")
@@ -1093,12 +1076,7 @@ async fn retry_after_from_hec_is_honoured() {
     let two = Duration::from_secs(2);
     let rx = receiver(HecReceiverConfig::default()).await;
     let (_d, store, _ids) = store_with(8).await;
-    let batch = batch_of(
-        &store
-            .read_batch(NS, "splunk_hec", 10, 1 << 20)
-            .await
-            .unwrap(),
-    );
+    let batch = batch_of(&spooled(&store).await);
 
     rx.script([HecFault::TooMany429 {
         retry_after_secs: Some(2),
@@ -1144,4 +1122,12 @@ async fn retry_after_from_hec_is_honoured() {
     assert_eq!(at.len(), 2);
     // DELAYS caps the driver's own backoff at 400 ms: only Retry-After explains 2 s.
     assert!(at[1] - at[0] >= two, "resent after {:?}", at[1] - at[0]);
+}
+
+/// Everything spooled for the sink (the stores in these tests hold at most 10 events).
+async fn spooled(store: &Store) -> Vec<SpooledEvent> {
+    store
+        .read_batch(NS, "splunk_hec", 10, 1 << 20)
+        .await
+        .unwrap()
 }
