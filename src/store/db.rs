@@ -20,8 +20,8 @@ use super::{
 /// `SQLITE_BUSY`. Writers hold the lock for one page or one settle: milliseconds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Enough for every distinct statement below, so none is ever re-prepared.
-const STATEMENT_CACHE: usize = 32;
+/// Enough for every distinct statement of the store (about 50), so none is ever re-prepared.
+const STATEMENT_CACHE: usize = 64;
 
 /// Internal error of a method body: an SQLite error still lacking the operation and path
 /// (added once by [`SyncStore::finish`]), or a finished [`StoreError`].
@@ -258,10 +258,10 @@ impl SyncStore {
             }
             let mut outcome = CommitOutcome::default();
             {
-                // `seen` decides: a row goes into the spool only if its id was new. This
-                // also drops duplicates within `events`, as the second insert conflicts.
+                // `seen` decides: a row goes into the spool only if its (ts, id) was new.
+                // This also drops duplicates within `events`, as the second insert conflicts.
                 let mut mark_seen = tx.prepare_cached(
-                    "INSERT INTO seen (ns, corp, site, id, ts) VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO seen (ns, corp, site, ts, id) VALUES (?1, ?2, ?3, ?5, ?4)
                      ON CONFLICT DO NOTHING",
                 )?;
                 let mut spool = tx.prepare_cached(
@@ -506,7 +506,36 @@ impl SyncStore {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute("DELETE FROM seen WHERE ts < ?1", params![before_ts])?;
+            // `seen` is keyed by site, then time: one range delete per site. The sites are
+            // found by seeking past each one in turn, without scanning the ids between.
+            let mut n = 0;
+            let mut after: Option<(String, String, String)> = None;
+            loop {
+                let row = |row: &rusqlite::Row<'_>| Ok((row.get(0)?, row.get(1)?, row.get(2)?));
+                let next: Option<(String, String, String)> = match &after {
+                    None => tx
+                        .prepare_cached(
+                            "SELECT ns, corp, site FROM seen ORDER BY ns, corp, site LIMIT 1",
+                        )?
+                        .query_row([], row)
+                        .optional()?,
+                    Some((ns, corp, site)) => tx
+                        .prepare_cached(
+                            "SELECT ns, corp, site FROM seen
+                             WHERE (ns, corp, site) > (?1, ?2, ?3)
+                             ORDER BY ns, corp, site LIMIT 1",
+                        )?
+                        .query_row(params![ns, corp, site], row)
+                        .optional()?,
+                };
+                let Some(site) = next else { break };
+                n += tx
+                    .prepare_cached(
+                        "DELETE FROM seen WHERE ns = ?1 AND corp = ?2 AND site = ?3 AND ts < ?4",
+                    )?
+                    .execute(params![site.0, site.1, site.2, before_ts])?;
+                after = Some(site);
+            }
             tx.commit()?;
             Ok(n)
         })();

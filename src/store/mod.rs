@@ -5,8 +5,9 @@
 //! * `spool`: events fetched from the feed API and not yet passed by every active sink,
 //!   numbered by a `seq` that is never reused (`AUTOINCREMENT`), so sink offsets stay valid
 //!   after rows are deleted;
-//! * `seen`: the upstream request ids already spooled, per (namespace, corp, site), kept after
-//!   delivery so a re-fetched page never spools an event twice;
+//! * `seen`: the upstream request ids already spooled, per (namespace, corp, site) and in time
+//!   order (keyed by the record's timestamp, then its id: a re-fetched record carries both
+//!   unchanged), kept after delivery so a re-fetched page never spools an event twice;
 //! * `cursors`: the source position of every (namespace, corp, site);
 //! * `sink_offsets`: every sink's position in the spool of a namespace;
 //! * `dead_letters`: events a sink rejected for good, with the reason.

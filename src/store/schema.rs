@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// Migration steps, applied in order.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // Version 1.
     r#"
     -- Events waiting for at least one active sink. AUTOINCREMENT: a seq is never reused, even
@@ -152,6 +152,28 @@ const MIGRATIONS: &[&str] = &[
         upto_seq  INTEGER NOT NULL,
         PRIMARY KEY (ns, sink, after_seq)
     ) WITHOUT ROWID;
+    "#,
+    // Version 4: `seen` keyed in time order.
+    r#"
+    -- Keyed by (ns, corp, site, ts, id) instead of (ns, corp, site, id) plus an index on ts:
+    -- request ids are random, so every new id went to a random leaf of a table holding a day
+    -- of them, and each insert touched the ts index too. In time order, new ids land at the
+    -- end of their site's range (the feed is fetched in time order), one B-tree instead of
+    -- two, and pruning by age deletes a leading range per site. The timestamp is part of a
+    -- request record like its id, so a re-fetched record has both unchanged. (A record whose
+    -- timestamp cannot be parsed is keyed by its window's start; repeated in another window,
+    -- it is spooled again: a duplicate, never a loss.)
+    CREATE TABLE seen_v4 (
+        ns   TEXT    NOT NULL,
+        corp TEXT    NOT NULL,
+        site TEXT    NOT NULL,
+        ts   INTEGER NOT NULL,
+        id   TEXT    NOT NULL,
+        PRIMARY KEY (ns, corp, site, ts, id)
+    ) WITHOUT ROWID;
+    INSERT INTO seen_v4 (ns, corp, site, ts, id) SELECT ns, corp, site, ts, id FROM seen;
+    DROP TABLE seen;
+    ALTER TABLE seen_v4 RENAME TO seen;
     "#,
 ];
 

@@ -104,6 +104,81 @@ fn migrations_are_idempotent_and_versioned() {
     assert_eq!(mode, "wal");
 }
 
+/// A state file written by a build at schema version 3 keeps its `seen` ids through the
+/// migration that re-keys them by time: a re-fetched page is still all duplicates, and pruning
+/// by age still works per site.
+#[tokio::test]
+async fn seen_ids_survive_the_time_ordered_key() {
+    let (_dir, path) = tmp();
+    {
+        let conn = Connection::open(&path).unwrap();
+        for (i, step) in schema::MIGRATIONS[..3].iter().enumerate() {
+            conn.execute_batch(step).unwrap();
+            conn.pragma_update(None, "user_version", i as i64 + 1)
+                .unwrap();
+        }
+        for (ns, site, id, ts) in [
+            ("run", "www", "a", 1_000),
+            ("run", "www", "b", 1_001),
+            ("run", "api", "a", 5_000),
+            ("backfill:x", "www", "c", 900),
+        ] {
+            conn.execute(
+                "INSERT INTO seen (ns, corp, site, id, ts) VALUES (?1, 'acme', ?2, ?3, ?4)",
+                rusqlite::params![ns, site, id, ts],
+            )
+            .unwrap();
+        }
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        count(&path, "PRAGMA user_version"),
+        schema::supported_version()
+    );
+    // `evs` gives the ids timestamps 1000, 1001, ...: the same records as before.
+    let out = store
+        .commit_page(&key("run", "www"), evs(&["a", "b", "n"]), 1, Some(60))
+        .await
+        .unwrap();
+    assert_eq!((out.inserted, out.duplicates), (1, 2));
+
+    // Older than 1001: www's `a`, the backfill's `c`; api's `a` (5000) stays.
+    assert_eq!(store.prune_seen(1_001).await.unwrap(), 2);
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM seen"), 3);
+    assert_eq!(
+        count(&path, "SELECT COUNT(*) FROM seen WHERE site = 'api'"),
+        1
+    );
+    assert_eq!(store.prune_seen(i64::MAX).await.unwrap(), 3);
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM seen"), 0);
+}
+
+/// Pruning seeks to each site and deletes a leading range: it never scans the ids.
+#[test]
+fn prune_seen_uses_the_key_not_a_scan() {
+    let (_dir, path) = tmp();
+    drop(SyncStore::open(&path).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    for sql in [
+        "SELECT ns, corp, site FROM seen WHERE (ns, corp, site) > ('a', 'b', 'c')
+         ORDER BY ns, corp, site LIMIT 1",
+        "DELETE FROM seen WHERE ns = 'a' AND corp = 'b' AND site = 'c' AND ts < 5",
+        "INSERT INTO seen (ns, corp, site, ts, id) VALUES ('a', 'b', 'c', 1, 'x')
+         ON CONFLICT DO NOTHING",
+    ] {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN")),
+            "{sql}: {plan:?}"
+        );
+    }
+}
+
 #[test]
 fn newer_schema_is_refused() {
     let (_dir, path) = tmp();

@@ -32,11 +32,14 @@ fn ev(id: &str, ts: i64) -> NewEvent {
     }
 }
 
+/// Events with a timestamp that depends on the id only (`a` 1000, `b` 1001, ...), as a
+/// re-fetched record carries the same id and timestamp as before.
 fn evs(ids: &[&str]) -> Vec<NewEvent> {
-    ids.iter()
-        .enumerate()
-        .map(|(i, id)| ev(id, 1_000 + i as i64))
-        .collect()
+    ids.iter().map(|id| ev(id, id_ts(id))).collect()
+}
+
+fn id_ts(id: &str) -> i64 {
+    1_000 + id.bytes().map(i64::from).sum::<i64>() - i64::from(b'a')
 }
 
 fn sinks(names: &[&str]) -> Vec<String> {
