@@ -737,11 +737,11 @@ async fn fetch_window(
         .window(&key.site, from, until)
         .with_tags(server_tags);
     let mut total = 0u64;
+    let mut page = tokio::select! {
+        page = window.next_page() => page.map_err(WindowError::Source)?,
+        _ = ctx.cancel.cancelled() => return Ok(None),
+    };
     loop {
-        let page = tokio::select! {
-            page = window.next_page() => page.map_err(WindowError::Source)?,
-            _ = ctx.cancel.cancelled() => return Ok(None),
-        };
         let Some((mut events, last)) = page else {
             return Ok(Some(total));
         };
@@ -760,20 +760,35 @@ async fn fetch_window(
             );
         }
         // Not raced against cancellation: a commit finishes or never started.
-        let outcome = ctx
-            .store
-            .commit_page(
-                key,
-                events,
-                crate::time::now(),
-                (last && move_cursor).then_some(until),
-            )
-            .await
-            .map_err(WindowError::Store)?;
+        let commit = ctx.store.commit_page(
+            key,
+            events,
+            crate::time::now(),
+            (last && move_cursor).then_some(until),
+        );
+        // The next page is fetched while this one is committed: its `next` link is known, and
+        // the two use different resources (the API and the disk), so a window's pages do not
+        // wait for each other's round trips. Commits stay in page order, one at a time.
+        let (committed, next) = if last {
+            (commit.await, Ok(None))
+        } else {
+            tokio::join!(commit, async {
+                tokio::select! {
+                    page = window.next_page() => page.map(Some),
+                    _ = ctx.cancel.cancelled() => Ok(None),
+                }
+            })
+        };
+        let outcome = committed.map_err(WindowError::Store)?;
         total += outcome.inserted as u64;
         metrics::page_committed(&key.site, outcome.inserted, outcome.duplicates);
         if last {
             return Ok(Some(total));
+        }
+        match next.map_err(WindowError::Source)? {
+            Some(p) => page = p,
+            // Cancelled while fetching: this window is fetched again next time.
+            None => return Ok(None),
         }
     }
 }
