@@ -23,6 +23,7 @@ mod events;
 mod faults;
 mod feed;
 pub mod hec;
+mod json;
 mod server;
 
 #[cfg(test)]

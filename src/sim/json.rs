@@ -1,0 +1,104 @@
+//! Writing JSON text straight into a byte buffer, for the simulator's and receivers' hot paths.
+//!
+//! Building a `serde_json::Value` (or a struct of owned `String`s) per record and serialising it
+//! cost the test harness more CPU than the exporter it measures; these helpers write the same
+//! bytes serde_json's compact formatter would, without the intermediate allocations.
+
+/// Appends `s` as a JSON string, escaped exactly as serde_json does: `"` and `\`, the short
+/// forms `\b \t \n \f \r`, other control characters as `\u00XX` (lowercase hex); everything
+/// else (`/`, DEL, non-ASCII) verbatim.
+pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            0x0C => b"\\f",
+            b'\r' => b"\\r",
+            0x00..=0x1F => {
+                out.extend_from_slice(&bytes[start..i]);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xF)]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends `n` in lowercase hex, zero-padded to `width` digits (more digits if it needs them,
+/// like `{:0width$x}`).
+pub(crate) fn push_hex(out: &mut Vec<u8>, n: u64, width: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = ((64 - n.leading_zeros() as usize).div_ceil(4))
+        .max(width)
+        .max(1);
+    for k in (0..digits).rev() {
+        let shift = 4 * k;
+        let nibble = if shift >= 64 { 0 } else { (n >> shift) & 0xF };
+        out.push(HEX[nibble as usize]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_escape_like_serde_json() {
+        let mut all: String = (0u8..=0x7F).map(char::from).collect();
+        all.push_str("ß€😀/\u{7f}\u{2028}");
+        let mut cases: Vec<String> = vec![String::new(), all.clone(), "plain".into()];
+        for c in all.chars() {
+            cases.push(format!("a{c}b"));
+            cases.push(c.to_string());
+        }
+        for s in cases {
+            let mut out = Vec::new();
+            push_str(&mut out, &s);
+            assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_print_like_std() {
+        for n in [0, 1, 9, 10, 99, 100, 12345, u64::from(u32::MAX), u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+            for w in [0, 1, 6, 8, 10, 16] {
+                let mut out = Vec::new();
+                push_hex(&mut out, n, w);
+                assert_eq!(out, format!("{n:0w$x}").as_bytes(), "{n} {w}");
+            }
+        }
+    }
+}
