@@ -68,6 +68,11 @@ pub(crate) fn push_hex(out: &mut Vec<u8>, n: u64, width: usize) {
     }
 }
 
+/// Appends `b` as `true`/`false`.
+pub(crate) fn push_bool(out: &mut Vec<u8>, b: bool) {
+    out.extend_from_slice(if b { b"true" } else { b"false" });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

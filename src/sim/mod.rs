@@ -22,6 +22,7 @@ pub mod es;
 mod events;
 mod faults;
 mod feed;
+mod gz;
 pub mod hec;
 mod json;
 mod server;
