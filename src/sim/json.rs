@@ -8,8 +8,20 @@
 /// forms `\b \t \n \f \r`, other control characters as `\u00XX` (lowercase hex); everything
 /// else (`/`, DEL, non-ASCII) verbatim.
 pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let bytes = s.as_bytes();
+    // Nearly every string needs no escaping; a branch-free scan for that is several times
+    // faster than the byte-by-byte loop below.
+    let plain = !bytes.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if plain {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    out.push(b'"');
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc: &[u8] = match b {
