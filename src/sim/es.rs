@@ -1003,7 +1003,7 @@ impl<'de> serde::Deserialize<'de> for ActionLine<'de> {
                     match action {
                         Some(a) => known = Some((a, map.next_value::<Meta<'de>>()?)),
                         None => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
+                            map.next_value::<json::AnyValue>()?;
                         }
                     }
                     match &first {
@@ -1021,7 +1021,7 @@ impl<'de> serde::Deserialize<'de> for ActionLine<'de> {
                 self,
                 mut seq: A,
             ) -> Result<ActionLine<'de>, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                while seq.next_element::<json::AnyValue>()?.is_some() {}
                 Ok(ActionLine::NotOneKey)
             }
             fn visit_bool<E>(self, _: bool) -> Result<ActionLine<'de>, E> {
@@ -1065,7 +1065,7 @@ impl<'de> serde::Deserialize<'de> for Meta<'de> {
                         "_index" => meta.index = map.next_value::<MaybeStr<'de>>()?.0,
                         "_id" => meta.id = map.next_value::<MaybeStr<'de>>()?.0,
                         _ => {
-                            map.next_value::<serde::de::IgnoredAny>()?;
+                            map.next_value::<json::AnyValue>()?;
                         }
                     }
                 }
@@ -1075,7 +1075,7 @@ impl<'de> serde::Deserialize<'de> for Meta<'de> {
                 self,
                 mut seq: A,
             ) -> Result<Meta<'de>, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                while seq.next_element::<json::AnyValue>()?.is_some() {}
                 Ok(Meta::default())
             }
             fn visit_bool<E>(self, _: bool) -> Result<Meta<'de>, E> {
@@ -1126,7 +1126,7 @@ impl<'de> serde::Deserialize<'de> for MaybeStr<'de> {
                 mut map: A,
             ) -> Result<MaybeStr<'de>, A::Error> {
                 while map
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .next_entry::<json::AnyValue, json::AnyValue>()?
                     .is_some()
                 {}
                 Ok(MaybeStr(None))
@@ -1135,7 +1135,7 @@ impl<'de> serde::Deserialize<'de> for MaybeStr<'de> {
                 self,
                 mut seq: A,
             ) -> Result<MaybeStr<'de>, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                while seq.next_element::<json::AnyValue>()?.is_some() {}
                 Ok(MaybeStr(None))
             }
             fn visit_bool<E>(self, _: bool) -> Result<MaybeStr<'de>, E> {
@@ -1897,6 +1897,10 @@ mod tests {
             r#"{"create":{}} x"#,
             r#"{"create":{"#,
             r#"{"create":{}}{"index":{}}"#,
+            r#"{"create":{"_id":"a","x":1e999}}"#,
+            r#"{"create":{"_id":"a","x":[{"y":"\ud800"}]}}"#,
+            r#"{"bogus":[1e999]}"#,
+            r#"{"create":{"_index":{"x":-1e999}}}"#,
         ] {
             assert_eq!(new(line), old(line), "{line}");
         }

@@ -85,6 +85,56 @@ pub(crate) fn push_bool(out: &mut Vec<u8>, b: bool) {
     out.extend_from_slice(if b { b"true" } else { b"false" });
 }
 
+/// Any JSON value, read and dropped with the checks building a `serde_json::Value` makes
+/// (numbers in range, valid escapes), which `IgnoredAny` skips: a receiver reading a line
+/// without building it must still refuse what it refused before.
+pub(crate) struct AnyValue;
+
+impl<'de> serde::Deserialize<'de> for AnyValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AnyValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<AnyValue, E> {
+                Ok(AnyValue)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<AnyValue, E> {
+                Ok(AnyValue)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<AnyValue, E> {
+                Ok(AnyValue)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<AnyValue, E> {
+                Ok(AnyValue)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<AnyValue, E> {
+                Ok(AnyValue)
+            }
+            fn visit_unit<E>(self) -> Result<AnyValue, E> {
+                Ok(AnyValue)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<AnyValue, A::Error> {
+                while seq.next_element::<AnyValue>()?.is_some() {}
+                Ok(AnyValue)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<AnyValue, A::Error> {
+                while map.next_entry::<AnyValue, AnyValue>()?.is_some() {}
+                Ok(AnyValue)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +152,32 @@ mod tests {
             let mut out = Vec::new();
             push_str(&mut out, &s);
             assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn any_value_refuses_what_value_refuses() {
+        for text in [
+            "1",
+            "1e999",
+            "-1e999",
+            "18446744073709551616",
+            r#""\ud800""#,
+            r#""\ud83d\ude00""#,
+            r#""\x""#,
+            r#"{"a":[1,{"b":1e999}]}"#,
+            r#"{"a":"\ud800"}"#,
+            r#"{"\ud800":1}"#,
+            "[1,2,",
+            "nul",
+            &"[".repeat(200),
+            &format!("{}{}", "[".repeat(100), "]".repeat(100)),
+        ] {
+            assert_eq!(
+                serde_json::from_str::<AnyValue>(text).is_ok(),
+                serde_json::from_str::<serde_json::Value>(text).is_ok(),
+                "{text}"
+            );
         }
     }
 
