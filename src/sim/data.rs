@@ -227,10 +227,25 @@ impl Generator {
     /// 5-byte "machine" part, 3-byte counter). Unique by construction: the timestamp separates
     /// minutes, the last machine byte is the site's index, the counter separates `k`s.
     pub(crate) fn id(&self, site: &SiteInfo, ev: &EventRef) -> String {
-        let ts = (ev.minute + i64::from(ev.second)) as u32;
+        let id = self.id_bytes(site, ev);
+        String::from_utf8_lossy(&id).into_owned()
+    }
+
+    /// [`Generator::id`] as ASCII bytes, without allocating (the feed writes one per record).
+    pub(crate) fn id_bytes(&self, site: &SiteInfo, ev: &EventRef) -> [u8; 24] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let ts = u64::from((ev.minute + i64::from(ev.second)) as u32);
         let machine = (self.id_key & 0xFF_FFFF_FF00) | u64::from(site.index);
-        let counter = ev.counter_base.wrapping_add(ev.k) & 0xFF_FFFF;
-        format!("{ts:08x}{machine:010x}{counter:06x}")
+        let counter = u64::from(ev.counter_base.wrapping_add(ev.k) & 0xFF_FFFF);
+        let mut out = [0u8; 24];
+        let mut at = 0;
+        for (value, digits) in [(ts, 8), (machine, 10), (counter, 6)] {
+            for k in (0..digits).rev() {
+                out[at] = HEX[((value >> (4 * k)) & 0xF) as usize];
+                at += 1;
+            }
+        }
+        out
     }
 
     /// Whether request `ev` passes a `tags` filter (`None` = no filter).

@@ -23,8 +23,8 @@
 //! Documents are kept per index and `_id` (sources only with `keep_documents`, so a long
 //! benchmark stays in memory), with counters for what tests and benchmarks check.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -39,6 +39,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use super::{gz, json};
 
 /// Which product and version `GET /` claims to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -256,7 +258,7 @@ pub struct EsStats {
 #[derive(Default)]
 struct Store {
     /// index → `_id` → source (None without `keep_documents`).
-    docs: HashMap<String, HashMap<String, Option<String>>>,
+    docs: IdMap<IdMap<Option<String>>>,
     /// `_id` → create attempts (only with `keep_documents`).
     attempts: HashMap<String, u32>,
     stats: EsStats,
@@ -272,6 +274,10 @@ struct Store {
     bulk_queries: std::collections::BTreeSet<String>,
     content_types: std::collections::BTreeSet<String>,
 }
+
+/// Keyed by index name or `_id`. foldhash rather than SipHash: every stored document costs a
+/// lookup and an insert, and SipHash showed in the benchmark's profile.
+type IdMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 struct Shared {
     cfg: EsReceiverConfig,
@@ -735,23 +741,12 @@ fn bulk_inner(
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    let body = if gzipped {
-        let mut out = Vec::new();
-        let limit = s.cfg.max_content_length as u64 + 1;
-        if flate2::read::GzDecoder::new(wire)
-            .take(limit)
-            .read_to_end(&mut out)
-            .is_err()
-        {
-            return es_error(
-                StatusCode::BAD_REQUEST,
-                "parse_exception",
-                "failed to decompress the gzip request body",
-            );
-        }
-        out
-    } else {
-        wire.to_vec()
+    let Ok(body) = gz::body(wire, gzipped, s.cfg.max_content_length as u64 + 1) else {
+        return es_error(
+            StatusCode::BAD_REQUEST,
+            "parse_exception",
+            "failed to decompress the gzip request body",
+        );
     };
     if body.len() > s.cfg.max_content_length {
         // ES answers an over-long body with 413 and no content.
@@ -784,22 +779,21 @@ fn bulk_inner(
         missing_pipeline.as_deref(),
         params.require_data_stream,
     );
-    let errors = items.iter().any(|i| {
-        i.as_object()
-            .and_then(|o| o.values().next())
-            .and_then(|v| v["status"].as_u64())
-            .is_some_and(|st| st >= 300)
-    });
-    let reply = json!({
-        "took": start.elapsed().as_millis() as u64,
-        "errors": errors,
-        "items": items,
-    });
-    let reply = match params.filter {
-        Some(paths) => filter_value(reply, &paths).unwrap_or_else(|| json!({})),
-        None => reply,
+    let reply = Reply {
+        took: start.elapsed().as_millis() as u64,
+        errors: items.iter().any(|i| i.status >= 300),
+        items: &items,
     };
-    axum::Json(reply).into_response()
+    let body = reply.to_json(params.filter.as_deref());
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// `Validation Failed: 1: ...;` for the actions ES refuses before executing any.
@@ -879,19 +873,20 @@ fn fault_response(s: &Shared, fault: TopFault) -> Response {
     }
 }
 
-/// One parsed bulk operation.
-struct Op {
-    action: String,
-    index: Option<String>,
-    id: Option<String>,
-    source: Option<String>,
+/// One parsed bulk operation, borrowing from the request body.
+struct Op<'a> {
+    action: &'static str,
+    /// Always set once parsed (the line's `_index`, else the URL's).
+    index: Option<Cow<'a, str>>,
+    id: Option<Cow<'a, str>>,
+    source: Option<&'a str>,
 }
 
 /// Parses the body like ES: action line, then a source line for index/create/update.
-fn parse_ndjson(
-    body: &[u8],
-    default_index: Option<&str>,
-) -> Result<Vec<Op>, (&'static str, String)> {
+fn parse_ndjson<'a>(
+    body: &'a [u8],
+    default_index: Option<&'a str>,
+) -> Result<Vec<Op<'a>>, (&'static str, String)> {
     if body.is_empty() {
         return Err((
             "action_request_validation_exception",
@@ -925,29 +920,27 @@ fn parse_ndjson(
                 ),
             )
         };
-        let v: Value = serde_json::from_str(line).map_err(|_| bad())?;
-        let obj = v.as_object().filter(|o| o.len() == 1).ok_or_else(bad)?;
-        let (action, meta) = obj.iter().next().ok_or_else(bad)?;
-        if !matches!(action.as_str(), "index" | "create" | "update" | "delete") {
-            return Err((
-                "illegal_argument_exception",
-                format!(
-                    "Malformed action/metadata line [{}], expected field [create], [delete], [index] or [update] but found [{action}]",
-                    n + 1
-                ),
-            ));
-        }
-        let index = meta["_index"]
-            .as_str()
-            .map(str::to_string)
-            .or_else(|| default_index.map(str::to_string));
+        let parsed: ActionLine<'_> = serde_json::from_str(line).map_err(|_| bad())?;
+        let (action, meta) = match parsed {
+            ActionLine::Known(action, meta) => (action, meta),
+            ActionLine::Unknown(name) => {
+                return Err((
+                    "illegal_argument_exception",
+                    format!(
+                        "Malformed action/metadata line [{}], expected field [create], [delete], [index] or [update] but found [{name}]",
+                        n + 1
+                    ),
+                ));
+            }
+            ActionLine::NotOneKey => return Err(bad()),
+        };
+        let index = meta.index.or_else(|| default_index.map(Cow::Borrowed));
         if index.is_none() {
             return Err((
                 "action_request_validation_exception",
                 "Validation Failed: 1: index is missing;".into(),
             ));
         }
-        let id = meta["_id"].as_str().map(str::to_string);
         let source = if action == "delete" {
             None
         } else {
@@ -957,16 +950,212 @@ fn parse_ndjson(
                     format!("The bulk request must be terminated by a newline [\\n] (no source after line [{}])", n + 1),
                 )
             })?;
-            Some(src.to_string())
+            Some(src)
         };
         ops.push(Op {
-            action: action.clone(),
+            action,
             index,
-            id,
+            id: meta.id,
             source,
         });
     }
     Ok(ops)
+}
+
+/// An action line read without building a `Value`: it must be a JSON object with exactly one
+/// key (duplicates of the same key count once, the last winning, as in a `Value` map).
+enum ActionLine<'a> {
+    /// `index`, `create`, `update` or `delete`, with its metadata.
+    Known(&'static str, Meta<'a>),
+    /// One key that names no action.
+    Unknown(Cow<'a, str>),
+    /// Not an object, or not exactly one key.
+    NotOneKey,
+}
+
+/// The metadata the receiver reads: `_index` and `_id` when they are strings (anything else,
+/// or metadata that is not an object, counts as absent).
+#[derive(Default)]
+struct Meta<'a> {
+    index: Option<Cow<'a, str>>,
+    id: Option<Cow<'a, str>>,
+}
+
+impl<'de> serde::Deserialize<'de> for ActionLine<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ActionLine<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an action line")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ActionLine<'de>, A::Error> {
+                let mut first: Option<Cow<'de, str>> = None;
+                let mut several = false;
+                let mut known: Option<(&'static str, Meta<'de>)> = None;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let action = ["index", "create", "update", "delete"]
+                        .into_iter()
+                        .find(|a| *a == key);
+                    match action {
+                        Some(a) => known = Some((a, map.next_value::<Meta<'de>>()?)),
+                        None => {
+                            map.next_value::<json::AnyValue>()?;
+                        }
+                    }
+                    match &first {
+                        None => first = Some(key),
+                        Some(f) => several |= *f != key,
+                    }
+                }
+                Ok(match (first, several, known) {
+                    (Some(_), false, Some((a, meta))) => ActionLine::Known(a, meta),
+                    (Some(name), false, None) => ActionLine::Unknown(name),
+                    _ => ActionLine::NotOneKey,
+                })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ActionLine<'de>, A::Error> {
+                while seq.next_element::<json::AnyValue>()?.is_some() {}
+                Ok(ActionLine::NotOneKey)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ActionLine<'de>, E> {
+                Ok(ActionLine::NotOneKey)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ActionLine<'de>, E> {
+                Ok(ActionLine::NotOneKey)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ActionLine<'de>, E> {
+                Ok(ActionLine::NotOneKey)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ActionLine<'de>, E> {
+                Ok(ActionLine::NotOneKey)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ActionLine<'de>, E> {
+                Ok(ActionLine::NotOneKey)
+            }
+            fn visit_unit<E>(self) -> Result<ActionLine<'de>, E> {
+                Ok(ActionLine::NotOneKey)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Meta<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Meta<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("action metadata")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Meta<'de>, A::Error> {
+                let mut meta = Meta::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "_index" => meta.index = map.next_value::<MaybeStr<'de>>()?.0,
+                        "_id" => meta.id = map.next_value::<MaybeStr<'de>>()?.0,
+                        _ => {
+                            map.next_value::<json::AnyValue>()?;
+                        }
+                    }
+                }
+                Ok(meta)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Meta<'de>, A::Error> {
+                while seq.next_element::<json::AnyValue>()?.is_some() {}
+                Ok(Meta::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Meta<'de>, E> {
+                Ok(Meta::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Meta<'de>, E> {
+                Ok(Meta::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Meta<'de>, E> {
+                Ok(Meta::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Meta<'de>, E> {
+                Ok(Meta::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Meta<'de>, E> {
+                Ok(Meta::default())
+            }
+            fn visit_unit<E>(self) -> Result<Meta<'de>, E> {
+                Ok(Meta::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string value (borrowed when it has no escapes), or `None` for any other JSON value.
+struct MaybeStr<'a>(Option<Cow<'a, str>>);
+
+impl<'de> serde::Deserialize<'de> for MaybeStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = MaybeStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<MaybeStr<'de>, E> {
+                Ok(MaybeStr(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<MaybeStr<'de>, E> {
+                Ok(MaybeStr(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<MaybeStr<'de>, E> {
+                Ok(MaybeStr(Some(Cow::Owned(v))))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<MaybeStr<'de>, A::Error> {
+                while map
+                    .next_entry::<json::AnyValue, json::AnyValue>()?
+                    .is_some()
+                {}
+                Ok(MaybeStr(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<MaybeStr<'de>, A::Error> {
+                while seq.next_element::<json::AnyValue>()?.is_some() {}
+                Ok(MaybeStr(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<MaybeStr<'de>, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<MaybeStr<'de>, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<MaybeStr<'de>, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<MaybeStr<'de>, E> {
+                Ok(MaybeStr(None))
+            }
+            fn visit_unit<E>(self) -> Result<MaybeStr<'de>, E> {
+                Ok(MaybeStr(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn is_data_stream(index: &str) -> bool {
@@ -976,16 +1165,35 @@ fn is_data_stream(index: &str) -> bool {
         .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
 }
 
+/// One answered bulk operation: what its reply item says.
+#[derive(Clone, Debug)]
+struct Item<'a> {
+    action: &'static str,
+    index: Cow<'a, str>,
+    id: Cow<'a, str>,
+    status: u16,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug)]
+enum Outcome {
+    /// Stored: `created` or `updated`.
+    Done(&'static str),
+    /// Refused, with the error's `type` and `reason`.
+    Failed(&'static str, String),
+}
+
 /// Applies the operations in order; returns one response item each. `missing_pipeline`: the
 /// request's `?pipeline=` names one that does not exist. `require_data_stream`: every target
 /// must be (or become, through the `logs-*-*` template) a data stream.
-fn apply(
+fn apply<'a>(
     s: &Shared,
-    ops: Vec<Op>,
+    ops: Vec<Op<'a>>,
     missing_pipeline: Option<&str>,
     require_data_stream: bool,
-) -> Vec<Value> {
+) -> Vec<Item<'a>> {
     let mut st = s.lock();
+    let st = &mut *st;
     let mut rng = s.rng.lock().unwrap_or_else(PoisonError::into_inner);
     let keep = s.cfg.keep_documents;
     let mut items = Vec::with_capacity(ops.len());
@@ -995,17 +1203,16 @@ fn apply(
             Some(id) => id,
             None => {
                 st.auto_id += 1;
-                format!("auto{:016}", st.auto_id)
+                Cow::Owned(format!("auto{:016}", st.auto_id))
             }
         };
         if keep && op.action == "create" {
-            *st.attempts.entry(id.clone()).or_insert(0) += 1;
+            *st.attempts.entry(id.to_string()).or_insert(0) += 1;
         }
-        let fail = |status: u16, kind: &str, reason: String| {
-            json!({"_index": index, "_id": id, "status": status,
-                "error": {"type": kind, "reason": reason, "index": index}})
+        let fail = |status: u16, kind: &'static str, reason: String| {
+            (status, Outcome::Failed(kind, reason))
         };
-        let item = if let Some(p) = missing_pipeline {
+        let (status, outcome) = if let Some(p) = missing_pipeline {
             // Ingest runs before the target is resolved: every document fails alike.
             fail(
                 400,
@@ -1013,7 +1220,7 @@ fn apply(
                 format!("pipeline with id [{p}] does not exist"),
             )
         } else if require_data_stream && !is_data_stream(&index) {
-            if st.docs.contains_key(&index) {
+            if st.docs.contains_key(index.as_ref()) {
                 fail(
                     404,
                     "resource_not_found_exception",
@@ -1030,7 +1237,7 @@ fn apply(
                     ),
                 )
             }
-        } else if let Some(block) = st.blocked.get(&index).copied() {
+        } else if let Some(block) = st.blocked.get(index.as_ref()).copied() {
             match block {
                 IndexBlock::NotFound => fail(
                     404,
@@ -1066,7 +1273,7 @@ fn apply(
                     ),
                 ),
             }
-        } else if !matches!(op.action.as_str(), "create" | "index") {
+        } else if !matches!(op.action, "create" | "index") {
             fail(
                 400,
                 "illegal_argument_exception",
@@ -1082,8 +1289,11 @@ fn apply(
             )
         } else {
             let src = op.source.unwrap_or_default();
-            let keys = serde_json::from_str::<TopKeys>(&src);
-            let scripted = st.item_script.get_mut(&id).and_then(VecDeque::pop_front);
+            let keys = serde_json::from_str::<TopKeys>(src);
+            let scripted = st
+                .item_script
+                .get_mut(id.as_ref())
+                .and_then(VecDeque::pop_front);
             let fault = scripted.or_else(|| {
                 let r: f64 = rng.random();
                 if r < st.faults.item_429 {
@@ -1103,25 +1313,320 @@ fn apply(
                     fail(400, "document_parsing_exception", "[1:1] failed to parse: data stream timestamp field [@timestamp] is missing".into())
                 }
                 (Ok(_), None) => {
-                    let docs = st.docs.entry(index.clone()).or_default();
-                    let stored = if keep { Some(src) } else { None };
-                    match (op.action.as_str(), docs.contains_key(&id)) {
-                        ("create", true) => fail(409, "version_conflict_engine_exception", format!("[{id}]: version conflict, document already exists (current version [1])")),
-                        (_, exists) => {
-                            docs.insert(id.clone(), stored);
-                            let (status, result) = if exists { (200, "updated") } else { (201, "created") };
-                            json!({"_index": index, "_id": id, "_version": 1, "result": result, "status": status,
-                                "_shards": {"total": 1, "successful": 1, "failed": 0}, "_seq_no": 0, "_primary_term": 1})
+                    // Looked up before inserting: the index name is only copied once per index.
+                    if !st.docs.contains_key(index.as_ref()) {
+                        st.docs.insert(index.to_string(), IdMap::default());
+                    }
+                    let stored = keep.then(|| src.to_string());
+                    match st.docs.get_mut(index.as_ref()).map(|docs| (docs.get_mut(id.as_ref()), op.action)) {
+                        Some((Some(_), "create")) => fail(409, "version_conflict_engine_exception", format!("[{id}]: version conflict, document already exists (current version [1])")),
+                        Some((Some(slot), _)) => {
+                            *slot = stored;
+                            (200, Outcome::Done("updated"))
+                        }
+                        _ => {
+                            if let Some(docs) = st.docs.get_mut(index.as_ref()) {
+                                docs.insert(id.to_string(), stored);
+                            }
+                            (201, Outcome::Done("created"))
                         }
                     }
                 }
             }
         };
-        let status = item["status"].as_u64().unwrap_or(0) as u16;
         *st.stats.items_by_status.entry(status).or_insert(0) += 1;
-        items.push(json!({ op.action.clone(): item }));
+        items.push(Item {
+            action: op.action,
+            index,
+            id,
+            status,
+            outcome,
+        });
     }
     items
+}
+
+/// A `_bulk` reply: `{"errors","items","took"}` with one `{action: {...}}` per item, keys in
+/// the sorted order serde_json's map gives a `json!` value.
+struct Reply<'r, 'a> {
+    took: u64,
+    errors: bool,
+    items: &'r [Item<'a>],
+}
+
+/// Up to this many `filter_path` expressions are applied while writing; more fall back to
+/// building the reply as a `Value` and filtering it.
+const MAX_STREAMED_PATHS: usize = 64;
+
+impl Reply<'_, '_> {
+    /// The reply's JSON text, with `filter_path` applied as [`filter_value`] would.
+    fn to_json(&self, filter: Option<&[Vec<String>]>) -> Vec<u8> {
+        let paths = filter.unwrap_or(&[]);
+        if paths.len() > MAX_STREAMED_PATHS {
+            let v = filter_value(self.to_value(), paths).unwrap_or_else(|| json!({}));
+            return serde_json::to_vec(&v).unwrap_or_default();
+        }
+        let sel = match filter {
+            None => Sel::All,
+            Some(_) => Sel::Paths {
+                depth: 0,
+                mask: match paths.len() {
+                    0 => 0,
+                    n => u64::MAX >> (64 - n),
+                },
+            },
+        };
+        // A successful item is about 200 bytes unfiltered.
+        let mut out = Vec::with_capacity(64 + self.items.len() * 220);
+        let mut o = Obj::begin(&mut out, sel);
+        o.scalar(&mut out, paths, "errors", |out| {
+            json::push_bool(out, self.errors)
+        });
+        if let Some(mark) = o.key(&mut out, paths, "items") {
+            let sel = mark.sel;
+            let mut a = Arr::begin(&mut out, sel);
+            for item in self.items {
+                let at = a.element(&mut out);
+                let wrote = write_item(&mut out, paths, sel, item);
+                a.done(&mut out, at, wrote);
+            }
+            let wrote = a.end(&mut out);
+            o.done(&mut out, mark, wrote);
+        }
+        o.scalar(&mut out, paths, "took", |out| {
+            json::push_u64(out, self.took)
+        });
+        if !o.end(&mut out) {
+            out.extend_from_slice(b"{}");
+        }
+        out
+    }
+
+    /// The reply as the `Value` the receiver used to build; the fallback for unusual filters
+    /// and the reference the writer is tested against.
+    fn to_value(&self) -> Value {
+        let items: Vec<Value> = self
+            .items
+            .iter()
+            .map(|i| {
+                let item = match &i.outcome {
+                    Outcome::Done(result) => json!({"_index": i.index, "_id": i.id, "_version": 1,
+                        "result": result, "status": i.status,
+                        "_shards": {"total": 1, "successful": 1, "failed": 0},
+                        "_seq_no": 0, "_primary_term": 1}),
+                    Outcome::Failed(kind, reason) => json!({"_index": i.index, "_id": i.id,
+                        "status": i.status,
+                        "error": {"type": kind, "reason": reason, "index": i.index}}),
+                };
+                json!({ i.action: item })
+            })
+            .collect();
+        json!({"took": self.took, "errors": self.errors, "items": items})
+    }
+}
+
+/// `{action: {...}}` for one item; false if the filter left nothing of it.
+fn write_item(out: &mut Vec<u8>, paths: &[Vec<String>], sel: Sel, item: &Item<'_>) -> bool {
+    let mut o = Obj::begin(out, sel);
+    if let Some(mark) = o.key(out, paths, item.action) {
+        let mut b = Obj::begin(out, mark.sel);
+        b.scalar(out, paths, "_id", |out| json::push_str(out, &item.id));
+        b.scalar(out, paths, "_index", |out| json::push_str(out, &item.index));
+        match &item.outcome {
+            Outcome::Done(result) => {
+                b.scalar(out, paths, "_primary_term", |out| out.push(b'1'));
+                b.scalar(out, paths, "_seq_no", |out| out.push(b'0'));
+                if let Some(m) = b.key(out, paths, "_shards") {
+                    let mut sh = Obj::begin(out, m.sel);
+                    sh.scalar(out, paths, "failed", |out| out.push(b'0'));
+                    sh.scalar(out, paths, "successful", |out| out.push(b'1'));
+                    sh.scalar(out, paths, "total", |out| out.push(b'1'));
+                    let wrote = sh.end(out);
+                    b.done(out, m, wrote);
+                }
+                b.scalar(out, paths, "_version", |out| out.push(b'1'));
+                b.scalar(out, paths, "result", |out| json::push_str(out, result));
+            }
+            Outcome::Failed(kind, reason) => {
+                if let Some(m) = b.key(out, paths, "error") {
+                    let mut e = Obj::begin(out, m.sel);
+                    e.scalar(out, paths, "index", |out| json::push_str(out, &item.index));
+                    e.scalar(out, paths, "reason", |out| json::push_str(out, reason));
+                    e.scalar(out, paths, "type", |out| json::push_str(out, kind));
+                    let wrote = e.end(out);
+                    b.done(out, m, wrote);
+                }
+            }
+        }
+        b.scalar(out, paths, "status", |out| {
+            json::push_u64(out, u64::from(item.status))
+        });
+        let wrote = b.end(out);
+        o.done(out, mark, wrote);
+    }
+    o.end(out)
+}
+
+/// What `filter_path` keeps of the node being written: everything, or what the paths in
+/// `mask` (bit i: `paths[i]`) select below their first `depth` segments.
+#[derive(Clone, Copy, Debug)]
+enum Sel {
+    All,
+    Paths { depth: usize, mask: u64 },
+}
+
+impl Sel {
+    /// The selection under key `key`, `None` if the filter drops it. Mirrors
+    /// [`filter_value`]: a key matches a segment equal to it or `*`, and a path that ends at
+    /// it keeps the whole value.
+    fn child(self, paths: &[Vec<String>], key: &str) -> Option<Sel> {
+        let Sel::Paths { depth, mask } = self else {
+            return Some(Sel::All);
+        };
+        let (mut next, mut whole) = (0u64, false);
+        for (i, p) in paths.iter().enumerate() {
+            if mask & (1 << i) == 0 {
+                continue;
+            }
+            if p.get(depth).is_some_and(|h| h == "*" || h == key) {
+                next |= 1 << i;
+                whole |= p.len() == depth + 1;
+            }
+        }
+        if next == 0 {
+            None
+        } else if whole {
+            Some(Sel::All)
+        } else {
+            Some(Sel::Paths {
+                depth: depth + 1,
+                mask: next,
+            })
+        }
+    }
+
+    /// Whether a value written here is dropped when the filter leaves nothing of it (a
+    /// filtered object or array with nothing selected, or a scalar with path left over).
+    fn filtering(self) -> bool {
+        matches!(self, Sel::Paths { .. })
+    }
+}
+
+/// A key written speculatively: where to cut back to, and the selection for its value.
+struct Mark {
+    at: usize,
+    sel: Sel,
+}
+
+/// An object being written under a filter.
+struct Obj {
+    start: usize,
+    fields: usize,
+    sel: Sel,
+}
+
+impl Obj {
+    fn begin(out: &mut Vec<u8>, sel: Sel) -> Obj {
+        let start = out.len();
+        out.push(b'{');
+        Obj {
+            start,
+            fields: 0,
+            sel,
+        }
+    }
+
+    /// Writes `"key":` if the filter selects anything under `key`.
+    fn key(&mut self, out: &mut Vec<u8>, paths: &[Vec<String>], key: &str) -> Option<Mark> {
+        let sel = self.sel.child(paths, key)?;
+        let at = out.len();
+        if self.fields > 0 {
+            out.push(b',');
+        }
+        json::push_str(out, key);
+        out.push(b':');
+        Some(Mark { at, sel })
+    }
+
+    /// Keeps the field whose value was just written, or cuts its key if the value was empty.
+    fn done(&mut self, out: &mut Vec<u8>, mark: Mark, wrote: bool) {
+        if wrote {
+            self.fields += 1;
+        } else {
+            out.truncate(mark.at);
+        }
+    }
+
+    /// A field with a scalar value, which a filter keeps only when a path ends at it.
+    fn scalar(
+        &mut self,
+        out: &mut Vec<u8>,
+        paths: &[Vec<String>],
+        key: &str,
+        value: impl FnOnce(&mut Vec<u8>),
+    ) {
+        if let Some(mark) = self.key(out, paths, key) {
+            let wrote = !mark.sel.filtering();
+            if wrote {
+                value(out);
+            }
+            self.done(out, mark, wrote);
+        }
+    }
+
+    /// Closes the object; false (and nothing written) if a filter left it empty.
+    fn end(self, out: &mut Vec<u8>) -> bool {
+        if self.fields == 0 && self.sel.filtering() {
+            out.truncate(self.start);
+            return false;
+        }
+        out.push(b'}');
+        true
+    }
+}
+
+/// An array being written under a filter: elements the filter empties are left out.
+struct Arr {
+    start: usize,
+    elements: usize,
+    sel: Sel,
+}
+
+impl Arr {
+    fn begin(out: &mut Vec<u8>, sel: Sel) -> Arr {
+        let start = out.len();
+        out.push(b'[');
+        Arr {
+            start,
+            elements: 0,
+            sel,
+        }
+    }
+
+    fn element(&mut self, out: &mut Vec<u8>) -> usize {
+        let at = out.len();
+        if self.elements > 0 {
+            out.push(b',');
+        }
+        at
+    }
+
+    fn done(&mut self, out: &mut Vec<u8>, at: usize, wrote: bool) {
+        if wrote {
+            self.elements += 1;
+        } else {
+            out.truncate(at);
+        }
+    }
+
+    fn end(self, out: &mut Vec<u8>) -> bool {
+        if self.elements == 0 && self.sel.filtering() {
+            out.truncate(self.start);
+            return false;
+        }
+        out.push(b']');
+        true
+    }
 }
 
 /// What the receiver needs from a document: that it is one JSON object, and whether it has a
@@ -1241,6 +1746,166 @@ mod tests {
         );
     }
 
+    /// The reply writer against the `Value` it replaced, filtered by [`filter_value`], for the
+    /// filters clients send and for odd ones.
+    #[test]
+    fn reply_writer_matches_value_and_filter_value() {
+        let item = |action, id: &str, status, outcome| Item {
+            action,
+            index: Cow::Borrowed("logs-\"x\"-1"),
+            id: Cow::Owned(id.to_string()),
+            status,
+            outcome,
+        };
+        let all = [
+            item("create", "a", 201, Outcome::Done("created")),
+            item("index", "b\\n\"", 200, Outcome::Done("updated")),
+            item(
+                "create",
+                "c",
+                409,
+                Outcome::Failed("version_conflict_engine_exception", "[c]: \"x\"\n".into()),
+            ),
+            item(
+                "delete",
+                "d",
+                400,
+                Outcome::Failed("illegal_argument_exception", String::new()),
+            ),
+        ];
+        let mut filters: Vec<Option<String>> = [
+            "errors,items.*.status,items.*.error",
+            "errors,items.*.error,items.*.status",
+            "errors,items.*.status,items.*.error,items.*._id",
+            "took",
+            "items",
+            "items.*",
+            "items.create.status",
+            "items.*.error.type,items.*._shards.total",
+            "items.*._shards",
+            "items.index",
+            "*",
+            "*.*",
+            "*.*.*.*",
+            "nothing",
+            "",
+            "items..status",
+            "errors,errors",
+            "items.*.status.deeper",
+        ]
+        .iter()
+        .map(|f| Some(f.to_string()))
+        .collect();
+        filters.push(None);
+        // More paths than the writer streams: the Value fallback.
+        filters.push(Some(
+            (0..70)
+                .map(|i| format!("items.*.k{i}"))
+                .chain(["errors".to_string()])
+                .collect::<Vec<_>>()
+                .join(","),
+        ));
+        for items in [&all[..], &all[..1], &all[2..3], &[]] {
+            for errors in [false, true] {
+                let reply = Reply {
+                    took: 17,
+                    errors,
+                    items,
+                };
+                for f in &filters {
+                    let paths: Option<Vec<Vec<String>>> = f.as_ref().map(|f| {
+                        f.split(',')
+                            .map(|p| p.trim().split('.').map(str::to_string).collect())
+                            .collect()
+                    });
+                    let want = match &paths {
+                        None => reply.to_value(),
+                        Some(p) => filter_value(reply.to_value(), p).unwrap_or_else(|| json!({})),
+                    };
+                    let got = reply.to_json(paths.as_deref());
+                    assert_eq!(
+                        String::from_utf8_lossy(&got),
+                        serde_json::to_string(&want).unwrap(),
+                        "filter {f:?}, {} items",
+                        items.len()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Action lines read without a `Value` against the `Value`-based reading they replaced.
+    #[test]
+    fn action_lines_read_like_values() {
+        #[derive(Debug, PartialEq)]
+        enum Read {
+            Bad,
+            Unknown(String),
+            Known(String, Option<String>, Option<String>),
+        }
+        let old = |line: &str| -> Read {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                return Read::Bad;
+            };
+            let Some(obj) = v.as_object().filter(|o| o.len() == 1) else {
+                return Read::Bad;
+            };
+            let (action, meta) = obj.iter().next().unwrap();
+            if !matches!(action.as_str(), "index" | "create" | "update" | "delete") {
+                return Read::Unknown(action.clone());
+            }
+            let s = |k: &str| meta[k].as_str().map(str::to_string);
+            Read::Known(action.clone(), s("_index"), s("_id"))
+        };
+        let new = |line: &str| -> Read {
+            match serde_json::from_str::<ActionLine<'_>>(line) {
+                Err(_) | Ok(ActionLine::NotOneKey) => Read::Bad,
+                Ok(ActionLine::Unknown(n)) => Read::Unknown(n.into_owned()),
+                Ok(ActionLine::Known(a, m)) => Read::Known(
+                    a.to_string(),
+                    m.index.map(Cow::into_owned),
+                    m.id.map(Cow::into_owned),
+                ),
+            }
+        };
+        for line in [
+            r#"{"create":{"_index":"a","_id":"1"}}"#,
+            r#"{"create":{"_index":"a\"b","_id":"\u0041\n"}}"#,
+            r#"{"index":{}}"#,
+            r#"{"update":{"_id":"u","retry_on_conflict":3}}"#,
+            r#"{"delete":{"_id":5}}"#,
+            r#"{"create":"x"}"#,
+            r#"{"create":[1,{"_id":"x"}]}"#,
+            r#"{"create":null}"#,
+            r#"{"create":{"_id":"a","_id":"b"}}"#,
+            r#"{"create":{"_id":"a","_id":7}}"#,
+            r#"{"create":{},"create":{"_id":"z"}}"#,
+            r#"{"create":{},"index":{}}"#,
+            r#"{"bogus":{}}"#,
+            r#"{"bo\"gus":{}}"#,
+            r#"{"bogus":{},"bogus":1}"#,
+            r#"{"bogus":{},"create":{}}"#,
+            r#"{"create":{"_index":{"nested":"x"},"_id":["x"]}}"#,
+            r#"{"create":{"_index":true,"_id":null,"x":{"y":[1,2.5,-3]}}}"#,
+            r#" {"create":{"_index":"sp"}} "#,
+            "{}",
+            "[]",
+            r#""create""#,
+            "1",
+            "null",
+            "true",
+            r#"{"create":{}} x"#,
+            r#"{"create":{"#,
+            r#"{"create":{}}{"index":{}}"#,
+            r#"{"create":{"_id":"a","x":1e999}}"#,
+            r#"{"create":{"_id":"a","x":[{"y":"\ud800"}]}}"#,
+            r#"{"bogus":[1e999]}"#,
+            r#"{"create":{"_index":{"x":-1e999}}}"#,
+        ] {
+            assert_eq!(new(line), old(line), "{line}");
+        }
+    }
+
     #[test]
     fn ndjson_rules() {
         assert!(parse_ndjson(b"{\"create\":{\"_index\":\"a\"}}\n{}", None).is_err());
@@ -1248,7 +1913,7 @@ mod tests {
         assert!(parse_ndjson(b"{\"create\":{}}\n{}\n", None).is_err());
         let ops = parse_ndjson(b"{\"create\":{\"_id\":\"1\"}}\n{\"a\":1}\n", Some("x")).unwrap();
         assert_eq!(ops[0].index.as_deref(), Some("x"));
-        assert_eq!(ops[0].source.as_deref(), Some("{\"a\":1}"));
+        assert_eq!(ops[0].source, Some("{\"a\":1}"));
     }
 
     /// Posts `body` to `/_bulk?{query}` with `content_type` (none when `None`).

@@ -22,7 +22,9 @@ pub mod es;
 mod events;
 mod faults;
 mod feed;
+mod gz;
 pub mod hec;
+mod json;
 mod server;
 
 #[cfg(test)]
