@@ -139,6 +139,12 @@ impl SyncStore {
         let conn = &self.conn;
         // First, so that switching the journal mode waits for other connections' locks.
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // 16 KiB pages instead of 4: a spooled event is about a kilobyte, so a 4 KiB page holds
+        // three and every commit, prune and checkpoint handles (and checksums) five times as
+        // many pages and B-tree cells. 11-15% less CPU per event in the benchmark; the caches
+        // are sized in bytes, so memory is unchanged. Only a new file takes it (an existing one
+        // keeps its page size: changing it needs a VACUUM outside WAL mode).
+        conn.pragma_update(None, "page_size", 16_384)?;
         // WAL: `status` can read while `run` writes, and commits append instead of rewriting.
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;

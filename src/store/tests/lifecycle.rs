@@ -179,6 +179,30 @@ fn prune_seen_uses_the_key_not_a_scan() {
     }
 }
 
+/// A new file gets 16 KiB pages; one created with SQLite's default 4 KiB keeps them and works.
+#[tokio::test]
+async fn new_files_get_large_pages_and_old_ones_keep_theirs() {
+    let page_size = |path: &Path| count(path, "PRAGMA page_size");
+    let (_dir, path) = tmp();
+    drop(Store::open(&path).unwrap());
+    assert_eq!(page_size(&path), 16_384);
+
+    let (_dir2, old) = tmp();
+    Connection::open(&old)
+        .unwrap()
+        .execute_batch("CREATE TABLE before_us (x INTEGER)")
+        .unwrap();
+    assert_eq!(page_size(&old), 4_096);
+    let store = Store::open(&old).unwrap();
+    store.register_sinks("run", &sinks(&["a"])).await.unwrap();
+    store
+        .commit_page(&key("run", "www"), evs(&["a", "b"]), 1, Some(60))
+        .await
+        .unwrap();
+    assert_eq!(store.pending("run", "a").await.unwrap(), 2);
+    assert_eq!(page_size(&old), 4_096);
+}
+
 #[test]
 fn newer_schema_is_refused() {
     let (_dir, path) = tmp();
