@@ -5,7 +5,6 @@
 //! retried here (exponential backoff with full jitter, `Retry-After` wins when the API sends it)
 //! up to `api.max_attempts`; everything else is returned classified, and the scheduler decides.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -152,7 +151,7 @@ impl FeedClient {
     pub async fn list_sites(&self) -> Result<Vec<SiteWire>, SourceError> {
         let parsed: SitesWire = self
             .request_with_retries(&Target::Sites, |body| {
-                serde_json::from_slice(body).map_err(|e| SourceError::Transient {
+                serde_json::from_slice(&body).map_err(|e| SourceError::Transient {
                     reason: format!("unparseable site list: {e}"),
                 })
             })
@@ -202,7 +201,6 @@ impl FeedClient {
             next: None,
             started: false,
             done: false,
-            seen: HashSet::new(),
         }
     }
 
@@ -211,7 +209,7 @@ impl FeedClient {
     async fn request_with_retries<T>(
         &self,
         target: &Target<'_>,
-        parse: impl Fn(&[u8]) -> Result<T, SourceError>,
+        parse: impl Fn(bytes::Bytes) -> Result<T, SourceError>,
     ) -> Result<T, SourceError> {
         let inner = &self.inner;
         let backoff = ExponentialBuilder::default()
@@ -222,7 +220,7 @@ impl FeedClient {
         (|| async {
             inner.limiter.until_ready().await;
             let body = self.request_once(target).await?;
-            parse(&body)
+            parse(body)
         })
         .retry(backoff.build())
         .when(SourceError::is_retryable)
@@ -502,13 +500,16 @@ fn classify(
 
 /// Parses a page, keeping every record's exact JSON. A reply that does not parse (a truncated
 /// body, an HTML error page with status 200) is transient: retried, never taken as empty.
-pub(crate) fn parse_page(body: &[u8], window_from: i64) -> Result<Page, SourceError> {
+pub(crate) fn parse_page(body: impl Into<Vec<u8>>, window_from: i64) -> Result<Page, SourceError> {
+    // The reply's own buffer becomes the page's text (no copy: the body is not shared), and
+    // every record's body points into it (see `store::Body`): no allocation and no copy per
+    // record either.
+    let body: Vec<u8> = body.into();
+    let len = body.len();
     let unparseable = |e: &dyn std::fmt::Display| SourceError::Transient {
-        reason: format!("unparseable feed page ({} bytes): {e}", body.len()),
+        reason: format!("unparseable feed page ({len} bytes): {e}"),
     };
-    // The page's text is kept as one buffer that every record's body points into (see
-    // `store::Body`): no allocation and no copy per record.
-    let text = std::sync::Arc::new(String::from_utf8(body.to_vec()).map_err(|e| unparseable(&e))?);
+    let text = std::sync::Arc::new(String::from_utf8(body).map_err(|e| unparseable(&e))?);
     let wire: PageWire<'_> = serde_json::from_str(&text).map_err(|e| unparseable(&e))?;
     let raw = wire.data.ok_or_else(|| SourceError::Transient {
         reason: "feed page without a `data` array".to_string(),
@@ -546,8 +547,9 @@ pub(crate) fn parse_page(body: &[u8], window_from: i64) -> Result<Page, SourceEr
     Ok(Page { events, next })
 }
 
-/// Iterates the pages of one window and drops ids already seen in it (the API may repeat an id
-/// on a later page). The spool dedupes again across windows and restarts.
+/// Iterates the pages of one window. The API may repeat an id on a later page; the spool's
+/// `seen` table drops repeats (within a window, across windows and across restarts alike), so
+/// the window keeps no set of its own: an hour of a busy site's ids is megabytes.
 #[derive(Debug)]
 pub struct WindowFetch {
     client: FeedClient,
@@ -558,7 +560,6 @@ pub struct WindowFetch {
     next: Option<String>,
     started: bool,
     done: bool,
-    seen: HashSet<String>,
 }
 
 impl WindowFetch {
@@ -599,9 +600,7 @@ impl WindowFetch {
         self.started = true;
         self.next = page.next;
         self.done = self.next.is_none();
-        let mut events = page.events;
-        events.retain(|e| self.seen.insert(e.id.clone()));
-        Ok(Some((events, self.done)))
+        Ok(Some((page.events, self.done)))
     }
 }
 
