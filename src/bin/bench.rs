@@ -2,10 +2,12 @@
 //!
 //! It starts the feed API simulator and the HEC and Elasticsearch test receivers in this
 //! process, on loopback, then runs the real `sigsci-export backfill` binary (built next to this
-//! one) against them, once per scenario, and samples the child's CPU time and peak RSS from
-//! `/proc`, and its own CPU time over the same span (the harness shares the cores with the
-//! exporter, so its cost bounds what the exporter can reach). In the same run it measures the ceiling: how fast serde_json alone parses and
-//! re-serializes the very same events on one core, and prints each result as a share of it.
+//! one) against them, once per scenario (or `--repeat` times, with a median summary), and
+//! samples the child's CPU time and peak RSS from `/proc`, and its own CPU time over the same
+//! span (the harness shares the cores with the exporter, so its cost bounds what the exporter
+//! can reach). Before each throughput run it times the ceiling: how fast serde_json alone
+//! parses and re-serializes the very same events on one core; each result is printed as a
+//! share of the ceiling timed next to it, so the VM's drift over a long bench cancels out.
 //!
 //! Scenarios: `stdout`, `hec`, `es`, `both` (HEC + ES), `ratelimit` (2 sites with 200 ms page
 //! latency against a request quota: achieved pages/min as a share of the quota), and
@@ -64,6 +66,10 @@ struct Args {
     /// freed, so big batch buffers end up in the heap and fragment it).
     #[arg(long, default_value_t = 0)]
     malloc_mmap_threshold: u64,
+    /// Runs of each scenario. With more than one, a summary gives the median and range of
+    /// each figure: on a shared VM single runs vary by 10-20%.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
     /// Keep the temporary directory (configs, state files, logs) and print its path.
     #[arg(long)]
     keep: bool,
@@ -88,6 +94,9 @@ struct Row {
     raw_bytes: u64,
     requests: u64,
     note: String,
+    /// The ceiling (events/s) timed just before this run, so the ratio compares figures taken
+    /// minutes apart at most, not across the VM's drift over a whole bench.
+    ceiling: Option<f64>,
 }
 
 #[tokio::main]
@@ -110,46 +119,60 @@ async fn main() -> Result<()> {
     eprintln!("bench: binary {}, {} core(s)", exe.display(), num_cpus());
 
     let mut rows = Vec::new();
-    let mut ceiling: Option<(u64, f64)> = None;
+    // The events the ceiling re-parses: fetched once, timed before every throughput run.
+    let mut ceiling_bodies: Option<Vec<String>> = None;
     for (i, scenario) in scenarios.iter().enumerate() {
-        let work = dir.path().join(format!("{i}-{scenario}"));
-        std::fs::create_dir_all(&work)?;
-        let row = match scenario.as_str() {
-            "stdout" | "hec" | "es" | "both" => {
-                let sim = Simulator::start(
-                    SimConfig {
-                        rate_per_min: args.rate,
-                        ..SimConfig::default()
-                    },
-                    ([127, 0, 0, 1], 0).into(),
-                )
-                .await?;
-                if ceiling.is_none() {
-                    ceiling = Some(measure_ceiling(&sim, args.hours).await?);
+        for rep in 0..args.repeat.max(1) {
+            let work = dir.path().join(format!("{i}-{scenario}-{rep}"));
+            std::fs::create_dir_all(&work)?;
+            let row = match scenario.as_str() {
+                "stdout" | "hec" | "es" | "both" => {
+                    let sim = Simulator::start(
+                        SimConfig {
+                            rate_per_min: args.rate,
+                            ..SimConfig::default()
+                        },
+                        ([127, 0, 0, 1], 0).into(),
+                    )
+                    .await?;
+                    if ceiling_bodies.is_none() {
+                        ceiling_bodies = Some(ceiling_events(&sim, args.hours).await?);
+                    }
+                    let ceiling = ceiling_bodies.as_deref().map(time_ceiling);
+                    let mut row = throughput(&exe, &work, &sim, scenario, &args, ticks).await?;
+                    row.ceiling = ceiling;
+                    sim.shutdown().await;
+                    row
                 }
-                let row = throughput(&exe, &work, &sim, scenario, &args, ticks).await?;
-                sim.shutdown().await;
-                row
-            }
-            "ratelimit" => ratelimit(&exe, &work, &args, ticks).await?,
-            "backlog" => backlog(&exe, &work, &args, ticks).await?,
-            other => bail!("unknown scenario `{other}`"),
-        };
-        eprintln!(
-            "bench: {} done: {} events in {:.1} s",
-            row.scenario,
-            row.events,
-            row.m.wall.as_secs_f64()
-        );
-        rows.push(row);
+                "ratelimit" => ratelimit(&exe, &work, &args, ticks).await?,
+                "backlog" => backlog(&exe, &work, &args, ticks).await?,
+                other => bail!("unknown scenario `{other}`"),
+            };
+            eprintln!(
+                "bench: {} done: {} events in {:.1} s",
+                row.scenario,
+                row.events,
+                row.m.wall.as_secs_f64()
+            );
+            rows.push(row);
+        }
     }
 
     println!();
-    if let Some((n, secs)) = ceiling {
+    let ceilings: Vec<f64> = rows.iter().filter_map(|r| r.ceiling).collect();
+    if let (Some(bodies), false) = (&ceiling_bodies, ceilings.is_empty()) {
+        let (lo, hi) = ceilings
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+        let range = if ceilings.len() == 1 {
+            format!("{lo:.0}")
+        } else {
+            format!("{lo:.0}-{hi:.0}")
+        };
         println!(
-            "ceiling: serde_json parse + serialize of the same {n} events on one core: {:.2} s = {:.0} events/s",
-            secs,
-            n as f64 / secs
+            "ceiling: serde_json parse + serialize of the same {} events on one core, timed before \
+             each run: {range} events/s",
+            bodies.len()
         );
     }
     println!();
@@ -158,26 +181,28 @@ async fn main() -> Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
-        let eps = r.events as f64 / r.m.wall.as_secs_f64();
-        let of_ceiling = ceiling
-            .map(|(n, s)| format!("{:.0}%", 100.0 * eps / (n as f64 / s)))
+        let of_ceiling = r
+            .of_ceiling()
+            .map(|c| format!("{c:.0}%"))
             .unwrap_or_else(|| "-".into());
-        let per_million = |secs: f64| secs / (r.events.max(1) as f64 / 1e6);
         println!(
             "| {} | {} | {:.1} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
             r.scenario,
             r.events,
             r.m.wall.as_secs_f64(),
-            eps,
+            r.events_per_sec(),
             of_ceiling,
-            per_million(r.m.cpu_secs),
-            per_million(r.m.harness_cpu_secs),
+            r.per_million(r.m.cpu_secs),
+            r.per_million(r.m.harness_cpu_secs),
             r.m.peak_rss_kb as f64 / 1024.0,
             r.requests,
             r.wire_bytes,
             r.raw_bytes,
             r.note
         );
+    }
+    if args.repeat > 1 {
+        print_summary(&rows);
     }
     println!();
     println!(
@@ -242,7 +267,60 @@ fn rfc3339(t: i64) -> String {
 }
 
 /// Fetches every event of the range through the real client, then times serde_json alone.
-async fn measure_ceiling(sim: &Simulator, hours: i64) -> Result<(u64, f64)> {
+impl Row {
+    fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.m.wall.as_secs_f64()
+    }
+
+    fn of_ceiling(&self) -> Option<f64> {
+        self.ceiling.map(|c| 100.0 * self.events_per_sec() / c)
+    }
+
+    fn per_million(&self, secs: f64) -> f64 {
+        secs / (self.events.max(1) as f64 / 1e6)
+    }
+}
+
+/// Median and range of each figure over the runs of each scenario.
+fn print_summary(rows: &[Row]) {
+    println!();
+    println!(
+        "| scenario | runs | events/s median (min-max) | of ceiling median (min-max) | CPU s per 1M median | harness CPU s per 1M median | peak RSS MB median (max) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut names: Vec<&str> = Vec::new();
+    for r in rows {
+        if !names.contains(&r.scenario.as_str()) {
+            names.push(&r.scenario);
+        }
+    }
+    for name in names {
+        let runs: Vec<&Row> = rows.iter().filter(|r| r.scenario == name).collect();
+        let stat = |f: &dyn Fn(&Row) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(|r| f(r)).collect();
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], v[0], v[v.len() - 1])
+        };
+        let (eps, eps_lo, eps_hi) = stat(&|r| r.events_per_sec());
+        let ceiling = if runs.iter().all(|r| r.ceiling.is_some()) {
+            let (c, lo, hi) = stat(&|r| r.of_ceiling().unwrap_or(0.0));
+            format!("{c:.0}% ({lo:.0}-{hi:.0}%)")
+        } else {
+            "-".into()
+        };
+        let (cpu, _, _) = stat(&|r| r.per_million(r.m.cpu_secs));
+        let (harness, _, _) = stat(&|r| r.per_million(r.m.harness_cpu_secs));
+        let (rss, _, rss_hi) = stat(&|r| r.m.peak_rss_kb as f64 / 1024.0);
+        println!(
+            "| {name} | {} | {eps:.0} ({eps_lo:.0}-{eps_hi:.0}) | {ceiling} | {cpu:.1} | {harness:.1} | {rss:.1} ({rss_hi:.1}) |",
+            runs.len()
+        );
+    }
+}
+
+/// The exported events' JSON, one per request id (the feed repeats some ids; the spool keeps
+/// the first), fetched once for the ceiling.
+async fn ceiling_events(sim: &Simulator, hours: i64) -> Result<Vec<String>> {
     let text = format!(
         "[api]\nbase_url = \"{}\"\nemail = \"demo@example.com\"\ntoken = \"demo-token\"\ncorp = \"demo\"\n\
          sites = [\"www\", \"api\"]\nrequests_per_minute = 100000\nburst = 1000\n\
@@ -253,29 +331,41 @@ async fn measure_ceiling(sim: &Simulator, hours: i64) -> Result<(u64, f64)> {
     let client = FeedClient::new(&cfg.api)?;
     let (from, until) = window(sim, hours);
     let mut bodies = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for site in ["www", "api"] {
         let mut t = from;
         while t < until {
             let end = until.min(t + 3600);
             let mut w = client.window(site, t, end);
             while let Some((events, _)) = w.next_page().await? {
-                bodies.extend(events.into_iter().map(|e| e.body));
+                bodies.extend(
+                    events
+                        .into_iter()
+                        .filter(|e| seen.insert((site, e.id.clone())))
+                        .map(|e| e.body.to_string()),
+                );
             }
             t = end;
         }
     }
+    Ok(bodies)
+}
+
+/// How fast serde_json alone parses and re-serializes `bodies` on this thread, events/s.
+fn time_ceiling(bodies: &[String]) -> f64 {
     let started = Instant::now();
     let mut out = Vec::with_capacity(64 << 20);
-    for b in &bodies {
-        let v: serde_json::Value = serde_json::from_str(b)?;
-        serde_json::to_writer(&mut out, &v)?;
+    for b in bodies {
+        // The simulator's records are JSON objects: a failure here is a bench bug.
+        let v: serde_json::Value = serde_json::from_str(b).expect("simulator record parses");
+        serde_json::to_writer(&mut out, &v).expect("writing to memory");
         out.push(b'\n');
         if out.len() > 60 << 20 {
             out.clear();
         }
     }
     std::hint::black_box(&out);
-    Ok((bodies.len() as u64, started.elapsed().as_secs_f64()))
+    bodies.len() as f64 / started.elapsed().as_secs_f64()
 }
 
 struct Receivers {
@@ -527,6 +617,7 @@ async fn throughput(
         e.shutdown().await;
     }
     Ok(Row {
+        ceiling: None,
         scenario: if args.no_gzip && scenario != "stdout" {
             format!("{scenario} (no gzip)")
         } else {
@@ -569,6 +660,7 @@ async fn ratelimit(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<R
     let per_min = pages as f64 / (m.wall.as_secs_f64() / 60.0);
     sim.shutdown().await;
     Ok(Row {
+        ceiling: None,
         scenario: format!(
             "ratelimit ({} ms/page, quota {}/min)",
             args.latency_ms, args.quota
@@ -665,6 +757,7 @@ async fn backlog(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<Row
     );
     sim.shutdown().await;
     Ok(Row {
+        ceiling: None,
         scenario: "backlog (both sinks down, then drained)".into(),
         events: truth,
         wire_bytes: s.bytes_wire + e.bytes_wire,
