@@ -38,6 +38,28 @@ pub fn classify_hec_health(status: u16, body: &[u8]) -> Result<(), SinkError> {
     crate::sink::splunk_hec::reply::classify_health(status, body)
 }
 
+/// What a HEC `/services/collector/ack` reply means, for the fuzzer: the ids it answers for,
+/// or which kind of failure it is (`disabled`, `blocked`, `retry`), with its message.
+pub fn classify_hec_ack(status: u16, body: &[u8]) -> Result<usize, (&'static str, String)> {
+    use crate::sink::splunk_hec::reply::{AckAnswer, classify_ack};
+    match classify_ack(status, body) {
+        AckAnswer::Acks(ids) => Ok(ids.len()),
+        AckAnswer::Disabled(m) => Err(("disabled", m)),
+        AckAnswer::Blocked(m) => Err(("blocked", m)),
+        AckAnswer::Retry(m) => Err(("retry", m)),
+    }
+}
+
+/// Classifies the reply to HEC's health probe (one blank event sent to `index`).
+pub fn classify_hec_probe(status: u16, body: &[u8], index: Option<&str>) -> Result<(), SinkError> {
+    crate::sink::splunk_hec::reply::classify_probe(
+        status,
+        Some(Duration::from_secs(1)),
+        body,
+        index,
+    )
+}
+
 /// Classifies an Elasticsearch `_bulk` reply to a request of `n_items` documents.
 pub fn classify_es_bulk_reply(status: u16, body: &[u8], n_items: usize) -> Result<Ack, SinkError> {
     crate::sink::elasticsearch::reply::classify_bulk(
