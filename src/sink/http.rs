@@ -83,6 +83,108 @@ pub(crate) fn transport_error(e: reqwest::Error) -> SinkError {
     }
 }
 
+/// A service's wording of the usual reasons it did not answer at all. `{port}` is replaced by
+/// " <port>" (with its leading space) or nothing.
+pub(crate) struct TransportHints {
+    /// The server's certificate did not verify.
+    pub(crate) untrusted_certificate: &'static str,
+    /// `https://` to a server that answered in plain HTTP.
+    pub(crate) https_to_plain: &'static str,
+    /// Connection refused.
+    pub(crate) refused: &'static str,
+    /// `http://` to a server that closed the connection or did not answer HTTP (a TLS port).
+    pub(crate) http_to_tls: &'static str,
+    /// No answer before the timeout.
+    pub(crate) timeout: &'static str,
+}
+
+/// [`transport_error`] plus the hint of `hints` that fits the failure, if one does.
+pub(crate) fn transport_error_with_hint(
+    e: reqwest::Error,
+    url: &url::Url,
+    hints: &TransportHints,
+) -> SinkError {
+    let hint = transport_hint(
+        &e,
+        url.scheme() == "https",
+        url.port_or_known_default(),
+        hints,
+    );
+    match transport_error(e) {
+        SinkError::Retryable { reason, after } => SinkError::Retryable {
+            reason: match hint {
+                Some(h) => format!("{reason}; {h}"),
+                None => reason,
+            },
+            after,
+        },
+        other => other,
+    }
+}
+
+fn transport_hint(
+    e: &reqwest::Error,
+    https: bool,
+    port: Option<u16>,
+    hints: &TransportHints,
+) -> Option<String> {
+    // The causes' texts are the only portable signal (rustls, hyper and the OS each name
+    // their own errors), so match on them, lower-cased, along the whole chain.
+    let mut text = e.to_string();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        text.push(' ');
+        text.push_str(&c.to_string());
+        cur = c.source();
+    }
+    let text = text.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+    let port = port.map_or_else(String::new, |p| format!(" {p}"));
+    let fill = |s: &str| s.replace("{port}", &port);
+    if has(&[
+        "certificate",
+        "unknownissuer",
+        "unknown issuer",
+        "notvalidforname",
+    ]) {
+        return Some(fill(hints.untrusted_certificate));
+    }
+    if https
+        && has(&[
+            "invalidcontenttype",
+            "invalid content type",
+            "corrupt message",
+            "wrong version number",
+            "record overflow",
+            "invalidmessage",
+        ])
+    {
+        return Some(fill(hints.https_to_plain));
+    }
+    if has(&["refused"]) {
+        return Some(fill(hints.refused));
+    }
+    if has(&["dns", "lookup", "name or service not known", "no such host"]) {
+        return Some("the host name does not resolve: check the host in `url`".to_string());
+    }
+    if !https
+        && has(&[
+            "connection closed before message completed",
+            "invalid http version",
+            "invalid status",
+            "reset by peer",
+            "incompletemessage",
+            "unexpected eof",
+        ])
+    {
+        return Some(fill(hints.http_to_tls));
+    }
+    if e.is_timeout() {
+        return Some(fill(hints.timeout));
+    }
+    None
+}
+
 fn innermost_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cur = e.source()?;
     while let Some(next) = cur.source() {

@@ -128,7 +128,7 @@ impl EsSink {
             .authorize(rb.body(body))
             .send()
             .await
-            .map_err(http::transport_error)?;
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
         let status = resp.status().as_u16();
         let after = http::retry_after(resp.headers());
         let location = resp
@@ -136,7 +136,10 @@ impl EsSink {
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = resp.bytes().await.map_err(http::transport_error)?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
         Ok(Reply {
             status,
             after,
@@ -215,10 +218,13 @@ impl Sink for EsSink {
             .authorize(self.client.get(&self.root_url))
             .send()
             .await
-            .map_err(http::transport_error)?;
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
         let status = resp.status().as_u16();
         let after = http::retry_after(resp.headers());
-        let body = resp.bytes().await.map_err(http::transport_error)?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| reply::transport_error(e, &self.cfg.url))?;
         let v = reply::classify_root(status, after, &body)?;
         info!(sink = %self.cfg.name, distribution = %v.distribution, version = %v.number, "Elasticsearch sink connected.");
         Ok(())

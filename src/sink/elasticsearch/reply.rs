@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sink::http::snippet;
+use crate::sink::http::{TransportHints, snippet};
 use crate::sink::{Ack, ItemOutcome, SinkError};
 
 /// `{"errors":bool,"items":[{"create":{"status":201,"error":{...}}}]}` as filtered by
@@ -324,6 +324,30 @@ pub(crate) struct ClusterVersion {
     pub(crate) distribution: String,
     /// `8.15.0`.
     pub(crate) number: String,
+}
+
+/// What to suggest when Elasticsearch does not answer at all.
+const HINTS: TransportHints = TransportHints {
+    untrusted_certificate: "the cluster's TLS certificate is not trusted (it is always \
+        verified): set `ca_file` to the CA that signed it (Elasticsearch 8 generates its own, \
+        `config/certs/http_ca.crt`), and use a host name the certificate names",
+    https_to_plain: "the server on this port does not speak TLS: if the cluster has \
+        `xpack.security.http.ssl.enabled: false`, the url must start with http://",
+    refused: "nothing listens on port{port}: is Elasticsearch (or OpenSearch) running and \
+        listening on this host and port (default 9200; Elastic Cloud uses 443)? is the scheme \
+        (https/http) right?",
+    http_to_tls: "the server on port{port} closed the connection or did not answer HTTP: \
+        Elasticsearch 8 and OpenSearch enable TLS by default, so the url must start with \
+        https:// unless TLS is turned off on the cluster",
+    timeout: "no answer in time: is the cluster reachable from this host on port{port} \
+        (firewall, proxy), or overloaded?",
+};
+
+/// A transport failure (no HTTP answer) of a request to `url`, with a hint at the usual
+/// causes: nothing listening, http vs https, an untrusted certificate. Still retryable: a
+/// restarting node refuses connections too.
+pub(crate) fn transport_error(e: reqwest::Error, url: &url::Url) -> SinkError {
+    crate::sink::http::transport_error_with_hint(e, url, &HINTS)
 }
 
 /// Classifies the reply to `GET /`.

@@ -954,3 +954,54 @@ fn secrets_from_files_and_never_in_debug() {
         "{shown}"
     );
 }
+
+/// The healthcheck's retryable error for a sink pointed at `url`.
+async fn probe_error(url: &str) -> String {
+    let sink = EsSink::new(es_config(url, json!({"timeout_secs": 5}))).unwrap();
+    match sink.healthcheck().await {
+        Err(e @ SinkError::Retryable { .. }) => e.to_string(),
+        other => panic!("{url}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn transport_failures_carry_a_fix_hint() {
+    // A port nobody listens on: bind one, then free it.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = probe_error(&format!("http://127.0.0.1:{port}")).await;
+    assert!(
+        e.contains(&format!("nothing listens on port {port}")) && e.contains("default 9200"),
+        "{e}"
+    );
+
+    // https:// to a plain-HTTP cluster.
+    let rx = receiver(EsReceiverConfig::default()).await;
+    let e = probe_error(&rx.url().replacen("http://", "https://", 1)).await;
+    assert!(
+        e.contains("does not speak TLS") && e.contains("http://"),
+        "{e}"
+    );
+
+    // http:// to a TLS port: the server answers a TLS alert and closes.
+    let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tls.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = tls.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            // TLS 1.2 record: alert, fatal, protocol_version.
+            let _ = s
+                .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46])
+                .await;
+        }
+    });
+    let e = probe_error(&format!("http://{addr}")).await;
+    assert!(
+        e.contains("must start with") && e.contains("https://"),
+        "{e}"
+    );
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sink::http::snippet;
+use crate::sink::http::{TransportHints, snippet};
 use crate::sink::{Ack, ItemOutcome, SinkError};
 
 /// A HEC JSON reply (`{"text":..,"code":..}` plus optional keys).
@@ -353,95 +353,27 @@ pub(crate) fn classify_probe(
     }
 }
 
+/// What to suggest when HEC does not answer at all.
+const HINTS: TransportHints = TransportHints {
+    untrusted_certificate: "HEC's TLS certificate is not trusted (it is always verified): set \
+        `ca_file` to the CA bundle that signed it, and use the host name the certificate names",
+    https_to_plain: "the server on this port does not speak TLS: if HEC has SSL disabled (Global \
+        Settings > Enable SSL), the url must start with http://",
+    refused: "nothing listens on port{port}: is HEC enabled (Settings > Data inputs > HTTP Event \
+        Collector > Global Settings: All Tokens Enabled) and listening on this host and port \
+        (default 8088)? is the scheme (https/http) right?",
+    http_to_tls: "the server on port{port} closed the connection or did not answer HTTP: HEC uses \
+        TLS by default, so the url must start with https:// unless SSL is disabled in HEC's \
+        Global Settings",
+    timeout: "no answer in time: is HEC reachable from this host on port{port} (firewall, \
+        proxy), or overloaded?",
+};
+
 /// A transport failure (no HTTP answer) of a request to `url`, with a hint at the usual
 /// causes: HEC not listening, http vs https, an untrusted certificate. Still retryable: a
 /// restarting HEC refuses connections too.
 pub(crate) fn transport_error(e: reqwest::Error, url: &url::Url) -> SinkError {
-    let hint = transport_hint(&e, url.scheme() == "https", url.port_or_known_default());
-    match crate::sink::http::transport_error(e) {
-        SinkError::Retryable { reason, after } => SinkError::Retryable {
-            reason: match hint {
-                Some(h) => format!("{reason}; {h}"),
-                None => reason,
-            },
-            after,
-        },
-        other => other,
-    }
-}
-
-fn transport_hint(e: &reqwest::Error, https: bool, port: Option<u16>) -> Option<String> {
-    let mut text = e.to_string();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(c) = cur {
-        text.push(' ');
-        text.push_str(&c.to_string());
-        cur = c.source();
-    }
-    let text = text.to_ascii_lowercase();
-    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
-    let port = port.map_or_else(String::new, |p| format!(" {p}"));
-    if has(&[
-        "certificate",
-        "unknownissuer",
-        "unknown issuer",
-        "notvalidforname",
-    ]) {
-        return Some(
-            "HEC's TLS certificate is not trusted (it is always verified): set `ca_file` to the \
-             CA bundle that signed it, and use the host name the certificate names"
-                .to_string(),
-        );
-    }
-    if https
-        && has(&[
-            "invalidcontenttype",
-            "invalid content type",
-            "corrupt message",
-            "wrong version number",
-            "record overflow",
-            "invalidmessage",
-        ])
-    {
-        return Some(
-            "the server on this port does not speak TLS: if HEC has SSL disabled (Global \
-             Settings > Enable SSL), the url must start with http://"
-                .to_string(),
-        );
-    }
-    if has(&["refused"]) {
-        return Some(format!(
-            "nothing listens on port{port}: is HEC enabled (Settings > Data inputs > HTTP Event \
-             Collector > Global Settings: All Tokens Enabled) and listening on this host and \
-             port (default 8088)? is the scheme (https/http) right?"
-        ));
-    }
-    if has(&["dns", "lookup", "name or service not known", "no such host"]) {
-        return Some("the host name does not resolve: check the host in `url`".to_string());
-    }
-    if !https
-        && has(&[
-            "connection closed before message completed",
-            "invalid http version",
-            "invalid status",
-            "reset by peer",
-            "incompletemessage",
-            "unexpected eof",
-        ])
-    {
-        return Some(format!(
-            "the server on port{port} closed the connection or did not answer HTTP: HEC uses \
-             TLS by default, so the url must start with https:// unless SSL is disabled in \
-             HEC's Global Settings"
-        ));
-    }
-    if e.is_timeout() {
-        return Some(format!(
-            "no answer in time: is HEC reachable from this host on port{port} (firewall, proxy), \
-             or overloaded?"
-        ));
-    }
-    None
+    crate::sink::http::transport_error_with_hint(e, url, &HINTS)
 }
 
 #[cfg(test)]
