@@ -357,6 +357,37 @@ where
     Ok(Ack { items })
 }
 
+/// Test servers shared by the sinks' tests.
+#[cfg(test)]
+pub(crate) mod test_servers {
+    use std::net::SocketAddr;
+
+    /// A port nobody listens on (bound, then freed).
+    pub(crate) fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    /// A server that answers whatever it is sent with a TLS alert and closes, as a TLS port
+    /// does to a plain-HTTP request.
+    pub(crate) async fn tls_alert() -> SocketAddr {
+        let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tls.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = tls.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                // TLS 1.2 record: alert, fatal, protocol_version.
+                let _ = s
+                    .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46])
+                    .await;
+            }
+        });
+        addr
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
