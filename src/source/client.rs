@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::MonotonicClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
@@ -33,6 +36,13 @@ pub struct Page {
     pub next: Option<String>,
 }
 
+/// The corp's request budget, timed by `std::time::Instant`. governor's default clock is
+/// quanta's, which calibrates the TSC on first use by spinning for about 100 ms on the
+/// thread that builds the first limiter: at every start, before the first request, for a
+/// limiter that waits in units of hundreds of milliseconds anyway.
+type Limiter =
+    RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
+
 /// The feed client of one corp.
 #[derive(Clone)]
 pub struct FeedClient {
@@ -44,7 +54,7 @@ struct Inner {
     base: Url,
     creds: Credentials,
     corp: String,
-    limiter: DefaultDirectRateLimiter,
+    limiter: Limiter,
     page_limit: u32,
     max_attempts: u32,
     min_delay: Duration,
@@ -132,7 +142,7 @@ impl FeedClient {
                 base: api.base_url.clone(),
                 creds: api.auth.clone(),
                 corp: api.corp.clone(),
-                limiter: RateLimiter::direct(quota),
+                limiter: RateLimiter::direct_with_clock(quota, MonotonicClock),
                 page_limit: api.page_limit,
                 max_attempts: api.max_attempts,
                 min_delay,
@@ -516,10 +526,9 @@ pub(crate) fn parse_page(body: impl Into<Vec<u8>>, window_from: i64) -> Result<P
     })?;
     let mut events = Vec::with_capacity(raw.len());
     for rec in raw {
-        let head: EventHead<'_> =
-            serde_json::from_str(rec.get()).map_err(|e| SourceError::Transient {
-                reason: format!("feed record is not an object: {e}"),
-            })?;
+        let head = EventHead::parse(rec.get()).map_err(|e| SourceError::Transient {
+            reason: format!("feed record is not an object: {e}"),
+        })?;
         let id = head
             .id
             .filter(|id| !id.is_empty())
