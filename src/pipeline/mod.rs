@@ -27,6 +27,12 @@ pub use ecs::ECS_VERSION;
 pub use map::{ATTACK_TAGS, REDACTED};
 pub use raw::{write_raw, write_raw_redacted};
 
+/// Appends `s` as a JSON string (quoted and escaped) to `out`, without an allocation.
+pub(crate) fn push_json_str(s: &str, out: &mut Vec<u8>) {
+    // serde_json cannot fail writing a &str into a Vec.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
 /// The one key the exporter adds to a `raw` record: `{"corp", "site", "fetched_at"}`.
 pub const META_KEY: &str = "sigsci_export";
 

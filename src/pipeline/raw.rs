@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::META_KEY;
 use super::map::{REDACTED, USER_AGENT_HEADER, is_redacted, names_redacted_header, squashed_eq};
+use super::{META_KEY, push_json_str};
 use crate::store::SpooledEvent;
 
 /// Appends `ev` in the `raw` format (one JSON object, no newline) to `out`.
@@ -380,11 +380,6 @@ fn write_meta(ev: &SpooledEvent, out: &mut Vec<u8>, comma: bool) {
     out.extend_from_slice(b",\"fetched_at\":");
     push_json_str(&crate::time::fmt(ev.fetched_at), out);
     out.extend_from_slice(b"}}");
-}
-
-fn push_json_str(s: &str, out: &mut Vec<u8>) {
-    // serde_json cannot fail writing a &str into a Vec.
-    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 #[cfg(test)]

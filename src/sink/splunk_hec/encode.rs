@@ -4,7 +4,10 @@
 //! The shaped event is spliced in verbatim (never parsed again); only the small metadata is
 //! written here.
 
-use crate::pipeline::Shaper;
+use std::io::Write as _;
+use std::sync::LazyLock;
+
+use crate::pipeline::{Shaper, push_json_str};
 use crate::store::SpooledEvent;
 
 /// The fixed part of every envelope, pre-rendered once per sink.
@@ -26,7 +29,7 @@ impl Envelope {
         let mut meta = Vec::new();
         let mut put = |k: &str, v: &str| {
             meta.extend_from_slice(format!("\"{k}\":").as_bytes());
-            meta.extend_from_slice(json_str(v).as_bytes());
+            push_json_str(v, &mut meta);
             meta.push(b',');
         };
         if let Some(h) = host {
@@ -55,19 +58,19 @@ impl Envelope {
     /// acknowledgement timed out.
     pub(crate) fn write(&self, ev: &SpooledEvent, possible_duplicate: bool, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"time\":");
-        out.extend_from_slice(event_time(ev).as_bytes());
+        write_event_time(ev, out);
         out.push(b',');
         out.extend_from_slice(&self.meta);
         out.extend_from_slice(b"\"event\":");
         self.shaper.write(ev, out);
         out.extend_from_slice(b",\"fields\":{\"request_id\":");
-        out.extend_from_slice(json_str(&ev.id).as_bytes());
+        push_json_str(&ev.id, out);
         // Prefixed: the CIM shape uses `site` for the requested virtual host, and an indexed
         // field of the same name would give a search two different values.
         out.extend_from_slice(b",\"sigsci_corp\":");
-        out.extend_from_slice(json_str(&ev.corp).as_bytes());
+        push_json_str(&ev.corp, out);
         out.extend_from_slice(b",\"sigsci_site\":");
-        out.extend_from_slice(json_str(&ev.site).as_bytes());
+        push_json_str(&ev.site, out);
         if possible_duplicate {
             out.extend_from_slice(b",\"possible_duplicate\":\"true\"");
         }
@@ -75,13 +78,15 @@ impl Envelope {
     }
 }
 
-fn json_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_string())
+/// Appends epoch seconds with a 3-digit millisecond fraction, from the record's `timestamp`
+/// (RFC 3339, fraction optional), else `ev.ts`.
+fn write_event_time(ev: &SpooledEvent, out: &mut Vec<u8>) {
+    let ms = event_time_ms(ev);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
 }
 
-/// Epoch seconds with a 3-digit millisecond fraction, from the record's `timestamp` (RFC 3339,
-/// fraction optional), else `ev.ts`.
-pub(crate) fn event_time(ev: &SpooledEvent) -> String {
+fn event_time_ms(ev: &SpooledEvent) -> i64 {
     let parse = |t: &str| {
         chrono::DateTime::parse_from_rfc3339(t)
             .ok()
@@ -93,16 +98,18 @@ pub(crate) fn event_time(ev: &SpooledEvent) -> String {
     let quick = first_timestamp(&ev.body)
         .and_then(parse)
         .filter(|ms| ms.div_euclid(1000) == ev.ts);
-    let ms = quick
+    quick
         .or_else(|| timestamp_field(&ev.body).and_then(parse))
-        .unwrap_or(ev.ts.saturating_mul(1000));
-    format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+        .unwrap_or(ev.ts.saturating_mul(1000))
 }
 
 /// The string after the first `"timestamp":"` in `body`, at any depth.
 fn first_timestamp(body: &str) -> Option<&str> {
     const KEY: &str = "\"timestamp\":\"";
-    let at = memchr::memmem::find(body.as_bytes(), KEY.as_bytes())? + KEY.len();
+    // Built once: building a finder costs more than running it over one record.
+    static FINDER: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(KEY));
+    let at = FINDER.find(body.as_bytes())? + KEY.len();
     let rest = &body[at..];
     let end = memchr::memchr(b'"', rest.as_bytes())?;
     Some(&rest[..end])
@@ -123,6 +130,12 @@ fn timestamp_field(body: &str) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::pipeline::Format;
+
+    fn event_time(ev: &SpooledEvent) -> String {
+        let mut out = Vec::new();
+        write_event_time(ev, &mut out);
+        String::from_utf8(out).unwrap()
+    }
 
     fn ev(body: &str) -> SpooledEvent {
         SpooledEvent {
