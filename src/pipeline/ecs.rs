@@ -224,7 +224,8 @@ impl Serialize for Signal<'_> {
 
 /// Appends `ev` in the `ecs` format (one JSON object, no newline) to `out`.
 pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
-    let req = Request::parse(&ev.body);
+    let mut scratch = String::new();
+    let req = Request::parse(&ev.body, &mut scratch);
     let tags = &req.tags.0;
     let types = map::tag_types(tags);
     let blocked = map::is_blocked(req.agent_response_code.get(), tags);

@@ -67,7 +67,8 @@ impl TagFilter {
         if self.is_empty() {
             return true;
         }
-        let tags: TagsOnly<'_> = parse_object(body);
+        let mut scratch = String::new();
+        let tags: TagsOnly<'_> = parse_object(body, &mut scratch);
         self.keep_types(tags.tags.0.iter().map(|t| t.kind.as_ref()))
     }
 }

@@ -398,10 +398,12 @@ mod tests {
         assert_eq!(valid_ip(Some("203.0.113.7")), Some("203.0.113.7"));
         assert_eq!(valid_ip(Some("2001:db8::1")), Some("2001:db8::1"));
         assert_eq!(valid_ip(Some("unknown")), None);
-        let r = Request::parse(r#"{"serverName":"h.example","uri":"/x?y=1"}"#);
+        let mut s = String::new();
+        let r = Request::parse(r#"{"serverName":"h.example","uri":"/x?y=1"}"#, &mut s);
         assert_eq!(full_url(&r).as_deref(), Some("https://h.example/x?y=1"));
-        let r = Request::parse(r#"{"serverName":"h","scheme":"http","path":"/p"}"#);
+        let mut s = String::new();
+        let r = Request::parse(r#"{"serverName":"h","scheme":"http","path":"/p"}"#, &mut s);
         assert_eq!(full_url(&r).as_deref(), Some("http://h/p"));
-        assert_eq!(full_url(&Request::parse("{}")), None);
+        assert_eq!(full_url(&Request::parse("{}", &mut String::new())), None);
     }
 }

@@ -101,18 +101,78 @@ first_value_wins! {
 
 impl<'a> Request<'a> {
     /// Parses `body`. Anything that is not a readable object (invalid JSON, an array) gives an
-    /// empty request: the shapes then fall back to what the spool knows.
-    pub(crate) fn parse(body: &'a str) -> Request<'a> {
-        parse_object(body)
+    /// empty request: the shapes then fall back to what the spool knows. `scratch` is used
+    /// only when the record needs repairing first (see [`parse_object`]).
+    pub(crate) fn parse(body: &'a str, scratch: &'a mut String) -> Request<'a> {
+        parse_object(body, scratch)
     }
 }
 
 /// Parses `body` as an object into `T`, or `T::default()`.
-pub(crate) fn parse_object<'a, T: Deserialize<'a> + Default>(body: &'a str) -> T {
+///
+/// serde_json refuses a number beyond the range of an `f64` (`1e999`, which JSON allows)
+/// wherever it is read, even inside a skipped value, and that would cost the record every field
+/// over one odd number. Such a record is read again from a copy in `scratch` where those
+/// numbers are `null`, so they read as missing like any other odd value. `T` may borrow from
+/// `scratch`.
+pub(crate) fn parse_object<'a, T: Deserialize<'a> + Default>(
+    body: &'a str,
+    scratch: &'a mut String,
+) -> T {
     if !body.trim_start().starts_with('{') {
         return T::default();
     }
-    serde_json::from_str(body).unwrap_or_default()
+    match serde_json::from_str(body) {
+        Ok(t) => t,
+        Err(_) => match null_out_of_range_numbers(body) {
+            Some(repaired) => {
+                *scratch = repaired;
+                let repaired: &'a String = scratch;
+                serde_json::from_str(repaired).unwrap_or_default()
+            }
+            None => T::default(),
+        },
+    }
+}
+
+/// `json` with every number an `f64` cannot hold (it parses as infinite) replaced by `null`,
+/// or `None` when it has none. Strings are skipped whole, escapes included, so text that looks
+/// like a number inside one is left alone.
+fn null_out_of_range_numbers(json: &str) -> Option<String> {
+    let b = json.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < b.len() && matches!(b[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                }
+                let token = &json[start..i];
+                if token.parse::<f64>().is_ok_and(f64::is_infinite) {
+                    let o = out.get_or_insert_with(|| String::with_capacity(json.len()));
+                    o.push_str(&json[copied..start]);
+                    o.push_str("null");
+                    copied = i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out.map(|mut o| {
+        o.push_str(&json[copied..]);
+        o
+    })
 }
 
 first_value_wins! {
@@ -556,7 +616,8 @@ mod tests {
         let body = r#"{"id":"a1","remoteIP":"203.0.113.7","responseCode":406,"agentResponseCode":"406",
             "headersIn":[["Host","x"],["Cookie","s=1"]],"tags":[{"type":"SQLI","value":"q=1"},{"type":"BLOCKED"}],
             "brandNew":{"x":1}}"#;
-        let r = Request::parse(body);
+        let mut scratch = String::new();
+        let r = Request::parse(body, &mut scratch);
         assert_eq!(r.id.get(), Some("a1"));
         assert!(matches!(r.remote_ip.0, Some(Cow::Borrowed(_))));
         assert_eq!(r.response_code.get(), Some(406));
@@ -566,6 +627,18 @@ mod tests {
         let kinds: Vec<&str> = r.tags.0.iter().map(|t| t.kind.as_ref()).collect();
         assert_eq!(kinds, ["SQLI", "BLOCKED"]);
         assert_eq!(r.tags.0[0].value.as_deref(), Some("q=1"));
+    }
+
+    #[test]
+    fn only_numbers_outside_strings_and_beyond_f64_are_nulled() {
+        assert_eq!(
+            null_out_of_range_numbers(r#"{"a":1e308,"b":-0.5e-999}"#),
+            None
+        );
+        assert_eq!(
+            null_out_of_range_numbers(r#"{"a":1e309, "b":["x\"1e999",-1E999],"c":2}"#).as_deref(),
+            Some(r#"{"a":null, "b":["x\"1e999",null],"c":2}"#)
+        );
     }
 
     #[test]
@@ -618,9 +691,23 @@ mod tests {
                 |r| r.tags.0[0].kind == "XSS" && r.tags.0[0].value.as_deref() == Some("v"),
             ),
             (r#"{"id":"a\"b"}"#, |r| r.id.get() == Some("a\"b")),
+            // A number beyond an f64 reads as missing and costs no other field, whether in a
+            // field that is read or in one that is skipped.
+            (
+                r#"{"responseCode":1e999,"id":"a","n":-2.5E+400,"method":"GET"}"#,
+                |r| {
+                    r.response_code.get().is_none()
+                        && r.id.get() == Some("a")
+                        && r.method.get() == Some("GET")
+                },
+            ),
+            (
+                r#"{"tags":[{"type":"XSS","value":1e999}],"path":"/1e999\"9e999"}"#,
+                |r| r.tags.0[0].kind == "XSS" && r.path.get() == Some("/1e999\"9e999"),
+            ),
         ];
         for (body, check) in cases {
-            assert!(check(&Request::parse(body)), "{body}");
+            assert!(check(&Request::parse(body, &mut String::new())), "{body}");
         }
     }
 }

@@ -326,6 +326,14 @@ fn parses_pages_and_keeps_raw_json() {
     assert!(parse_page(br#"{"data":[{"timestamp":"x"}]}"#, 0).is_err());
     assert!(parse_page(br#"{"next":{"uri":""},"da"#, 0).is_err());
     assert!(parse_page(b"<html>524</html>", 0).is_err());
+    // Found by the feed_page fuzz target: JSON allows numbers beyond an f64, which
+    // `serde_json::Value` refuses. The record is kept byte for byte like any other.
+    let record = r#"{"timestamp":"2026-11-24T01:02:03Z","id":"x","n":1.2e0222222222222225}"#;
+    let page = parse_page(format!(r#"{{"data":[{record}]}}"#), 0).unwrap();
+    assert_eq!(
+        (page.events[0].id.as_str(), &*page.events[0].body),
+        ("x", record)
+    );
 }
 
 #[test]
