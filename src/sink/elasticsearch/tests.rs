@@ -793,7 +793,7 @@ fn defaults() {
     assert!(c.gzip);
     assert_eq!(
         (c.batch_max_bytes, c.batch_max_events, c.in_flight),
-        (5_000_000, 10_000, 2)
+        (3_000_000, 10_000, 2)
     );
     assert_eq!(c.linger, Duration::from_secs(1));
     assert_eq!(c.timeout, Duration::from_secs(90));
@@ -802,7 +802,7 @@ fn defaults() {
     let limits = sink.limits();
     assert_eq!(
         (limits.max_bytes, limits.max_events, limits.in_flight),
-        (4_250_000, 10_000, 2),
+        (2_550_000, 10_000, 2),
         "one request per batch, in_flight batches at once"
     );
     assert_eq!(
