@@ -362,6 +362,17 @@ where
 pub(crate) mod test_servers {
     use std::net::SocketAddr;
 
+    use crate::sink::SinkError;
+
+    /// The message of a health check that failed as retryable (the transport-error hints are
+    /// in it); any other outcome fails the test, naming `url`.
+    pub(crate) fn retryable_message(result: Result<(), SinkError>, url: &str) -> String {
+        match result {
+            Err(e @ SinkError::Retryable { .. }) => e.to_string(),
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+
     /// A port nobody listens on (bound, then freed).
     pub(crate) fn closed_port() -> u16 {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
