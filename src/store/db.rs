@@ -6,10 +6,12 @@
 //! instead of failing mid-transaction with `SQLITE_BUSY` on the read-to-write upgrade.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use super::rows::{self, RowBuilder};
 use super::schema;
 use super::{
     Body, CommitOutcome, CursorRow, DeadLetter, NewEvent, SinkState, SiteKey, SpooledEvent,
@@ -272,18 +274,35 @@ impl SyncStore {
                      ON CONFLICT DO NOTHING",
                 )?;
                 let mut spool = tx.prepare_cached(
-                    "INSERT INTO spool (ns, corp, site, id, ts, fetched_at, bytes, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO spool (ns, corp, site, fetched_at, seq, events, bytes, frame, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
                 // What every event of the page shares is bound once, not per event: binding
-                // text copies it, and these binds were a quarter of this loop's time. SQLite
-                // keeps bindings across executions; the cache clears them when the
-                // statements go back.
+                // text copies it. SQLite keeps bindings across executions; the cache clears
+                // them when the statements go back.
                 for (i, v) in [&key.ns, &key.corp, &key.site].into_iter().enumerate() {
                     mark_seen.raw_bind_parameter(i + 1, v)?;
                     spool.raw_bind_parameter(i + 1, v)?;
                 }
-                spool.raw_bind_parameter(6, fetched_at)?;
+                spool.raw_bind_parameter(4, fetched_at)?;
+                // Seqs continue from the highest ever assigned; a row's seq is its last
+                // event's, which moves the AUTOINCREMENT counter past all of them.
+                let mut last_seq = max_seq(&tx)?;
+                let mut row = RowBuilder::default();
+                let mut write_row = |row: &mut RowBuilder| -> rusqlite::Result<()> {
+                    if row.events == 0 {
+                        return Ok(());
+                    }
+                    last_seq += to_i64(row.events);
+                    spool.raw_bind_parameter(5, last_seq)?;
+                    spool.raw_bind_parameter(6, to_i64(row.events))?;
+                    spool.raw_bind_parameter(7, to_i64(row.body.len()))?;
+                    spool.raw_bind_parameter(8, row.frame.as_str())?;
+                    spool.raw_bind_parameter(9, row.body.as_str())?;
+                    spool.raw_execute()?;
+                    row.clear();
+                    Ok(())
+                };
                 for ev in events {
                     mark_seen.raw_bind_parameter(4, &ev.id)?;
                     mark_seen.raw_bind_parameter(5, ev.ts)?;
@@ -291,13 +310,13 @@ impl SyncStore {
                         outcome.duplicates += 1;
                         continue;
                     }
-                    spool.raw_bind_parameter(4, &ev.id)?;
-                    spool.raw_bind_parameter(5, ev.ts)?;
-                    spool.raw_bind_parameter(7, to_i64(ev.body.len()))?;
-                    spool.raw_bind_parameter(8, &*ev.body)?;
-                    spool.raw_execute()?;
+                    if row.would_overflow(ev.body.len()) {
+                        write_row(&mut row)?;
+                    }
+                    row.push(ev.ts, &ev.id, &ev.body);
                     outcome.inserted += 1;
                 }
+                write_row(&mut row)?;
             }
             #[cfg(test)]
             if fail_before_cursor {
@@ -336,48 +355,81 @@ impl SyncStore {
             let offset = sink_offset(&self.conn, ns, sink)?;
             let from = after.map_or(offset, |a| a.max(offset));
             // Ranges settled ahead of the offset (by a run that stopped with a gap behind
-            // them) are skipped; without any, the plain query avoids a lookup per row.
-            let ahead: bool = self
+            // them) are skipped. Usually there are none, and never more than a few.
+            let ahead: Vec<(i64, i64)> = self
                 .conn
                 .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM sink_settled
-                     WHERE ns = ?1 AND sink = ?2 AND upto_seq > ?3)",
+                    "SELECT after_seq, upto_seq FROM sink_settled
+                     WHERE ns = ?1 AND sink = ?2 AND upto_seq > ?3",
                 )?
-                .query_row(params![ns, sink, from], |row| row.get(0))?;
-            let mut stmt = self.conn.prepare_cached(if ahead {
-                "SELECT seq, corp, site, id, ts, fetched_at, bytes, body
-                 FROM spool WHERE ns = ?1 AND seq > ?2 AND (target IS NULL OR target = ?4)
-                 AND NOT EXISTS (SELECT 1 FROM sink_settled s WHERE s.ns = ?1 AND s.sink = ?4
-                     AND s.after_seq < spool.seq AND s.upto_seq >= spool.seq)
-                 ORDER BY seq LIMIT ?3"
-            } else {
-                "SELECT seq, corp, site, id, ts, fetched_at, bytes, body
-                 FROM spool WHERE ns = ?1 AND seq > ?2 AND (target IS NULL OR target = ?4)
-                 ORDER BY seq LIMIT ?3"
-            })?;
-            let mut rows = stmt.query(params![ns, from, to_i64(max_events), sink])?;
+                .query_map(params![ns, sink, from], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let settled = |seq: i64| ahead.iter().any(|&(a, u)| a < seq && seq <= u);
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT seq, events, corp, site, fetched_at, frame, body
+                 FROM spool WHERE ns = ?1 AND seq > ?2 AND (target IS NULL OR target = ?3)
+                 ORDER BY seq",
+            )?;
             let mut batch = Vec::new();
             let mut total: usize = 0;
             let mut budget_hit = false;
-            while let Some(row) = rows.next()? {
-                let bytes = usize::try_from(row.get::<_, i64>(6)?).unwrap_or(0);
-                if (!batch.is_empty() || !at_least_one) && total.saturating_add(bytes) > max_bytes {
-                    budget_hit = true;
-                    break;
+            if max_events == 0 {
+                return Ok((batch, false));
+            }
+            let mut rows = stmt.query(params![ns, from, sink])?;
+            'rows: while let Some(row) = rows.next()? {
+                let last: i64 = row.get(0)?;
+                let n: i64 = row.get(1)?;
+                let (frame, text) = (text_ref(row, 5)?, text_ref(row, 6)?);
+                let corrupt = |what| {
+                    Fail::Store(StoreError::Corrupt {
+                        path: self.path.clone(),
+                        seq: last,
+                        what,
+                    })
+                };
+                let entries = rows::decode(frame, text, n).map_err(corrupt)?;
+                let first = last - n + 1;
+                // The row's text, shared by its events' bodies: copied once, when the first
+                // of them is taken.
+                let mut shared: Option<(Arc<String>, String, String, i64)> = None;
+                for (i, entry) in entries.into_iter().enumerate() {
+                    let seq = first + to_i64(i);
+                    if seq <= from || settled(seq) {
+                        continue;
+                    }
+                    let bytes = entry.body.len();
+                    if (!batch.is_empty() || !at_least_one)
+                        && total.saturating_add(bytes) > max_bytes
+                    {
+                        budget_hit = true;
+                        break 'rows;
+                    }
+                    total = total.saturating_add(bytes);
+                    let (buf, corp, site, fetched_at) = match &shared {
+                        Some(s) => s,
+                        None => shared.insert((
+                            Arc::new(text.to_owned()),
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                        )),
+                    };
+                    batch.push(SpooledEvent {
+                        seq,
+                        corp: corp.clone(),
+                        site: site.clone(),
+                        id: entry.id.to_owned(),
+                        ts: entry.ts,
+                        fetched_at: *fetched_at,
+                        body: Body::slice(buf, entry.body),
+                    });
+                    if batch.len() >= max_events {
+                        break 'rows;
+                    }
                 }
-                total = total.saturating_add(bytes);
-                batch.push(SpooledEvent {
-                    seq: row.get(0)?,
-                    corp: row.get(1)?,
-                    site: row.get(2)?,
-                    id: row.get(3)?,
-                    ts: row.get(4)?,
-                    fetched_at: row.get(5)?,
-                    // One allocation per event: a shared buffer per batch, sized up front,
-                    // measured worse (its size is not known until the last row, and glibc
-                    // keeps the big blocks of varying size resident).
-                    body: Body::from(row.get::<_, String>(7)?),
-                });
             }
             Ok((batch, budget_hit))
         })();
@@ -409,11 +461,7 @@ impl SyncStore {
             }
             // The highest seq ever assigned (any namespace). Settling beyond it would skip
             // events that do not exist yet.
-            let max: i64 = tx
-                .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'spool'")?
-                .query_row([], |row| row.get(0))
-                .optional()?
-                .unwrap_or(0);
+            let max = max_seq(&tx)?;
             if upto_seq > max {
                 return Err(Fail::Store(StoreError::OffsetBeyondSpool {
                     ns: ns.to_owned(),
@@ -488,7 +536,8 @@ impl SyncStore {
             let n = self
                 .conn
                 .prepare_cached(
-                    "SELECT COUNT(*) FROM spool
+                    // A row's events after the offset: all of them, or its last `seq - offset`.
+                    "SELECT COALESCE(SUM(min(events, seq - ?2)), 0) FROM spool
                      WHERE ns = ?1 AND seq > ?2 AND (target IS NULL OR target = ?3)",
                 )?
                 .query_row(params![ns, offset, sink], |row| row.get(0))?;
@@ -576,31 +625,67 @@ impl SyncStore {
 
     pub(super) fn sink_states(&mut self) -> Result<Vec<SinkState>, StoreError> {
         let result = (|| -> Result<_, Fail> {
-            // One statement, one snapshot: offsets and backlog agree with each other. The
-            // spool side only reads the covering index (ns, seq, bytes, fetched_at).
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT o.ns, o.sink, o.offset_seq,
-                        COUNT(s.seq), COALESCE(SUM(s.bytes), 0), MIN(s.fetched_at),
+            // One snapshot: offsets and backlog agree with each other. The spool side reads
+            // the covering index (ns, seq, events, bytes, fetched_at), and one row per sink.
+            let tx = self.conn.unchecked_transaction()?;
+            let mut states = tx
+                .prepare_cached(
+                    "SELECT o.ns, o.sink, o.offset_seq,
+                        COALESCE(SUM(min(s.events, s.seq - o.offset_seq)), 0),
+                        COALESCE(SUM(s.bytes), 0), MIN(s.fetched_at),
                         (SELECT COUNT(*) FROM dead_letters d WHERE d.ns = o.ns AND d.sink = o.sink)
-                 FROM sink_offsets o
-                 LEFT JOIN spool s ON s.ns = o.ns AND s.seq > o.offset_seq
-                      AND (s.target IS NULL OR s.target = o.sink)
-                 WHERE o.active = 1
-                 GROUP BY o.ns, o.sink
-                 ORDER BY o.ns, o.sink",
+                     FROM sink_offsets o
+                     LEFT JOIN spool s ON s.ns = o.ns AND s.seq > o.offset_seq
+                          AND (s.target IS NULL OR s.target = o.sink)
+                     WHERE o.active = 1
+                     GROUP BY o.ns, o.sink
+                     ORDER BY o.ns, o.sink",
+                )?
+                .query_map([], |row| {
+                    Ok(SinkState {
+                        ns: row.get(0)?,
+                        sink: row.get(1)?,
+                        offset: row.get(2)?,
+                        pending_events: row.get(3)?,
+                        pending_bytes: row.get(4)?,
+                        oldest_pending_fetched_at: row.get(5)?,
+                        dead_letters: row.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // The offset may lie inside a row: the bytes of that row's events up to the offset
+            // are not pending. (Only the first row after the offset can hold such events, and
+            // only a shared one: a replayed dead letter has a row of its own.)
+            let mut straddling = tx.prepare_cached(
+                "SELECT seq, events, frame, body FROM spool
+                 WHERE ns = ?1 AND seq > ?2 AND target IS NULL ORDER BY seq LIMIT 1",
             )?;
-            let rows = stmt.query_map([], |row| {
-                Ok(SinkState {
-                    ns: row.get(0)?,
-                    sink: row.get(1)?,
-                    offset: row.get(2)?,
-                    pending_events: row.get(3)?,
-                    pending_bytes: row.get(4)?,
-                    oldest_pending_fetched_at: row.get(5)?,
-                    dead_letters: row.get(6)?,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            for st in &mut states {
+                let mut rows = straddling.query(params![st.ns, st.offset])?;
+                let Some(row) = rows.next()? else { continue };
+                let (last, n): (i64, i64) = (row.get(0)?, row.get(1)?);
+                let first = last - n + 1;
+                if first > st.offset {
+                    continue;
+                }
+                let (frame, text) = (text_ref(row, 2)?, text_ref(row, 3)?);
+                let entries = rows::decode(frame, text, n).map_err(|what| {
+                    Fail::Store(StoreError::Corrupt {
+                        path: self.path.clone(),
+                        seq: last,
+                        what,
+                    })
+                })?;
+                let passed: usize = entries
+                    .iter()
+                    .take(usize::try_from(st.offset - first + 1).unwrap_or(0))
+                    .map(|e| e.body.len())
+                    .sum();
+                st.pending_bytes -= to_i64(passed);
+            }
+            drop(straddling);
+            tx.commit()?;
+            Ok(states)
         })();
         self.finish("sink_states", result)
     }
@@ -640,6 +725,23 @@ fn read_cursor(conn: &Connection, key: &SiteKey) -> rusqlite::Result<Option<i64>
     conn.prepare_cached("SELECT cursor FROM cursors WHERE ns = ?1 AND corp = ?2 AND site = ?3")?
         .query_row(params![key.ns, key.corp, key.site], |row| row.get(0))
         .optional()
+}
+
+/// Column `i` as text borrowed from the row (no copy).
+pub(super) fn text_ref<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    row.get_ref(i)?.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// The highest seq ever assigned (any namespace; 0 before the first), even if its row is gone:
+/// `AUTOINCREMENT` keeps it, and new seqs continue after it.
+pub(super) fn max_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'spool'")?
+        .query_row([], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0))
 }
 
 /// The sink's offset; [`StoreError::UnknownSink`] if it was never registered in `ns`.

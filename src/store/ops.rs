@@ -4,7 +4,10 @@
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::db::{Fail, SyncStore, now};
+use std::collections::BTreeMap;
+
+use super::db::{Fail, SyncStore, now, text_ref, to_i64};
+use super::rows::{self, RowBuilder};
 use super::{SiteKey, Store, StoreError};
 
 /// A range of the feed that was never fetched because the API no longer served it.
@@ -45,7 +48,8 @@ pub struct SiteError {
     pub at: i64,
 }
 
-/// Events of one site still in the spool (not yet passed by every sink).
+/// Events of one site still in the spool file: not yet passed by every sink, or sharing a spool
+/// row with such events (a row goes once every sink has passed all of its events).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SiteSpool {
     /// The site.
@@ -339,7 +343,7 @@ impl SyncStore {
     pub(super) fn spool_by_site(&mut self) -> Result<Vec<SiteSpool>, StoreError> {
         let result = (|| -> Result<_, Fail> {
             let mut stmt = self.conn.prepare_cached(
-                "SELECT ns, corp, site, COUNT(*), COALESCE(SUM(bytes), 0) FROM spool
+                "SELECT ns, corp, site, SUM(events), COALESCE(SUM(bytes), 0) FROM spool
                  GROUP BY ns, corp, site ORDER BY ns, corp, site",
             )?;
             let rows = stmt.query_map([], |row| {
@@ -464,9 +468,14 @@ impl SyncStore {
             {
                 // The event goes back for the one sink that rejected it: the others already
                 // have it.
+                // A row of its own, seq assigned by AUTOINCREMENT, the frame written as
+                // `rows::RowBuilder` writes it.
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO spool (ns, corp, site, id, ts, fetched_at, bytes, body, target)
-                     SELECT ?1, corp, site, id, ts, ?2, length(CAST(body AS BLOB)), body, sink
+                    "INSERT INTO spool (ns, corp, site, fetched_at, events, bytes, frame, body, target)
+                     SELECT ?1, corp, site, ?2, 1, length(CAST(body AS BLOB)),
+                            printf('%d,%d,%d:', ts, length(CAST(body AS BLOB)),
+                                   length(CAST(id AS BLOB))) || id,
+                            body, sink
                      FROM dead_letters WHERE dl_id = ?3",
                 )?;
                 let mut delete = tx.prepare_cached("DELETE FROM dead_letters WHERE dl_id = ?1")?;
@@ -492,6 +501,7 @@ impl SyncStore {
     }
 
     pub(super) fn drop_oldest(&mut self, keep_bytes: i64) -> Result<Vec<SpoolDrop>, StoreError> {
+        let path = self.path().to_path_buf();
         let result = (|| -> Result<_, Fail> {
             let now = now();
             let tx = self
@@ -504,42 +514,100 @@ impl SyncStore {
             if excess <= 0 {
                 return Ok(Vec::new());
             }
-            // seq grows with fetch order across namespaces: the smallest are the oldest.
-            let mut cutoff: Option<i64> = None;
+            let mut drops: BTreeMap<String, SpoolDrop> = BTreeMap::new();
+            // Per namespace, the seq every active sink has passed. A row's leading events may
+            // be passed while later ones are pending; deleting those loses nothing, so they
+            // free space but are not counted as dropped.
+            let mut passed: BTreeMap<String, Option<i64>> = BTreeMap::new();
+            // Rows up to `whole` go entirely; then maybe the front of one more.
+            let mut whole: Option<i64> = None;
+            let mut trim: Option<(i64, RowBuilder)> = None;
             {
-                let mut stmt = tx.prepare_cached("SELECT seq, bytes FROM spool ORDER BY seq")?;
+                let mut stmt = tx.prepare_cached(
+                    "SELECT seq, events, ns, target, frame, body FROM spool ORDER BY seq",
+                )?;
+                let mut min_offset = tx.prepare_cached(
+                    "SELECT MIN(offset_seq) FROM sink_offsets WHERE ns = ?1 AND active = 1",
+                )?;
                 let mut rows = stmt.query([])?;
-                while let Some(row) = rows.next()? {
-                    let (seq, bytes): (i64, i64) = (row.get(0)?, row.get(1)?);
-                    cutoff = Some(seq);
-                    excess -= bytes;
-                    if excess <= 0 {
-                        break;
+                // seq grows with fetch order across namespaces: the smallest are the oldest.
+                while excess > 0 {
+                    let Some(row) = rows.next()? else { break };
+                    let (last, n, ns): (i64, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                    let target: Option<String> = row.get(3)?;
+                    let (frame, text) = (text_ref(row, 4)?, text_ref(row, 5)?);
+                    let entries = rows::decode(frame, text, n).map_err(|what| {
+                        Fail::Store(StoreError::Corrupt {
+                            path: path.clone(),
+                            seq: last,
+                            what,
+                        })
+                    })?;
+                    let passed_upto = match (&target, passed.get(&ns)) {
+                        // A replayed dead letter is deleted once its sink passes it.
+                        (Some(_), _) => None,
+                        (None, Some(p)) => *p,
+                        (None, None) => {
+                            let p: Option<i64> =
+                                min_offset.query_row(params![ns], |row| row.get(0))?;
+                            passed.insert(ns.clone(), p);
+                            p
+                        }
+                    };
+                    let first = last - n + 1;
+                    let mut taken = 0;
+                    for (i, e) in entries.iter().enumerate() {
+                        if excess <= 0 {
+                            break;
+                        }
+                        let seq = first + to_i64(i);
+                        let bytes = to_i64(e.body.len());
+                        excess -= bytes;
+                        taken = i + 1;
+                        if passed_upto.is_some_and(|p| seq <= p) {
+                            continue;
+                        }
+                        let d = drops.entry(ns.clone()).or_insert_with(|| SpoolDrop {
+                            ns: ns.clone(),
+                            events: 0,
+                            bytes: 0,
+                            from_seq: seq,
+                            to_seq: seq,
+                            at: now,
+                        });
+                        d.events += 1;
+                        d.bytes += bytes;
+                        d.to_seq = seq;
+                    }
+                    if taken == entries.len() {
+                        whole = Some(last);
+                    } else {
+                        let mut rest = RowBuilder::default();
+                        for e in &entries[taken..] {
+                            rest.push(e.ts, e.id, &text[e.body.clone()]);
+                        }
+                        trim = Some((last, rest));
                     }
                 }
             }
-            let Some(cutoff) = cutoff else {
-                return Ok(Vec::new());
-            };
-            let drops: Vec<SpoolDrop> = {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT ns, COUNT(*), COALESCE(SUM(bytes), 0), MIN(seq), MAX(seq)
-                     FROM spool WHERE seq <= ?1 GROUP BY ns ORDER BY ns",
-                )?;
-                stmt.query_map(params![cutoff], |row| {
-                    Ok(SpoolDrop {
-                        ns: row.get(0)?,
-                        events: row.get(1)?,
-                        bytes: row.get(2)?,
-                        from_seq: row.get(3)?,
-                        to_seq: row.get(4)?,
-                        at: now,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-            };
-            tx.prepare_cached("DELETE FROM spool WHERE seq <= ?1")?
-                .execute(params![cutoff])?;
+            if let Some(cutoff) = whole {
+                tx.prepare_cached("DELETE FROM spool WHERE seq <= ?1")?
+                    .execute(params![cutoff])?;
+            }
+            if let Some((seq, rest)) = trim {
+                // The row keeps its seq (its last event's) and loses its first events.
+                tx.prepare_cached(
+                    "UPDATE spool SET events = ?2, bytes = ?3, frame = ?4, body = ?5 WHERE seq = ?1",
+                )?
+                .execute(params![
+                    seq,
+                    to_i64(rest.events),
+                    to_i64(rest.body.len()),
+                    rest.frame,
+                    rest.body
+                ])?;
+            }
+            let drops: Vec<SpoolDrop> = drops.into_values().collect();
             {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO spool_drops (ns, events, bytes, from_seq, to_seq, at)

@@ -175,6 +175,40 @@ pub(super) const MIGRATIONS: &[&str] = &[
     DROP TABLE seen;
     ALTER TABLE seen_v4 RENAME TO seen;
     "#,
+    // Version 5: several events per spool row.
+    r#"
+    -- A row holds up to 128 KiB of one page's events (see store/rows.rs) instead of one
+    -- event: the per-row B-tree work of inserting, reading and deleting was a third of the
+    -- exporter's CPU. seq is now the seq of the row's LAST event and `events` counts the
+    -- events before it that the row holds (seq - events + 1 is the first); events keep their
+    -- own seqs, so sink offsets, settled ranges, HEC ack records and drops mean what they did.
+    -- frame: per event "{ts},{body bytes},{id bytes}:{id}"; body: the bodies concatenated.
+    CREATE TABLE spool_rows (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        events     INTEGER NOT NULL,
+        ns         TEXT    NOT NULL,
+        corp       TEXT    NOT NULL,
+        site       TEXT    NOT NULL,
+        fetched_at INTEGER NOT NULL,
+        bytes      INTEGER NOT NULL,   -- byte length of body
+        target     TEXT,               -- a replayed dead letter's one sink; NULL = all
+        frame      TEXT    NOT NULL,
+        body       TEXT    NOT NULL    -- last: the other columns are read without touching it
+    );
+    INSERT INTO spool_rows (seq, events, ns, corp, site, fetched_at, bytes, target, frame, body)
+        SELECT seq, 1, ns, corp, site, fetched_at, bytes, target,
+               printf('%d,%d,%d:', ts, bytes, length(CAST(id AS BLOB))) || id, body
+        FROM spool ORDER BY seq;
+    -- The highest seq ever assigned carries over (it may be above every row left): dropping
+    -- the old table drops its counter, renaming the new one renames the counter with it.
+    DELETE FROM sqlite_sequence WHERE name = 'spool_rows';
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'spool_rows', seq FROM sqlite_sequence WHERE name = 'spool';
+    DROP TABLE spool;
+    ALTER TABLE spool_rows RENAME TO spool;
+    CREATE INDEX spool_ns_seq ON spool (ns, seq, events, bytes, fetched_at);
+    CREATE INDEX spool_target ON spool (ns, target, seq) WHERE target IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

@@ -27,7 +27,10 @@ async fn commit_page_is_atomic() {
         ),
         "{err:?}"
     );
-    assert_eq!(count(&path, "SELECT COUNT(*) FROM spool"), 1);
+    assert_eq!(
+        count(&path, "SELECT COALESCE(SUM(events), 0) FROM spool"),
+        1
+    );
     assert_eq!(count(&path, "SELECT COUNT(*) FROM seen"), 1);
     assert_eq!(store.cursor(&k).await.unwrap(), Some(100));
 
@@ -44,7 +47,10 @@ async fn commit_page_is_atomic() {
             duplicates: 0
         }
     );
-    assert_eq!(count(&path, "SELECT COUNT(*) FROM spool"), 3);
+    assert_eq!(
+        count(&path, "SELECT COALESCE(SUM(events), 0) FROM spool"),
+        3
+    );
     assert_eq!(count(&path, "SELECT COUNT(*) FROM seen"), 3);
     assert_eq!(store.cursor(&k).await.unwrap(), Some(200));
 }
@@ -86,7 +92,10 @@ async fn dedupe_within_page_across_pages_and_after_delivery() {
         .settle("run", "s", batch[2].seq, vec![])
         .await
         .unwrap();
-    assert_eq!(count(&path, "SELECT COUNT(*) FROM spool"), 0);
+    assert_eq!(
+        count(&path, "SELECT COALESCE(SUM(events), 0) FROM spool"),
+        0
+    );
     let out = store
         .commit_page(&k, evs(&["a", "c", "d"]), 3, Some(30))
         .await
@@ -228,7 +237,8 @@ async fn read_batch_respects_offset_order_and_limits() {
 #[tokio::test]
 async fn settle_moves_offsets_writes_dead_letters_and_prunes() {
     let (_dir, path) = tmp();
-    let spool_rows = || count(&path, "SELECT COUNT(*) FROM spool");
+    // Events held in the file: a spool row goes once every sink has passed all its events.
+    let spool_rows = || count(&path, "SELECT COALESCE(SUM(events), 0) FROM spool");
     let (store, batch) = spooled_for_a_and_b(&path, &["1", "2", "3", "4"], None).await;
     let seq = |i: usize| batch[i].seq;
     assert_eq!(store.pending("run", "a").await.unwrap(), 4);
@@ -274,9 +284,10 @@ async fn settle_moves_offsets_writes_dead_letters_and_prunes() {
     assert_eq!(dl[0].body, batch[1].body);
     assert_eq!(dl[0].ts, batch[1].ts);
 
-    // "b" passes 2: rows up to min(offsets) = seq(1) go.
+    // "b" passes 2: both sinks are past seq(1), but the page's row still holds seq(2) and
+    // seq(3) for them, so it stays whole.
     store.settle("run", "b", seq(1), vec![]).await.unwrap();
-    assert_eq!(spool_rows(), 2);
+    assert_eq!(spool_rows(), 4);
     // Still readable for both sinks after pruning.
     assert_eq!(
         ids(&store.read_batch("run", "a", 10, usize::MAX).await.unwrap()),
@@ -287,9 +298,11 @@ async fn settle_moves_offsets_writes_dead_letters_and_prunes() {
         ["3", "4"]
     );
 
-    // "b" is removed from the config: it must not hold rows back any more.
+    // "b" is removed from the config: it must not hold rows back any more. "a" still waits
+    // for seq(3), in the same row.
     store.register_sinks("run", &sinks(&["a"])).await.unwrap();
-    assert_eq!(spool_rows(), 1);
+    assert_eq!(spool_rows(), 4);
+    assert_eq!(store.pending("run", "a").await.unwrap(), 1);
     store.settle("run", "a", seq(3), vec![]).await.unwrap();
     assert_eq!(spool_rows(), 0);
     assert_eq!(store.pending("run", "a").await.unwrap(), 0);
@@ -343,7 +356,7 @@ async fn new_sink_and_other_namespaces_do_not_interfere() {
     assert_eq!(
         count(
             &path,
-            "SELECT COUNT(*) FROM spool WHERE ns = 'backfill:1-2'"
+            "SELECT COALESCE(SUM(events), 0) FROM spool WHERE ns = 'backfill:1-2'"
         ),
         1
     );
@@ -352,7 +365,7 @@ async fn new_sink_and_other_namespaces_do_not_interfere() {
     assert_eq!(
         count(
             &path,
-            "SELECT COUNT(*) FROM spool WHERE ns = 'backfill:1-2'"
+            "SELECT COALESCE(SUM(events), 0) FROM spool WHERE ns = 'backfill:1-2'"
         ),
         1
     );
@@ -553,4 +566,134 @@ async fn a_range_with_a_gap_before_it_does_not_move_the_offset() {
         .await
         .unwrap();
     assert_eq!(store.pending("run", "a").await.unwrap(), 0);
+}
+
+/// Events of `len` bytes each (`ids` as in [`evs`]).
+fn big_evs(ids: &[&str], len: usize) -> Vec<NewEvent> {
+    ids.iter()
+        .map(|id| {
+            let head = format!(r#"{{"id":"{id}","pad":""#);
+            let pad = "x".repeat(len - head.len() - 2);
+            NewEvent {
+                id: (*id).into(),
+                ts: id_ts(id),
+                body: Body::from(format!(r#"{head}{pad}"}}"#)),
+            }
+        })
+        .collect()
+}
+
+/// A page is stored as rows of up to 128 KiB of events. Reads, pending counts and backlog
+/// bytes see single events whatever the row boundaries, and a row goes once every sink has
+/// passed all of its events.
+#[tokio::test]
+async fn rows_of_several_events_read_count_and_prune_per_event() {
+    let (_dir, path) = tmp();
+    let rows = || count(&path, "SELECT COUNT(*) FROM spool");
+    let held = || count(&path, "SELECT COALESCE(SUM(events), 0) FROM spool");
+    let store = Store::open(&path).unwrap();
+    store
+        .register_sinks("run", &sinks(&["a", "b"]))
+        .await
+        .unwrap();
+    // 60 KB each: two per row, so five events make rows of 2, 2 and 1.
+    let len = 60_000;
+    let out = store
+        .commit_page(
+            &key("run", "www"),
+            big_evs(&["1", "2", "3", "4", "5"], len),
+            5,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.inserted, 5);
+    assert_eq!((rows(), held()), (3, 5));
+    let all = store.read_batch("run", "a", 10, usize::MAX).await.unwrap();
+    assert_eq!(ids(&all), ["1", "2", "3", "4", "5"]);
+    let seqs: Vec<i64> = all.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert!(
+        all.iter()
+            .all(|e| e.body.len() == len && e.fetched_at == 5 && e.site == "www")
+    );
+    let seq = |i: usize| all[i].seq;
+
+    // Budgets cut inside rows, and reads go on from inside a row.
+    let first = store.read_batch("run", "a", 10, 3 * len).await.unwrap();
+    assert_eq!(ids(&first), ["1", "2", "3"]);
+    let next = store
+        .read_after("run", "a", Some(seq(2)), 1, usize::MAX, true)
+        .await
+        .unwrap();
+    assert_eq!(ids(&next.events), ["4"]);
+    assert!(!next.budget_hit);
+
+    // "a" stops inside the second row, "b" inside the first.
+    store.settle("run", "a", seq(2), vec![]).await.unwrap();
+    store.settle("run", "b", seq(0), vec![]).await.unwrap();
+    assert_eq!((rows(), held()), (3, 5), "no row is passed by both");
+    assert_eq!(store.pending("run", "a").await.unwrap(), 2);
+    assert_eq!(store.pending("run", "b").await.unwrap(), 4);
+    let states = store.sink_states().await.unwrap();
+    let pending: Vec<(i64, i64)> = states
+        .iter()
+        .map(|s| (s.pending_events, s.pending_bytes))
+        .collect();
+    let len = len as i64;
+    assert_eq!(pending, [(2, 2 * len), (4, 4 * len)]);
+    assert_eq!(
+        ids(&store.read_batch("run", "b", 10, usize::MAX).await.unwrap()),
+        ["2", "3", "4", "5"]
+    );
+
+    // "b" passes the first row: it goes.
+    store.settle("run", "b", seq(1), vec![]).await.unwrap();
+    assert_eq!((rows(), held()), (2, 3));
+    // "b" leaves: "a" alone holds the second row back until it passes its last event.
+    store.register_sinks("run", &sinks(&["a"])).await.unwrap();
+    assert_eq!((rows(), held()), (2, 3));
+    store.settle("run", "a", seq(3), vec![]).await.unwrap();
+    assert_eq!((rows(), held()), (1, 1));
+    assert_eq!(
+        ids(&store.read_batch("run", "a", 10, usize::MAX).await.unwrap()),
+        ["5"]
+    );
+}
+
+/// Dropping the oldest events when the spool is full cuts rows apart: exactly the events
+/// needed go, and those every sink had already passed are not counted as lost.
+#[tokio::test]
+async fn drop_oldest_trims_a_row_and_counts_only_undelivered_events() {
+    let (_dir, path) = tmp();
+    let store = Store::open(&path).unwrap();
+    store.register_sinks("run", &sinks(&["a"])).await.unwrap();
+    let ids10: Vec<String> = (0..10).map(|i| format!("e{i}")).collect();
+    let ids10: Vec<&str> = ids10.iter().map(String::as_str).collect();
+    store
+        .commit_page(&key("run", "www"), big_evs(&ids10, 100), 5, None)
+        .await
+        .unwrap();
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM spool"), 1);
+    let all = store.read_batch("run", "a", 10, usize::MAX).await.unwrap();
+    // "a" passed two; the row stays for the other eight.
+    store.settle("run", "a", all[1].seq, vec![]).await.unwrap();
+    assert_eq!(store.spool_bytes().await.unwrap(), 1_000);
+
+    // 550 bytes too many: six events go, two of them already delivered.
+    let drops = store.drop_oldest(450).await.unwrap();
+    assert_eq!(drops.len(), 1);
+    let d = &drops[0];
+    assert_eq!(
+        (d.events, d.bytes, d.from_seq, d.to_seq),
+        (4, 400, all[2].seq, all[5].seq)
+    );
+    assert_eq!(store.spool_bytes().await.unwrap(), 400);
+    let left = store.read_batch("run", "a", 10, usize::MAX).await.unwrap();
+    assert_eq!(ids(&left), ["e6", "e7", "e8", "e9"]);
+    assert_eq!(left[0].seq, all[6].seq);
+    assert_eq!(store.pending("run", "a").await.unwrap(), 4);
+    assert_eq!(store.spool_drops().await.unwrap(), drops);
+    // Nothing to drop below the limit.
+    assert!(store.drop_oldest(400).await.unwrap().is_empty());
 }
