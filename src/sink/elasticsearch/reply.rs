@@ -12,7 +12,41 @@ use crate::sink::{Ack, ItemOutcome, SinkError};
 /// `filter_path=errors,items.*.status,items.*.error`.
 #[derive(Debug, Deserialize)]
 struct BulkReply {
-    items: Option<Vec<std::collections::HashMap<String, BulkItem>>>,
+    items: Option<Vec<Action>>,
+}
+
+/// One item: `{"<action>": {...}}`, the action's outcome (`None` for an empty object). Read
+/// without a map or a key string: a reply has an item per document, and a `HashMap` per item
+/// was 3-4% of the exporter's CPU with both sinks.
+#[derive(Debug)]
+struct Action(Option<BulkItem>);
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Action, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Action;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a bulk item object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Action, A::Error> {
+                // One key, the action (`create`); any further keys are ignored.
+                let Some(serde::de::IgnoredAny) = map.next_key()? else {
+                    return Ok(Action(None));
+                };
+                let item = map.next_value()?;
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Action(Some(item)))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,8 +196,7 @@ fn classify_items(
     }
     let mut out = Vec::with_capacity(sent);
     for item in items {
-        // One key: the action (`create`).
-        let Some(item) = item.into_values().next() else {
+        let Some(item) = item.0 else {
             return Err(unusable("has an empty item"));
         };
         let status = item.status.unwrap_or(0);
@@ -461,6 +494,43 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_reply_that_does_not_account_for_every_document_is_retried_whole() {
+        for (body, want) in [
+            (
+                r#"{"errors":false,"items":[{"create":{"status":201}},{}]}"#,
+                "has an empty item",
+            ),
+            (
+                r#"{"errors":false,"items":[{"create":{"status":201}},1]}"#,
+                "not the expected JSON",
+            ),
+            (
+                r#"{"errors":false,"items":[{"create":{"status":201}}]}"#,
+                "has 1 items for 2",
+            ),
+            (r#"{"errors":false}"#, "has no `items`"),
+            (
+                r#"{"errors":false,"items":[{"create":{"status":201}},"#,
+                "not the expected JSON",
+            ),
+        ] {
+            match bulk(body, 2) {
+                Err(SinkError::Retryable { reason, .. }) => {
+                    assert!(reason.contains(want), "{body}: {reason}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        // Keys after the action are ignored.
+        let ack = bulk(
+            r#"{"items":[{"create":{"status":201},"x":[1]},{"index":{"status":200}}]}"#,
+            2,
+        )
+        .unwrap();
+        assert_eq!(ack.items, [ItemOutcome::Delivered, ItemOutcome::Delivered]);
     }
 
     /// One reply of two items: a 201 and `status` with `kind` and `reason`.
