@@ -21,6 +21,33 @@ pub fn fmt(t: i64) -> String {
         .unwrap_or_else(|| format!("@{t}"))
 }
 
+/// Appends [`fmt`]`(t)` to `out` without allocating: the sinks write a time into every event.
+pub fn push_rfc3339(t: i64, out: &mut Vec<u8>) {
+    use chrono::{Datelike, Timelike};
+    let Some(d) = DateTime::<Utc>::from_timestamp(t, 0).filter(|d| (0..=9999).contains(&d.year()))
+    else {
+        // Outside four-digit years chrono's own form (sign, more digits) is the reference.
+        return out.extend_from_slice(fmt(t).as_bytes());
+    };
+    // Four-digit year, then two digits for each other field: `2026-11-24T01:02:00Z`.
+    let mut buf = *b"0000-00-00T00:00:00Z";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            // A digit: always below 10.
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    // The year is in 0..=9999, checked above.
+    put(0, 4, d.year().unsigned_abs());
+    put(5, 2, d.month());
+    put(8, 2, d.day());
+    put(11, 2, d.hour());
+    put(14, 2, d.minute());
+    put(17, 2, d.second());
+    out.extend_from_slice(&buf);
+}
+
 /// Parses an instant: `now`, a relative offset into the past (`-90s`, `-30m`, `-6h`, `-2d`,
 /// optionally chained: `-1h30m`), or an RFC 3339 timestamp. Returns Unix seconds.
 pub fn parse_instant(s: &str, now: i64) -> Result<i64, String> {
@@ -78,6 +105,31 @@ pub fn parse_duration_secs(s: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pushed_times_read_like_formatted_ones() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let edges = [
+            0,
+            -1,
+            59,
+            951_782_400,
+            4_102_444_799,
+            253_402_300_799,
+            253_402_300_800,
+        ];
+        let random = (0..20_000).map(|_| rng.random_range(-70_000_000_000i64..300_000_000_000));
+        for t in edges
+            .into_iter()
+            .chain([i64::MIN, i64::MAX, -62_167_219_200])
+            .chain(random)
+        {
+            let mut out = b"x".to_vec();
+            push_rfc3339(t, &mut out);
+            assert_eq!(&out[1..], fmt(t).as_bytes(), "{t}");
+        }
+    }
 
     #[test]
     fn parses_relative_absolute_and_now() {

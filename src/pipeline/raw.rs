@@ -390,7 +390,10 @@ fn write_meta(ev: &SpooledEvent, out: &mut Vec<u8>, comma: bool) {
     out.extend_from_slice(b",\"site\":");
     push_json_str(&ev.site, out);
     out.extend_from_slice(b",\"fetched_at\":");
-    push_json_str(&crate::time::fmt(ev.fetched_at), out);
+    // RFC 3339 has nothing to escape.
+    out.push(b'"');
+    crate::time::push_rfc3339(ev.fetched_at, out);
+    out.push(b'"');
     out.extend_from_slice(b"}}");
 }
 

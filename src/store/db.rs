@@ -392,9 +392,9 @@ impl SyncStore {
                 };
                 let entries = rows::decode(frame, text, n).map_err(corrupt)?;
                 let first = last - n + 1;
-                // The row's text, shared by its events' bodies: copied once, when the first
+                // What the row's events share, its text included: copied once, when the first
                 // of them is taken.
-                let mut shared: Option<(Arc<String>, String, String, i64)> = None;
+                let mut shared: Option<RowShared> = None;
                 for (i, entry) in entries.into_iter().enumerate() {
                     let seq = first + to_i64(i);
                     if seq <= from || settled(seq) {
@@ -408,23 +408,23 @@ impl SyncStore {
                         break 'rows;
                     }
                     total = total.saturating_add(bytes);
-                    let (buf, corp, site, fetched_at) = match &shared {
+                    let row = match &shared {
                         Some(s) => s,
-                        None => shared.insert((
-                            Arc::new(text.to_owned()),
-                            row.get(2)?,
-                            row.get(3)?,
-                            row.get(4)?,
-                        )),
+                        None => shared.insert(RowShared {
+                            text: Arc::new(text.to_owned()),
+                            corp: Arc::from(text_ref(row, 2)?),
+                            site: Arc::from(text_ref(row, 3)?),
+                            fetched_at: row.get(4)?,
+                        }),
                     };
                     batch.push(SpooledEvent {
                         seq,
-                        corp: corp.clone(),
-                        site: site.clone(),
+                        corp: Arc::clone(&row.corp),
+                        site: Arc::clone(&row.site),
                         id: entry.id.to_owned(),
                         ts: entry.ts,
-                        fetched_at: *fetched_at,
-                        body: Body::slice(buf, entry.body),
+                        fetched_at: row.fetched_at,
+                        body: Body::slice(&row.text, entry.body),
                     });
                     if batch.len() >= max_events {
                         break 'rows;
@@ -725,6 +725,14 @@ fn read_cursor(conn: &Connection, key: &SiteKey) -> rusqlite::Result<Option<i64>
     conn.prepare_cached("SELECT cursor FROM cursors WHERE ns = ?1 AND corp = ?2 AND site = ?3")?
         .query_row(params![key.ns, key.corp, key.site], |row| row.get(0))
         .optional()
+}
+
+/// What the events read from one spool row share.
+struct RowShared {
+    text: Arc<String>,
+    corp: Arc<str>,
+    site: Arc<str>,
+    fetched_at: i64,
 }
 
 /// Column `i` as text borrowed from the row (no copy).

@@ -218,10 +218,10 @@ pub struct NewEvent {
 pub struct SpooledEvent {
     /// Position in the namespace's spool; offsets refer to it. Never reused.
     pub seq: i64,
-    /// Corp name.
-    pub corp: String,
-    /// Site name.
-    pub site: String,
+    /// Corp name (one allocation shared by the events read from a spool row).
+    pub corp: Arc<str>,
+    /// Site name (shared likewise).
+    pub site: Arc<str>,
     /// Upstream request id.
     pub id: String,
     /// Request timestamp, Unix seconds.

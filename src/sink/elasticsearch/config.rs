@@ -231,22 +231,24 @@ impl IndexPattern {
 
     /// The index name for an event at Unix second `ts` (UTC).
     pub fn render(&self, ts: i64) -> String {
-        let mut out = String::with_capacity(self.text.len() + 4);
+        let mut out = Vec::with_capacity(self.text.len() + 4);
         self.render_into(ts, &mut out);
-        out
+        // Literal parts are text and the rest are digits.
+        String::from_utf8_lossy(&out).into_owned()
     }
 
-    /// Appends the index name for `ts` to `out`.
-    pub fn render_into(&self, ts: i64, out: &mut String) {
+    /// Appends the index name for `ts` to `out`. It never needs escaping in a JSON string:
+    /// [`IndexPattern::parse`] refuses names with `"`, `\` or control characters.
+    pub fn render_into(&self, ts: i64, out: &mut Vec<u8>) {
         use chrono::Datelike;
-        use std::fmt::Write;
+        use std::io::Write;
         let date = chrono::DateTime::<chrono::Utc>::from_timestamp(ts, 0)
             .unwrap_or_default()
             .date_naive();
         for p in &self.parts {
-            // Writing into a String cannot fail.
+            // Writing into a Vec cannot fail.
             let _ = match p {
-                IndexPart::Literal(s) => out.write_str(s),
+                IndexPart::Literal(s) => out.write_all(s.as_bytes()),
                 IndexPart::Year => write!(out, "{:04}", date.year()),
                 IndexPart::Month => write!(out, "{:02}", date.month()),
                 IndexPart::Day => write!(out, "{:02}", date.day()),

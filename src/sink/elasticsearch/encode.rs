@@ -34,11 +34,10 @@ impl Encoder {
 
     /// Appends the action and document lines of `ev` to `out`.
     pub(crate) fn write(&self, ev: &SpooledEvent, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"create\":{\"_index\":");
-        let mut index = String::with_capacity(self.index.text.len() + 4);
-        self.index.render_into(ev.ts, &mut index);
-        push_json_str(&index, out);
-        out.extend_from_slice(b",\"_id\":");
+        // Index names never need escaping (see `render_into`).
+        out.extend_from_slice(b"{\"create\":{\"_index\":\"");
+        self.index.render_into(ev.ts, out);
+        out.extend_from_slice(b"\",\"_id\":");
         push_json_str(&ev.id, out);
         out.extend_from_slice(b"}}\n");
         let start = out.len();
@@ -84,14 +83,16 @@ fn splice_timestamp(out: &mut Vec<u8>, start: usize, ts: i64) {
         .rev()
         .find(|b| !b.is_ascii_whitespace())
         .is_none_or(|&b| b == b'{');
-    let mut tail = out.split_off(close);
+    // The key goes at the end, then moves before the closing brace (and whatever follows it):
+    // no second buffer for the tail.
+    let tail = out.len() - close;
     if !empty {
         out.push(b',');
     }
     out.extend_from_slice(b"\"@timestamp\":\"");
-    out.extend_from_slice(crate::time::fmt(ts).as_bytes());
+    crate::time::push_rfc3339(ts, out);
     out.push(b'"');
-    out.append(&mut tail);
+    out[close..].rotate_left(tail);
 }
 
 #[cfg(test)]
@@ -194,6 +195,20 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "xx{ \"@timestamp\":\"1970-01-01T00:00:00Z\"}"
         );
+    }
+
+    #[test]
+    fn splice_keeps_what_follows_the_object() {
+        let mut out = b"{\"a\":1} \n".to_vec();
+        splice_timestamp(&mut out, 0, 60);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"a\":1,\"@timestamp\":\"1970-01-01T00:01:00Z\"} \n"
+        );
+        // No object: nothing to splice into.
+        let mut out = b"[1]".to_vec();
+        splice_timestamp(&mut out, 0, 60);
+        assert_eq!(out, b"[1]");
     }
 
     #[test]

@@ -182,11 +182,7 @@ async fn read_batch_respects_offset_order_and_limits() {
     assert_eq!(ids(&all), ["e0", "e1", "e2", "e3", "e4"]);
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(
-        (
-            all[0].corp.as_str(),
-            all[0].site.as_str(),
-            all[0].fetched_at
-        ),
+        (&*all[0].corp, &*all[0].site, all[0].fetched_at),
         ("acme", "www", 7)
     );
 
@@ -615,7 +611,7 @@ async fn rows_of_several_events_read_count_and_prune_per_event() {
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     assert!(
         all.iter()
-            .all(|e| e.body.len() == len && e.fetched_at == 5 && e.site == "www")
+            .all(|e| e.body.len() == len && e.fetched_at == 5 && &*e.site == "www")
     );
     let seq = |i: usize| all[i].seq;
 
