@@ -408,7 +408,7 @@ mod tests {
             seq,
             corp: "acme".into(),
             site: "www".into(),
-            id: format!("id{seq}"),
+            id: format!("id{seq}").into(),
             ts: 0,
             fetched_at: 0,
             body: body.into(),

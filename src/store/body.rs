@@ -1,10 +1,11 @@
-//! [`Body`]: the JSON text of one event, either its own string or a view into the feed page
-//! it came in.
+//! [`Body`]: the JSON text of one event (or another piece of its text, such as its id), either
+//! its own string or a view into a larger buffer it came in.
 //!
 //! A feed page holds up to a thousand records of about a kilobyte each. Copying each into its
 //! own string costs an allocation and a copy per record; the parser already has the page's
 //! text, so each record is a range of it instead, and the page goes back to the allocator whole
-//! once its records are spooled. Events read back from the spool have a string each.
+//! once its records are spooled. Likewise events read back from a spool row are ranges of the
+//! row's text, and their ids ranges of the row's frame.
 
 use std::fmt;
 use std::ops::{Deref, Range};
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 
-/// The JSON text of one event (derefs to `&str`).
+/// The JSON text of one event, or its id (derefs to `&str`).
 #[derive(Clone)]
 pub struct Body(Repr);
 

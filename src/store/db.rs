@@ -412,6 +412,7 @@ impl SyncStore {
                         Some(s) => s,
                         None => shared.insert(RowShared {
                             text: Arc::new(text.to_owned()),
+                            frame: Arc::new(frame.to_owned()),
                             corp: Arc::from(text_ref(row, 2)?),
                             site: Arc::from(text_ref(row, 3)?),
                             fetched_at: row.get(4)?,
@@ -421,7 +422,11 @@ impl SyncStore {
                         seq,
                         corp: Arc::clone(&row.corp),
                         site: Arc::clone(&row.site),
-                        id: entry.id.to_owned(),
+                        // The id lies in the frame (see `rows::decode`).
+                        id: {
+                            let at = entry.id.as_ptr() as usize - frame.as_ptr() as usize;
+                            Body::slice(&row.frame, at..at + entry.id.len())
+                        },
                         ts: entry.ts,
                         fetched_at: row.fetched_at,
                         body: Body::slice(&row.text, entry.body),
@@ -730,6 +735,7 @@ fn read_cursor(conn: &Connection, key: &SiteKey) -> rusqlite::Result<Option<i64>
 /// What the events read from one spool row share.
 struct RowShared {
     text: Arc<String>,
+    frame: Arc<String>,
     corp: Arc<str>,
     site: Arc<str>,
     fetched_at: i64,

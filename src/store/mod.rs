@@ -222,8 +222,8 @@ pub struct SpooledEvent {
     pub corp: Arc<str>,
     /// Site name (shared likewise).
     pub site: Arc<str>,
-    /// Upstream request id.
-    pub id: String,
+    /// Upstream request id (a view into the spool row it was read from, like the body).
+    pub id: Body,
     /// Request timestamp, Unix seconds.
     pub ts: i64,
     /// When the page holding this event was fetched, Unix seconds.

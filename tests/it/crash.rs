@@ -78,7 +78,7 @@ async fn run_survives_three_sigkills_without_gaps() {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| (e.site.to_string(), e.id))
+        .map(|e| (e.site.to_string(), e.id.to_string()))
         .collect();
     let mut covered = Vec::new();
     for site in ["www", "api"] {

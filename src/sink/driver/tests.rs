@@ -45,7 +45,7 @@ impl Sink for FakeSink {
             || batch
                 .events
                 .iter()
-                .any(|e| self.too_large_ids.contains(&e.id))
+                .any(|e| self.too_large_ids.iter().any(|id| *id == e.id))
         {
             return Err(SinkError::TooLarge);
         }
@@ -57,7 +57,7 @@ impl Sink for FakeSink {
         let mut d = self.delivered.lock().unwrap();
         for (ev, item) in batch.events.iter().zip(&ack.items) {
             if matches!(item, ItemOutcome::Delivered | ItemOutcome::Duplicate) {
-                d.push(ev.id.clone());
+                d.push(ev.id.to_string());
             }
         }
         Ok(ack)
@@ -318,7 +318,7 @@ impl Sink for GatedSink {
             });
         }
         let mut d = self.delivered.lock().unwrap();
-        d.extend(batch.events.iter().map(|e| e.id.clone()));
+        d.extend(batch.events.iter().map(|e| e.id.to_string()));
         Ok(Ack::all_delivered(batch.events.len()))
     }
     async fn healthcheck(&self) -> Result<(), SinkError> {
