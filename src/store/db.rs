@@ -383,14 +383,7 @@ impl SyncStore {
                 let last: i64 = row.get(0)?;
                 let n: i64 = row.get(1)?;
                 let (frame, text) = (text_ref(row, 5)?, text_ref(row, 6)?);
-                let corrupt = |what| {
-                    Fail::Store(StoreError::Corrupt {
-                        path: self.path.clone(),
-                        seq: last,
-                        what,
-                    })
-                };
-                let entries = rows::decode(frame, text, n).map_err(corrupt)?;
+                let entries = decode_row(&self.path, last, frame, text, n)?;
                 let first = last - n + 1;
                 // What the row's events share, its text included: copied once, when the first
                 // of them is taken.
@@ -674,13 +667,7 @@ impl SyncStore {
                     continue;
                 }
                 let (frame, text) = (text_ref(row, 2)?, text_ref(row, 3)?);
-                let entries = rows::decode(frame, text, n).map_err(|what| {
-                    Fail::Store(StoreError::Corrupt {
-                        path: self.path.clone(),
-                        seq: last,
-                        what,
-                    })
-                })?;
+                let entries = decode_row(&self.path, last, frame, text, n)?;
                 let passed: usize = entries
                     .iter()
                     .take(usize::try_from(st.offset - first + 1).unwrap_or(0))
@@ -739,6 +726,23 @@ struct RowShared {
     corp: Arc<str>,
     site: Arc<str>,
     fetched_at: i64,
+}
+
+/// The events of the spool row ending at `seq` (see `rows::decode`), or why it is damaged.
+pub(super) fn decode_row<'a>(
+    path: &Path,
+    seq: i64,
+    frame: &'a str,
+    text: &str,
+    events: i64,
+) -> Result<Vec<rows::Entry<'a>>, Fail> {
+    rows::decode(frame, text, events).map_err(|what| {
+        Fail::Store(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            seq,
+            what,
+        })
+    })
 }
 
 /// Column `i` as text borrowed from the row (no copy).

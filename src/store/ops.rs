@@ -6,8 +6,8 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use std::collections::BTreeMap;
 
-use super::db::{Fail, SyncStore, now, text_ref, to_i64};
-use super::rows::{self, RowBuilder};
+use super::db::{Fail, SyncStore, decode_row, now, text_ref, to_i64};
+use super::rows::RowBuilder;
 use super::{SiteKey, Store, StoreError};
 
 /// A range of the feed that was never fetched because the API no longer served it.
@@ -536,13 +536,7 @@ impl SyncStore {
                     let (last, n, ns): (i64, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
                     let target: Option<String> = row.get(3)?;
                     let (frame, text) = (text_ref(row, 4)?, text_ref(row, 5)?);
-                    let entries = rows::decode(frame, text, n).map_err(|what| {
-                        Fail::Store(StoreError::Corrupt {
-                            path: path.clone(),
-                            seq: last,
-                            what,
-                        })
-                    })?;
+                    let entries = decode_row(&path, last, frame, text, n)?;
                     let passed_upto = match (&target, passed.get(&ns)) {
                         // A replayed dead letter is deleted once its sink passes it.
                         (Some(_), _) => None,
