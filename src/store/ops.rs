@@ -466,10 +466,9 @@ impl SyncStore {
                 }
             };
             {
-                // The event goes back for the one sink that rejected it: the others already
-                // have it.
-                // A row of its own, seq assigned by AUTOINCREMENT, the frame written as
-                // `rows::RowBuilder` writes it.
+                // The event goes back for the one sink that rejected it (the others already
+                // have it), in a row of its own: seq from AUTOINCREMENT, the frame spelt as
+                // `rows::RowBuilder` spells it.
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO spool (ns, corp, site, fetched_at, events, bytes, frame, body, target)
                      SELECT ?1, corp, site, ?2, 1, length(CAST(body AS BLOB)),
@@ -538,7 +537,8 @@ impl SyncStore {
                     let (frame, text) = (text_ref(row, 4)?, text_ref(row, 5)?);
                     let entries = decode_row(&path, last, frame, text, n)?;
                     let passed_upto = match (&target, passed.get(&ns)) {
-                        // A replayed dead letter is deleted once its sink passes it.
+                        // A replayed dead letter's row goes as soon as its one sink passes
+                        // it: one still here is undelivered.
                         (Some(_), _) => None,
                         (None, Some(p)) => *p,
                         (None, None) => {
