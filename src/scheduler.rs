@@ -547,13 +547,9 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Feed errors that retrying cannot fix: refused credentials or access (401/403), an unknown
-/// corp or site (404), a client that cannot be built.
+/// Feed errors that retrying cannot fix: see [`SourceError::needs_operator`].
 fn needs_operator(e: &SourceError) -> bool {
-    matches!(
-        e,
-        SourceError::Auth { .. } | SourceError::NotFound { .. } | SourceError::Setup { .. }
-    )
+    e.needs_operator()
 }
 
 /// Logs a failed window at the level it deserves and says how long to wait before the retry.
@@ -572,7 +568,10 @@ fn after_failure(
             warn!(site, %from, %until, error = %e, "Window interrupted; fetching it again.");
             Duration::from_secs(u64::from(failures.min(30)))
         }
-        SourceError::Auth { .. } | SourceError::NotFound { .. } | SourceError::Setup { .. } => {
+        SourceError::Auth { .. }
+        | SourceError::NotFound { .. }
+        | SourceError::Setup { .. }
+        | SourceError::Refused { .. } => {
             error!(site, %from, %until, error = %e, "Feed access failed; no data moves for this site until it is fixed. Retrying periodically.");
             Duration::from_secs(60.max(interval_secs as u64)).min(Duration::from_secs(300))
         }
@@ -694,6 +693,7 @@ async fn backfill_site(
                 SourceError::Auth { .. }
                 | SourceError::NotFound { .. }
                 | SourceError::Setup { .. }
+                | SourceError::Refused { .. }
                 | SourceError::BadWindow { .. } => {
                     ctx.store.set_site_error(&key, &e.to_string()).await?;
                     return Err(e.into());

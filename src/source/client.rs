@@ -4,6 +4,8 @@
 //! request waits on the quota first, then goes out; rate limits and transient failures are
 //! retried here (exponential backoff with full jitter, `Retry-After` wins when the API sends it)
 //! up to `api.max_attempts`; everything else is returned classified, and the scheduler decides.
+//! A `next` URI is followed only to the same site's feed on the same server (`next_uri`), and a
+//! page body is read up to a cap (`body`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,8 +22,9 @@ use reqwest::{Method, StatusCode};
 use tracing::{debug, warn};
 use url::Url;
 
-use super::SourceError;
 use super::model::{ErrorWire, EventHead, PageWire, SiteWire, SitesWire};
+pub use super::window::WindowFetch;
+use super::{SourceError, body, next_uri, transport};
 use crate::config::{ApiConfig, AuthMode, Credentials};
 use crate::store::{Body, NewEvent};
 
@@ -83,6 +86,8 @@ enum Target<'a> {
         tags: Option<&'a str>,
     },
     Next {
+        /// The site whose feed the URI must stay in.
+        site: &'a str,
         uri: &'a str,
     },
     Sites,
@@ -130,9 +135,9 @@ impl FeedClient {
                 Some(ca) => format!(
                     "api.ca_file `{}` is not a usable PEM certificate bundle: {}",
                     ca.display(),
-                    without_url(&e)
+                    transport::describe(e)
                 ),
-                None => format!("cannot build the HTTP client: {}", without_url(&e)),
+                None => format!("cannot build the HTTP client: {}", transport::describe(e)),
             },
         })?;
         let quota = Quota::per_minute(api.requests_per_minute).allow_burst(api.burst);
@@ -193,25 +198,22 @@ impl FeedClient {
             .await
     }
 
-    /// The page a previous page's `next.uri` points at. `from` is the window start, used as the
-    /// timestamp of a record whose own is missing or unreadable.
-    pub async fn next_page(&self, uri: &str, from: i64) -> Result<Page, SourceError> {
-        self.request_with_retries(&Target::Next { uri }, |body| parse_page(body, from))
+    /// The page a previous page of `site` points at with `next.uri`; refused, before anything is
+    /// sent, when the URI leads anywhere but `site`'s feed on `api.base_url`'s server. `from` is
+    /// the window start, used as the timestamp of a record whose own is missing or unreadable.
+    pub async fn next_page(&self, site: &str, uri: &str, from: i64) -> Result<Page, SourceError> {
+        self.request_with_retries(&Target::Next { site, uri }, |body| parse_page(body, from))
             .await
     }
 
     /// Walks the window `[from, until)` of `site`, page by page.
     pub fn window(&self, site: &str, from: i64, until: i64) -> WindowFetch {
-        WindowFetch {
-            client: self.clone(),
-            site: site.to_string(),
-            from,
-            until,
-            tags: None,
-            next: None,
-            started: false,
-            done: false,
-        }
+        WindowFetch::new(self.clone(), site, from, until)
+    }
+
+    /// Records asked for per page (`api.page_limit`).
+    pub fn page_limit(&self) -> u32 {
+        self.inner.page_limit
     }
 
     /// Sends `target` and parses the reply with `parse`, retrying both: a truncated or garbled
@@ -219,7 +221,7 @@ impl FeedClient {
     async fn request_with_retries<T>(
         &self,
         target: &Target<'_>,
-        parse: impl Fn(bytes::Bytes) -> Result<T, SourceError>,
+        parse: impl Fn(Vec<u8>) -> Result<T, SourceError>,
     ) -> Result<T, SourceError> {
         let inner = &self.inner;
         let backoff = ExponentialBuilder::default()
@@ -245,12 +247,12 @@ impl FeedClient {
         .await
     }
 
-    async fn request_once(&self, target: &Target<'_>) -> Result<bytes::Bytes, SourceError> {
+    async fn request_once(&self, target: &Target<'_>) -> Result<Vec<u8>, SourceError> {
         let inner = &self.inner;
         let (method, url, form) = match target {
             Target::Sites => (
                 Method::GET,
-                self.url(&format!("corps/{}/sites", inner.corp)),
+                next_uri::api_url(&inner.base, &format!("corps/{}/sites", inner.corp)),
                 None,
             ),
             Target::Window {
@@ -259,7 +261,7 @@ impl FeedClient {
                 until,
                 tags,
             } => {
-                let mut url = self.url(&format!("corps/{}/sites/{site}/feed/requests", inner.corp));
+                let mut url = next_uri::feed_url(&inner.base, &inner.corp, site);
                 url.query_pairs_mut()
                     .append_pair("from", &from.to_string())
                     .append_pair("until", &until.to_string())
@@ -269,10 +271,11 @@ impl FeedClient {
                 }
                 (Method::GET, url, None)
             }
-            Target::Next { uri } => {
-                let url = self.resolve(uri)?;
+            Target::Next { site, uri } => {
+                // Checked before anything is sent: the request carries the credentials.
+                let url = next_uri::resolve(&inner.base, &inner.corp, site, uri)?;
                 if inner.post_next.load(Ordering::Relaxed) {
-                    let (path_url, token) = split_next(&url)?;
+                    let (path_url, token) = next_uri::split_next(&url)?;
                     (Method::POST, path_url, Some(token))
                 } else {
                     (Method::GET, url, None)
@@ -289,19 +292,30 @@ impl FeedClient {
             // The token does not fit in a URL: the API takes it as a form body instead.
             debug!(corp = %inner.corp, "414 on a next URI; switching to the POST form.");
             inner.post_next.store(true, Ordering::Relaxed);
-            let (path_url, token) = split_next(&url)?;
+            let (path_url, token) = next_uri::split_next(&url)?;
             self.send(Method::POST, path_url, Some(&token)).await?
         } else {
             resp
         };
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| SourceError::Transient {
-            reason: format!("reading the reply body failed: {}", without_url(&e)),
-        })?;
         if status == StatusCode::OK {
-            return Ok(body);
+            body::check_encoding(&headers)?;
+            return body::page(resp, body::MAX_PAGE_BYTES).await;
         }
+        if status.is_redirection() {
+            // Never followed (the client has no redirect policy): it would take the credentials.
+            return Err(next_uri::redirect(status.as_u16(), &headers, &url));
+        }
+        // Only an excerpt of an error reply is ever shown: its first bytes are enough.
+        let body = match body::read_capped(resp, body::MAX_ERROR_BYTES).await {
+            Ok(body::Read::Whole(b) | body::Read::Over(b)) => b,
+            Err(e) => {
+                return Err(SourceError::Transient {
+                    reason: format!("reading the reply body failed: {}", transport::describe(e)),
+                });
+            }
+        };
         let err = classify(status, &headers, &body, target, &inner.creds, &inner.corp);
         if matches!(err, SourceError::RateLimited { .. }) {
             crate::telemetry::metrics::api_rate_limited();
@@ -342,74 +356,13 @@ impl FeedClient {
             sent.as_ref().ok().map(|r| r.status().as_u16()),
             started.elapsed(),
         );
-        sent.map_err(|e| SourceError::Transient {
-            reason: if e.is_timeout() {
-                format!("request timed out: {}", without_url(&e))
-            } else if e.is_connect() {
-                format!("cannot connect to {}: {}", self.inner.base, without_url(&e))
-            } else {
-                without_url(&e)
-            },
-        })
+        sent.map_err(|e| transport::send_error(e, &self.inner.base))
     }
-
-    fn url(&self, rel: &str) -> Url {
-        let mut url = self.inner.base.clone();
-        let path = format!("{}/{rel}", url.path().trim_end_matches('/'));
-        url.set_path(&path);
-        url
-    }
-
-    /// `next.uri` is absolute-path (`/api/v0/corps/...`). Keep any prefix the configured base
-    /// has in front of `/api/v0` (a path-routing proxy), and the base's scheme and host.
-    fn resolve(&self, uri: &str) -> Result<Url, SourceError> {
-        let base = &self.inner.base;
-        let prefix = base
-            .path()
-            .trim_end_matches('/')
-            .strip_suffix("/api/v0")
-            .unwrap_or("");
-        let joined = if uri.starts_with('/') && !prefix.is_empty() {
-            format!("{prefix}{uri}")
-        } else {
-            uri.to_string()
-        };
-        base.join(&joined).map_err(|e| SourceError::Transient {
-            reason: format!("the API sent an unusable next URI ({e})"),
-        })
-    }
-}
-
-/// Splits a next URL into the feed path (for the POST form) and the token.
-fn split_next(url: &Url) -> Result<(Url, String), SourceError> {
-    let token = url
-        .query_pairs()
-        .find(|(k, _)| k == "next")
-        .map(|(_, v)| v.into_owned())
-        .ok_or_else(|| SourceError::Transient {
-            reason: "the API's next URI has no `next` parameter".to_string(),
-        })?;
-    let mut path_url = url.clone();
-    path_url.set_query(None);
-    Ok((path_url, token))
 }
 
 fn full_jitter(d: Duration) -> Duration {
     let max = d.as_millis().min(u64::MAX as u128) as u64;
     Duration::from_millis(rand::rng().random_range(0..=max))
-}
-
-/// reqwest's messages include the URL; ours never carry credentials in URLs, but keep messages
-/// short and about the cause.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 fn message(body: &[u8]) -> String {
@@ -488,17 +441,6 @@ fn classify(
                 ),
             },
         },
-        300..=399 => SourceError::Transient {
-            reason: format!(
-                "HTTP {} redirect to `{}`: api.base_url probably points at the dashboard or a \
-                 login page instead of the API",
-                status.as_u16(),
-                headers
-                    .get(reqwest::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("?")
-            ),
-        },
         _ if status.is_server_error() || status.as_u16() == 408 => SourceError::Transient {
             reason: format!("HTTP {}: {msg}", status.as_u16()),
         },
@@ -554,63 +496,6 @@ pub(crate) fn parse_page(body: impl Into<Vec<u8>>, window_from: i64) -> Result<P
         .and_then(|n| n.uri)
         .filter(|u| !u.trim().is_empty());
     Ok(Page { events, next })
-}
-
-/// Iterates the pages of one window. The API may repeat an id on a later page; the spool's
-/// `seen` table drops repeats (within a window, across windows and across restarts alike), so
-/// the window keeps no set of its own: an hour of a busy site's ids is megabytes.
-#[derive(Debug)]
-pub struct WindowFetch {
-    client: FeedClient,
-    site: String,
-    from: i64,
-    until: i64,
-    tags: Option<String>,
-    next: Option<String>,
-    started: bool,
-    done: bool,
-}
-
-impl WindowFetch {
-    /// The window's start.
-    pub fn from(&self) -> i64 {
-        self.from
-    }
-
-    /// The window's end (exclusive).
-    pub fn until(&self) -> i64 {
-        self.until
-    }
-
-    /// Asks the API for only the requests carrying `tags` (sent as `tags=` on the first page;
-    /// the caller passes a single signal). The API's filter is a saving, not a guarantee:
-    /// callers still filter pages.
-    pub fn with_tags(mut self, tags: Option<String>) -> WindowFetch {
-        self.tags = tags.filter(|t| !t.is_empty());
-        self
-    }
-
-    /// The next page's new events, `Ok(None)` once the window is exhausted. The returned flag is
-    /// true when this page is the window's last.
-    pub async fn next_page(&mut self) -> Result<Option<(Vec<NewEvent>, bool)>, SourceError> {
-        if self.done {
-            return Ok(None);
-        }
-        let page = if !self.started {
-            self.client
-                .first_page_tagged(&self.site, self.from, self.until, self.tags.as_deref())
-                .await?
-        } else {
-            match &self.next {
-                Some(uri) => self.client.next_page(uri, self.from).await?,
-                None => return Ok(None),
-            }
-        };
-        self.started = true;
-        self.next = page.next;
-        self.done = self.next.is_none();
-        Ok(Some((page.events, self.done)))
-    }
 }
 
 #[cfg(test)]

@@ -2,12 +2,18 @@
 //!
 //! [`client::FeedClient`] makes one HTTP call per page (governor wait first, retries with full
 //! jitter for rate limits and transient failures) and classifies every failure into a
-//! [`SourceError`] whose variant says what the caller does next. [`client::WindowFetch`] walks
-//! one `[from, until)` window page by page, following `next` and dropping ids already seen in the
-//! window. The scheduler decides which windows to fetch; the store makes pages durable.
+//! [`SourceError`] whose variant says what the caller does next. [`window::WindowFetch`] walks
+//! one `[from, until)` window page by page, following `next` (only to the same feed: see
+//! `next_uri`) and refusing endless paging. Page bodies are read with a size cap (`body`);
+//! failures to reach the API at all are put in words in `transport`. The scheduler decides
+//! which windows to fetch; the store makes pages durable.
 
+mod body;
 pub mod client;
 pub mod model;
+mod next_uri;
+mod transport;
+pub mod window;
 
 use std::time::Duration;
 
@@ -59,6 +65,16 @@ pub enum SourceError {
         /// The cause.
         reason: String,
     },
+    /// The exporter refused what the API sent, or the connection to it, and sending the same
+    /// request again would only get the same: a `next` URI leading to another server or out of
+    /// the site's feed, a redirect, endless paging, a page over the size cap, a
+    /// `Content-Encoding` it cannot read, a TLS certificate that does not verify. An operator
+    /// has to look; the reason says what and where.
+    #[error("{reason}")]
+    Refused {
+        /// What was refused, and the fix.
+        reason: String,
+    },
 }
 
 impl SourceError {
@@ -67,6 +83,19 @@ impl SourceError {
         matches!(
             self,
             SourceError::RateLimited { .. } | SourceError::Transient { .. }
+        )
+    }
+
+    /// Whether only an operator can fix it (the site is failing and `/readyz` says so): wrong
+    /// credentials or access, an unknown corp or site, a client that cannot be built, or a
+    /// reply or connection the exporter refused.
+    pub fn needs_operator(&self) -> bool {
+        matches!(
+            self,
+            SourceError::Auth { .. }
+                | SourceError::NotFound { .. }
+                | SourceError::Setup { .. }
+                | SourceError::Refused { .. }
         )
     }
 
@@ -88,6 +117,7 @@ impl SourceError {
             SourceError::BadWindow { .. } => "bad_window",
             SourceError::NextExpired { .. } => "next_expired",
             SourceError::Setup { .. } => "setup",
+            SourceError::Refused { .. } => "refused",
         }
     }
 }

@@ -7,6 +7,7 @@ mod crash;
 mod delivery;
 mod elasticsearch;
 mod hec;
+mod hostile_feed;
 mod ops;
 mod shape;
 mod support;

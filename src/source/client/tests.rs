@@ -383,13 +383,16 @@ async fn redirects_are_reported_not_followed() {
     let s = sim(SimConfig::default()).await;
     s.script([Fault::RedirectToLogin]);
     let mut a = api(&s);
-    a.max_attempts = 1;
+    a.max_attempts = 3; // a retry would get the simulator's page
     let (from, until) = window(&s);
     let err = fetch_all(&client(&a), "www", from, until)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("redirect"), "{err}");
     assert!(err.to_string().contains("base_url"), "{err}");
+    // Retrying gets the same redirect: an operator must fix the URL.
+    assert!(err.needs_operator() && !err.is_retryable(), "{err:?}");
+    assert_eq!(s.requests().len(), 1);
 }
 
 #[tokio::test]
