@@ -18,7 +18,7 @@ use crate::pipeline::filter::{Filters, TagFilter, check_tag_name};
 use crate::secret::Secret;
 
 /// The embedded default configuration used by `demo`: the built-in simulator and stdout.
-pub const DEMO_DEFAULT: &str = include_str!("../config/default.toml");
+pub const DEMO_DEFAULT: &str = include_str!("../../config/default.toml");
 
 /// Default API endpoint of the Signal Sciences dashboard.
 pub const DEFAULT_BASE_URL: &str = "https://dashboard.signalsciences.net/api/v0";
@@ -1135,7 +1135,7 @@ mod tests {
 
     #[test]
     fn example_and_default_configs_parse() {
-        let example = include_str!("../config/example.toml");
+        let example = include_str!("../../config/example.toml");
         // The example points at files that exist only in production; drop those lines.
         let example: String = example
             .lines()
@@ -1147,8 +1147,8 @@ mod tests {
         let example = example.replace("[api]", "[api]\ntoken = \"x\"");
         parse(&example).unwrap();
         parse(DEMO_DEFAULT).unwrap();
-        parse(include_str!("../config/simulator.toml")).unwrap();
-        parse(include_str!("../config/simulator-es.toml")).unwrap();
+        parse(include_str!("../../config/simulator.toml")).unwrap();
+        parse(include_str!("../../config/simulator-es.toml")).unwrap();
     }
 
     #[test]
