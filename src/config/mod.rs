@@ -7,7 +7,7 @@
 //! `check` and `run` go through exactly the same [`load`] so a config that checks also runs.
 
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -16,6 +16,14 @@ use url::Url;
 use crate::pipeline::Format;
 use crate::pipeline::filter::{Filters, TagFilter, check_tag_name};
 use crate::secret::Secret;
+
+mod load;
+mod secrets;
+
+pub use load::{Source, StateView, load, load_state_view};
+use secrets::read_secret_file;
+pub(crate) use secrets::resolve_sink_secret;
+pub use secrets::{secret_permissions_warning, sink_secret_env};
 
 /// The embedded default configuration used by `demo`: the built-in simulator and stdout.
 pub const DEMO_DEFAULT: &str = include_str!("../../config/default.toml");
@@ -841,270 +849,11 @@ fn validate_sinks(raw: Vec<RawSink>) -> Result<Vec<SinkConfig>, ConfigError> {
     Ok(out)
 }
 
-/// Resolves one secret of a sink from, in order, the config file (`inline`), a `*_file` path,
-/// or the environment variable [`sink_secret_env`]`(sink, field)`. `key` names the field in
-/// errors (`sinks[0].token`). `Ok(None)` when none is set; an empty value is an error.
-pub(crate) fn resolve_sink_secret(
-    key: &str,
-    sink: &str,
-    field: &str,
-    inline: Option<Secret>,
-    file: Option<&Path>,
-) -> Result<Option<Secret>, ConfigError> {
-    let secret = match (inline, file) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::new(
-                key,
-                format!("set either {field} or {field}_file, not both"),
-            ));
-        }
-        (Some(s), None) => s,
-        (None, Some(path)) => read_secret_file(&format!("{key}_file"), path)?,
-        (None, None) => match std::env::var(sink_secret_env(sink, field)) {
-            Ok(v) => Secret::new(v),
-            Err(_) => return Ok(None),
-        },
-    };
-    if secret.is_empty() {
-        return Err(ConfigError::new(key, "is empty"));
-    }
-    Ok(Some(secret))
-}
-
-/// The environment variable that can hold secret `field` of sink `sink`:
-/// `SIGSCI_EXPORT_SINK_<NAME>_<FIELD>`, upper case, other characters as `_`
-/// (`splunk-prod`, `token` -> `SIGSCI_EXPORT_SINK_SPLUNK_PROD_TOKEN`).
-pub fn sink_secret_env(sink: &str, field: &str) -> String {
-    let up = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    format!("SIGSCI_EXPORT_SINK_{}_{}", up(sink), up(field))
-}
-
-/// Keys whose value is a secret when written inline in the config file.
-const SECRET_KEYS: &[&str] = &["token", "password", "api_key", "bearer_token"];
-
-/// A warning when the config file holds a secret inline and other users can read it.
-/// (`*_file` paths, systemd credentials or the environment keep secrets out of the file.)
-pub fn secret_permissions_warning(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    if mode & 0o004 == 0 {
-        return None;
-    }
-    // Parsed, not scanned by line: a secret can sit in an inline table
-    // (`sinks = [{ type = "splunk_hec", token = "..." }]`) or behind a dotted key
-    // (`api.token = "..."`).
-    let value: serde_json::Value = config::Config::builder()
-        .add_source(config::File::from(path).format(config::FileFormat::Toml))
-        .build()
-        .ok()?
-        .try_deserialize()
-        .ok()?;
-    let key = inline_secret(&value, "")?;
-    Some(format!(
-        "`{}` holds a secret (`{key}`) and is readable by every user (mode {:o}); chmod 600 it, or use {key}_file / the environment instead",
-        path.display(),
-        mode & 0o777
-    ))
-}
-
-/// The dotted path (`sinks[1].token`) of the first non-empty secret value in `v`.
-fn inline_secret(v: &serde_json::Value, at: &str) -> Option<String> {
-    match v {
-        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
-            let path = if at.is_empty() {
-                k.clone()
-            } else {
-                format!("{at}.{k}")
-            };
-            if SECRET_KEYS.contains(&k.as_str()) && v.as_str().is_some_and(|s| !s.is_empty()) {
-                Some(path)
-            } else {
-                inline_secret(v, &path)
-            }
-        }),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| inline_secret(v, &format!("{at}[{i}]"))),
-        _ => None,
-    }
-}
-
-fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(key, format!("cannot read `{}`: {e}", path.display())))?;
-    Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Loading: file + environment.
-// ---------------------------------------------------------------------------------------------
-
-/// Where the configuration comes from.
-#[derive(Debug, Clone)]
-pub enum Source<'a> {
-    /// A TOML file, then the environment.
-    File(&'a Path),
-    /// A TOML text (the embedded demo default), without environment overrides.
-    Embedded(&'a str),
-}
-
-/// Reads, layers and validates the configuration. `overrides` are `(dotted.key, value)` pairs
-/// applied last (the demo uses them for the simulator's address and a temporary state file).
-pub fn load(source: Source<'_>, overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
-    let file = match &source {
-        Source::File(p) => Some(p.to_path_buf()),
-        Source::Embedded(_) => None,
-    };
-    load_inner(source, overrides, &|k| std::env::var(k).ok()).map_err(|mut e| {
-        e.file = file;
-        e
-    })
-}
-
-/// What `status` and `dead-letters` need from the configuration: where the state file is and
-/// which sinks are configured. Never a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateView {
-    /// `spool.path`.
-    pub spool_path: PathBuf,
-    /// The configured sinks' names, in config order.
-    pub sinks: Vec<String>,
-}
-
-/// Reads the configuration file and the environment as [`load`] does, but keeps only the
-/// [`StateView`]: no secret is required or read, so `status` works where the service's
-/// credentials are not readable (systemd credentials exist only while the service runs, and
-/// only for its user).
-pub fn load_state_view(path: &Path) -> Result<StateView, ConfigError> {
-    let view = layered_raw(Source::File(path), &[]).and_then(|raw| {
-        if raw.spool.path.as_os_str().is_empty() {
-            return Err(ConfigError::new("spool.path", "must not be empty"));
-        }
-        let sinks = raw
-            .sinks
-            .iter()
-            .map(|sink| {
-                // The defaults of each sink type's `validate`; a test keeps them in step.
-                let (name, default) = match sink {
-                    RawSink::Stdout(s) => (&s.name, "stdout"),
-                    RawSink::SplunkHec(s) => (&s.name, "splunk_hec"),
-                    RawSink::Elasticsearch(s) => (&s.name, "elasticsearch"),
-                };
-                name.clone().unwrap_or_else(|| default.to_string())
-            })
-            .collect();
-        Ok(StateView {
-            spool_path: raw.spool.path,
-            sinks,
-        })
-    });
-    view.map_err(|mut e| {
-        e.file = Some(path.to_path_buf());
-        e
-    })
-}
-
-fn load_inner(
-    source: Source<'_>,
-    overrides: &[(&str, &str)],
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigError> {
-    let with_env = matches!(source, Source::File(_));
-    let mut raw = layered_raw(source, overrides)?;
-    if with_env {
-        // The vendor's conventional variables fill in only what nothing else set.
-        if raw.api.email.is_none() {
-            raw.api.email = env("SIGSCI_EMAIL");
-        }
-        if raw.api.token.is_none() && raw.api.token_file.is_none() {
-            raw.api.token = env("SIGSCI_TOKEN").map(Secret::new);
-        }
-    }
-    Config::validate(raw, crate::time::now())
-}
-
-/// The file (or embedded text), then for a file the `SIGSCI_EXPORT__` environment, then
-/// `overrides`, deserialized: exactly what the operator wrote, nothing resolved.
-fn layered_raw(source: Source<'_>, overrides: &[(&str, &str)]) -> Result<RawConfig, ConfigError> {
-    use config::{Environment, File, FileFormat};
-
-    let mut builder = config::Config::builder();
-    let with_env = match source {
-        Source::File(path) => {
-            if !path.is_file() {
-                return Err(ConfigError::new(
-                    "config",
-                    format!(
-                        "file `{}` not found (pass --config or set SIGSCI_EXPORT_CONFIG)",
-                        path.display()
-                    ),
-                ));
-            }
-            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
-            true
-        }
-        Source::Embedded(text) => {
-            builder = builder.add_source(File::from_str(text, FileFormat::Toml));
-            false
-        }
-    };
-    if with_env {
-        // `__` separates the prefix too, so Kubernetes' generated `SIGSCI_EXPORT_SERVICE_HOST`
-        // never lands in a deny_unknown_fields config.
-        builder = builder.add_source(
-            Environment::with_prefix("SIGSCI_EXPORT")
-                .prefix_separator("__")
-                .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("api.sites")
-                .with_list_parse_key("filters.include_tags")
-                .with_list_parse_key("filters.exclude_tags")
-                .try_parsing(true),
-        );
-    }
-    for (k, v) in overrides {
-        builder = builder
-            .set_override(*k, *v)
-            .map_err(|e| ConfigError::new(*k, e.to_string()))?;
-    }
-    let layered = builder.build().map_err(config_crate_error)?;
-    layered.try_deserialize().map_err(config_crate_error)
-}
-
-/// Turns the `config` crate's messages into key + reason. Its text already names the key
-/// (`unknown field `tokn` ... for key `api``), so keep it and pull the key out when we can.
-fn config_crate_error(e: config::ConfigError) -> ConfigError {
-    let text = e.to_string();
-    let key = text
-        .rsplit_once("for key `")
-        .and_then(|(_, rest)| rest.split_once('`'))
-        .map(|(k, _)| k.to_string());
-    let field = text
-        .split_once("unknown field `")
-        .and_then(|(_, rest)| rest.split_once('`'))
-        .map(|(f, _)| f.to_string());
-    let key = match (key, field) {
-        (Some(k), Some(f)) => format!("{k}.{f}"),
-        (None, Some(f)) => f,
-        (Some(k), None) => k,
-        (None, None) => "config".to_string(),
-    };
-    ConfigError::new(key, text)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use super::load::load_inner;
     use super::*;
 
     fn parse(toml: &str) -> Result<Config, ConfigError> {
