@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Config, ConfigError, RawConfig, RawSink};
+use super::{Config, ConfigError, RawConfig, RawSink, file_types, parse_error, paths};
 use crate::secret::Secret;
 
 /// Where the configuration comes from.
@@ -44,9 +44,7 @@ pub struct StateView {
 /// only for its user).
 pub fn load_state_view(path: &Path) -> Result<StateView, ConfigError> {
     let view = layered_raw(Source::File(path), &[]).and_then(|raw| {
-        if raw.spool.path.as_os_str().is_empty() {
-            return Err(ConfigError::new("spool.path", "must not be empty"));
-        }
+        paths::check_spool_path(&raw.spool.path)?;
         let sinks = raw
             .sinks
             .iter()
@@ -96,25 +94,15 @@ fn layered_raw(source: Source<'_>, overrides: &[(&str, &str)]) -> Result<RawConf
     use config::{Environment, File, FileFormat};
 
     let mut builder = config::Config::builder();
-    let with_env = match source {
-        Source::File(path) => {
-            if !path.is_file() {
-                return Err(ConfigError::new(
-                    "config",
-                    format!(
-                        "file `{}` not found (pass --config or set SIGSCI_EXPORT_CONFIG)",
-                        path.display()
-                    ),
-                ));
-            }
-            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
-            true
-        }
-        Source::Embedded(text) => {
-            builder = builder.add_source(File::from_str(text, FileFormat::Toml));
-            false
-        }
+    let (text, with_env) = match source {
+        Source::File(path) => (paths::read_config_file(path)?, true),
+        Source::Embedded(text) => (text.to_string(), false),
     };
+    // Parsed here first: syntax errors without the text of the line (it may hold a secret),
+    // and the file's own types checked before the `config` crate converts them.
+    let document = parse_error::parse_document(&text)?;
+    file_types::check(&document)?;
+    builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
     if with_env {
         // `__` separates the prefix too, so Kubernetes' generated `SIGSCI_EXPORT_SERVICE_HOST`
         // never lands in a deny_unknown_fields config.

@@ -17,7 +17,10 @@ use crate::pipeline::Format;
 use crate::pipeline::filter::{Filters, TagFilter, check_tag_name};
 use crate::secret::Secret;
 
+mod file_types;
 mod load;
+mod parse_error;
+mod paths;
 mod secrets;
 
 pub use load::{Source, StateView, load, load_state_view};
@@ -523,9 +526,7 @@ impl Config {
     pub fn validate(raw: RawConfig, now: i64) -> Result<Config, ConfigError> {
         let api = validate_api(raw.api)?;
         let poll = validate_poll(raw.poll, now)?;
-        if raw.spool.path.as_os_str().is_empty() {
-            return Err(ConfigError::new("spool.path", "must not be empty"));
-        }
+        paths::check_spool_path(&raw.spool.path)?;
         if raw.spool.max_bytes < 1 << 20 {
             return Err(ConfigError::new(
                 "spool.max_bytes",
