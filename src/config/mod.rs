@@ -22,6 +22,7 @@ mod load;
 mod parse_error;
 mod paths;
 mod secrets;
+pub(crate) mod url_policy;
 
 pub use load::{Source, StateView, load, load_state_view};
 use secrets::read_secret_file;
@@ -615,21 +616,7 @@ fn validate_tag_filter(
 }
 
 fn validate_api(raw: RawApi) -> Result<ApiConfig, ConfigError> {
-    let mut base = raw.base_url.trim().trim_end_matches('/').to_string();
-    if base.is_empty() {
-        base = default_base_url();
-    }
-    let base_url = Url::parse(&base)
-        .map_err(|e| ConfigError::new("api.base_url", format!("`{base}` is not a URL: {e}")))?;
-    if !matches!(base_url.scheme(), "https" | "http") {
-        return Err(ConfigError::new(
-            "api.base_url",
-            format!(
-                "scheme must be https (or http for a local simulator), got `{}`",
-                base_url.scheme()
-            ),
-        ));
-    }
+    let base_url = url_policy::api_base_url(&raw.base_url)?;
     let email = raw
         .email
         .filter(|e| !e.trim().is_empty())
