@@ -637,8 +637,8 @@ fn validate_api(raw: RawApi) -> Result<ApiConfig, ConfigError> {
             ));
         }
     };
-    if token.is_empty() {
-        return Err(ConfigError::new("api.token", "is empty"));
+    if let Some(problem) = token.problem() {
+        return Err(ConfigError::new("api.token", problem));
     }
     let corp = raw
         .corp

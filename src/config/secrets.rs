@@ -9,7 +9,8 @@ use crate::secret::Secret;
 
 /// Resolves one secret of a sink from, in order, the config file (`inline`), a `*_file` path,
 /// or the environment variable [`sink_secret_env`]`(sink, field)`. `key` names the field in
-/// errors (`sinks[0].token`). `Ok(None)` when none is set; an empty value is an error.
+/// errors (`sinks[0].token`). `Ok(None)` when none is set; an unusable value (empty, blank,
+/// several lines: [`Secret::problem`]) is an error.
 pub(crate) fn resolve_sink_secret(
     key: &str,
     sink: &str,
@@ -17,24 +18,27 @@ pub(crate) fn resolve_sink_secret(
     inline: Option<Secret>,
     file: Option<&Path>,
 ) -> Result<Option<Secret>, ConfigError> {
-    let secret = match (inline, file) {
+    let (secret, from) = match (inline, file) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(
                 key,
                 format!("set either {field} or {field}_file, not both"),
             ));
         }
-        (Some(s), None) => s,
-        (None, Some(path)) => read_secret_file(&format!("{key}_file"), path)?,
-        (None, None) => match std::env::var(sink_secret_env(sink, field)) {
-            Ok(v) => Secret::new(v),
-            Err(_) => return Ok(None),
-        },
+        (Some(s), None) => (s, String::new()),
+        (None, Some(path)) => return read_secret_file(&format!("{key}_file"), path).map(Some),
+        (None, None) => {
+            let var = sink_secret_env(sink, field);
+            match std::env::var(&var) {
+                Ok(v) => (Secret::new(v), format!(" (set by {var})")),
+                Err(_) => return Ok(None),
+            }
+        }
     };
-    if secret.is_empty() {
-        return Err(ConfigError::new(key, "is empty"));
+    match secret.problem() {
+        Some(problem) => Err(ConfigError::new(key, format!("{problem}{from}"))),
+        None => Ok(Some(secret)),
     }
-    Ok(Some(secret))
 }
 
 /// The environment variable that can hold secret `field` of sink `sink`:
@@ -106,8 +110,21 @@ fn inline_secret(v: &serde_json::Value, at: &str) -> Option<String> {
     }
 }
 
+/// Reads a secret file: the secret alone, a final newline allowed. An empty, whitespace-only
+/// or multi-line file is refused here, naming the file and never its content, rather than
+/// sending an empty or broken credential on every request.
 pub(super) fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(key, format!("cannot read `{}`: {e}", path.display())))?;
-    Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
+    let secret = Secret::new(text.trim_end_matches(['\n', '\r']));
+    match secret.problem() {
+        None => Ok(secret),
+        Some(problem) => Err(ConfigError::new(
+            key,
+            format!(
+                "`{}` {problem}: it must hold the secret alone, on one line (a final newline is fine)",
+                path.display()
+            ),
+        )),
+    }
 }
