@@ -773,10 +773,7 @@ fn validate_poll(raw: RawPoll, now: i64) -> Result<PollConfig, ConfigError> {
     }
     let start_at = match raw.start_at {
         None => None,
-        Some(s) => Some(crate::time::align_down(
-            crate::time::parse_instant(&s, now)
-                .map_err(|e| ConfigError::new("poll.start_at", e))?,
-        )),
+        Some(s) => Some(start_at(&s, now)?),
     };
     if !(1..=32).contains(&raw.backfill_windows) {
         return Err(ConfigError::new(
@@ -791,6 +788,26 @@ fn validate_poll(raw: RawPoll, now: i64) -> Result<PollConfig, ConfigError> {
         start_at,
         backfill_windows: raw.backfill_windows,
     })
+}
+
+/// `poll.start_at`, minute-aligned. A time in the future is refused rather than clamped: it is
+/// a typo (a wrong year) more often than a wish, a site would export nothing until then, and a
+/// clamp would hide the mistake behind a start the operator did not write.
+fn start_at(text: &str, now: i64) -> Result<i64, ConfigError> {
+    let t =
+        crate::time::parse_instant(text, now).map_err(|e| ConfigError::new("poll.start_at", e))?;
+    if t > now {
+        return Err(ConfigError::new(
+            "poll.start_at",
+            format!(
+                "{} is in the future (now is {}): nothing would be exported until then; give a \
+                 past time, \"now\" or a relative one such as \"-2h\"",
+                crate::time::fmt(t),
+                crate::time::fmt(now)
+            ),
+        ));
+    }
+    Ok(crate::time::align_down(t))
 }
 
 fn validate_sinks(raw: Vec<RawSink>) -> Result<Vec<SinkConfig>, ConfigError> {

@@ -254,3 +254,23 @@ fn missing_file_is_a_config_error() {
     let e = load(Source::File(Path::new("/nonexistent/x.toml")), &[]).unwrap_err();
     assert_eq!(e.key, "config");
 }
+
+#[test]
+fn a_start_in_the_future_is_refused_and_now_is_not() {
+    let now = 1_796_000_000;
+    let poll = |start: &str| RawPoll {
+        start_at: Some(start.to_string()),
+        ..RawPoll::default()
+    };
+    let e = validate_poll(poll("2099-01-01T00:00:00Z"), now).unwrap_err();
+    assert_eq!(e.key, "poll.start_at");
+    assert!(e.reason.contains("in the future"), "{e}");
+    assert_eq!(
+        validate_poll(poll("now"), now).unwrap().start_at,
+        Some(now - now % 60)
+    );
+    assert_eq!(
+        validate_poll(poll("-2h"), now).unwrap().start_at,
+        Some(now - 7200 - now % 60)
+    );
+}
