@@ -17,6 +17,8 @@ use crate::pipeline::Format;
 use crate::pipeline::filter::{Filters, TagFilter, check_tag_name};
 use crate::secret::Secret;
 
+mod admin;
+mod env_overrides;
 mod file_types;
 mod load;
 mod parse_error;
@@ -24,6 +26,7 @@ mod paths;
 mod secrets;
 pub(crate) mod url_policy;
 
+pub use env_overrides::env_warnings;
 pub use load::{Source, StateView, load, load_state_view};
 use secrets::read_secret_file;
 pub(crate) use secrets::resolve_sink_secret;
