@@ -87,6 +87,17 @@ pub async fn run(cfg: &Config, config_file: Option<&Path>, offline: bool) -> Vec
     if let Some(warning) = config_file.and_then(crate::config::secret_permissions_warning) {
         lines.push(line(Verdict::Warn, "config file", warning));
     }
+    if config_file.is_some() {
+        // Only a config file is layered with the environment.
+        let env = crate::config::env_warnings(Some(cfg));
+        lines.extend(
+            env.into_iter()
+                .map(|w| line(Verdict::Warn, "environment", w)),
+        );
+    }
+    if let Some(warning) = cfg.admin.exposure_warning() {
+        lines.push(line(Verdict::Warn, "admin", warning));
+    }
     lines.push(check_state_dir(&cfg.spool.path));
     let built = match preflight(cfg).await {
         Ok(built) => built,

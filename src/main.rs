@@ -77,6 +77,8 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Run { config, grace_secs } => {
             let cfg = load_file(&config)?;
             warn_secret_permissions(&config);
+            warn_all(config::env_warnings(Some(&cfg)));
+            warn_all(cfg.admin.exposure_warning());
             run(cfg, Duration::from_secs(grace_secs)).await
         }
         Command::Backfill {
@@ -87,6 +89,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => {
             let cfg = load_file(&config)?;
             warn_secret_permissions(&config);
+            warn_all(config::env_warnings(Some(&cfg)));
             backfill(cfg, &from, &until, sites).await
         }
         Command::Check { config, offline } => {
@@ -188,8 +191,19 @@ fn warn_secret_permissions(arg: &ConfigArg) {
     }
 }
 
+/// Loads the config file. When it fails, misspelt `SIGSCI_EXPORT*` variables are warned about
+/// first: one may be the cause (`check` lists them itself when the config loads).
 fn load_file(arg: &ConfigArg) -> Result<Config, Failure> {
-    Ok(config::load(config::Source::File(&arg.path), &[])?)
+    config::load(config::Source::File(&arg.path), &[]).map_err(|e| {
+        warn_all(config::env_warnings(None));
+        e.into()
+    })
+}
+
+fn warn_all(warnings: impl IntoIterator<Item = String>) {
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
 }
 
 /// Builds the feed client and every sink as `check` does: whatever fails there is the

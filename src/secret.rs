@@ -27,6 +27,27 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// What makes the value unusable as a credential, if anything, in words that never quote
+    /// it: empty or only whitespace (an empty credential would be sent), several lines or
+    /// other control characters (no header can carry them: every request would fail), or
+    /// whitespace around it (a stray space or tab from an editor or `echo`).
+    pub fn problem(&self) -> Option<&'static str> {
+        let v = self.0.as_str();
+        if v.is_empty() {
+            Some("is empty")
+        } else if v.trim().is_empty() {
+            Some("holds only whitespace")
+        } else if v.contains(['\n', '\r']) {
+            Some("holds more than one line")
+        } else if v.chars().any(char::is_control) {
+            Some("holds a control character (a tab or another non-printable one)")
+        } else if v.trim() != v {
+            Some("begins or ends with whitespace")
+        } else {
+            None
+        }
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -58,6 +79,24 @@ mod tests {
         assert_eq!(format!("{s}"), "***");
         assert_eq!(format!("{:?}", Some(&s)), "Some(***)");
         assert_eq!(s.expose(), "hunter2-very-secret");
+    }
+
+    #[test]
+    fn unusable_values_are_described_without_the_value() {
+        for (v, problem) in [
+            ("", "is empty"),
+            (" \t ", "holds only whitespace"),
+            ("line-one\nline-two", "holds more than one line"),
+            ("tok\r", "holds more than one line"),
+            (
+                "to\tk",
+                "holds a control character (a tab or another non-printable one)",
+            ),
+            (" tok", "begins or ends with whitespace"),
+        ] {
+            assert_eq!(Secret::new(v).problem(), Some(problem), "{v:?}");
+        }
+        assert_eq!(Secret::new("a b=c/+").problem(), None);
     }
 
     #[test]

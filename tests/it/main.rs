@@ -3,6 +3,7 @@
 
 mod chaos;
 mod cli;
+mod config_errors;
 mod crash;
 mod delivery;
 mod elasticsearch;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::{ConfigError, resolve_sink_secret};
+use crate::config::url_policy::{refuse_cleartext, refuse_embedded_credentials};
+use crate::config::{ConfigError, resolve_sink_secret, sink_secret_env};
 use crate::pipeline::Format;
 use crate::secret::Secret;
 
@@ -24,9 +25,9 @@ pub struct RawEsSink {
     /// The cluster root, e.g. `https://es.example.com:9200` (required). No query string and no
     /// credentials in it: use the auth fields.
     pub url: Option<String>,
-    /// `none` (default), `basic` (`username` + `password`), `api_key` or `bearer`.
-    #[serde(default)]
-    pub auth: EsAuthMode,
+    /// `none`, `basic` (`username` + `password`), `api_key` or `bearer`. Unset: the one kind
+    /// of credential given (in the file or the environment), `none` when there is none.
+    pub auth: Option<EsAuthMode>,
     /// User for `auth = "basic"`.
     pub username: Option<String>,
     /// Password for `auth = "basic"`. Prefer `password_file` or
@@ -339,6 +340,19 @@ pub(crate) fn validate(i: usize, raw: RawEsSink) -> Result<EsConfig, ConfigError
     let secret = |field: &str, inline: Option<Secret>, file: Option<PathBuf>| {
         resolve_sink_secret(&key(field), &name, field, inline, file.as_deref())
     };
+    let basic_set = raw.username.is_some() || raw.password.is_some() || raw.password_file.is_some();
+    let key_set = raw.api_key.is_some() || raw.api_key_file.is_some();
+    let bearer_set = raw.bearer_token.is_some() || raw.bearer_token_file.is_some();
+    let env_set = |field: &str| std::env::var_os(sink_secret_env(&name, field)).is_some();
+    let mode = match raw.auth {
+        Some(mode) => mode,
+        None => infer_auth(
+            &key("auth"),
+            basic_set || env_set("password"),
+            key_set || env_set("api_key"),
+            bearer_set || env_set("bearer_token"),
+        )?,
+    };
     // A credential for another mode is a mistake the operator should hear about, not a
     // silently unused secret.
     let stray = |field: &str, set: bool| -> Result<(), ConfigError> {
@@ -347,31 +361,23 @@ pub(crate) fn validate(i: usize, raw: RawEsSink) -> Result<EsConfig, ConfigError
                 key(field),
                 format!(
                     "is set but auth = \"{}\" does not use it: set auth to the matching mode or remove it",
-                    match raw.auth {
-                        EsAuthMode::None => "none",
-                        EsAuthMode::Basic => "basic",
-                        EsAuthMode::ApiKey => "api_key",
-                        EsAuthMode::Bearer => "bearer",
-                    }
+                    auth_name(mode)
                 ),
             ))
         } else {
             Ok(())
         }
     };
-    let basic_set = raw.username.is_some() || raw.password.is_some() || raw.password_file.is_some();
-    let key_set = raw.api_key.is_some() || raw.api_key_file.is_some();
-    let bearer_set = raw.bearer_token.is_some() || raw.bearer_token_file.is_some();
     let missing = |field: &str, env: &str| {
         ConfigError::new(
             key(field),
             format!(
                 "missing: set {field}, {field}_file or {}",
-                crate::config::sink_secret_env(&name, env)
+                sink_secret_env(&name, env)
             ),
         )
     };
-    let auth = match raw.auth {
+    let auth = match mode {
         EsAuthMode::None => {
             stray("username", raw.username.is_some())?;
             stray(
@@ -427,6 +433,9 @@ pub(crate) fn validate(i: usize, raw: RawEsSink) -> Result<EsConfig, ConfigError
         }
     };
 
+    if !matches!(auth, EsAuth::None) {
+        refuse_cleartext(&key("url"), &url, "the credentials")?;
+    }
     let index =
         IndexPattern::parse(raw.index.trim()).map_err(|e| ConfigError::new(key("index"), e))?;
     let data_stream = match raw.mode {
@@ -506,6 +515,50 @@ pub(crate) fn validate(i: usize, raw: RawEsSink) -> Result<EsConfig, ConfigError
     })
 }
 
+fn auth_name(mode: EsAuthMode) -> &'static str {
+    match mode {
+        EsAuthMode::None => "none",
+        EsAuthMode::Basic => "basic",
+        EsAuthMode::ApiKey => "api_key",
+        EsAuthMode::Bearer => "bearer",
+    }
+}
+
+/// `auth` left unset: the one kind of credential given decides, none means `none`; two kinds
+/// are ambiguous, and guessing could send a secret meant for something else.
+fn infer_auth(
+    key: &str,
+    basic: bool,
+    api_key: bool,
+    bearer: bool,
+) -> Result<EsAuthMode, ConfigError> {
+    let given: Vec<(EsAuthMode, &str)> = [
+        (basic, EsAuthMode::Basic, "basic (username/password)"),
+        (api_key, EsAuthMode::ApiKey, "api_key"),
+        (bearer, EsAuthMode::Bearer, "bearer (bearer_token)"),
+    ]
+    .into_iter()
+    .filter(|(set, _, _)| *set)
+    .map(|(_, mode, what)| (mode, what))
+    .collect();
+    match given.as_slice() {
+        [] => Ok(EsAuthMode::None),
+        [(mode, _)] => Ok(*mode),
+        several => Err(ConfigError::new(
+            key,
+            format!(
+                "credentials of more than one kind are set ({}, in the file or the environment): \
+                 choose with auth = \"basic\", \"api_key\" or \"bearer\" and remove the others",
+                several
+                    .iter()
+                    .map(|(_, w)| *w)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
 fn validate_url(key: &str, raw: Option<String>) -> Result<Url, ConfigError> {
     let text = raw
         .map(|u| u.trim().to_string())
@@ -525,18 +578,11 @@ fn validate_url(key: &str, raw: Option<String>) -> Result<Url, ConfigError> {
             format!("scheme must be https or http, got `{}`", url.scheme()),
         ));
     }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::new(
-            key,
-            "must not contain credentials: use auth with username/password_file, api_key_file or bearer_token_file",
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(ConfigError::new(
-            key,
-            "must not contain a query string or fragment: give the cluster root only",
-        ));
-    }
+    refuse_embedded_credentials(
+        key,
+        &url,
+        "use auth with username/password_file, api_key_file or bearer_token_file",
+    )?;
     if url.path().contains("_bulk") {
         return Err(ConfigError::new(
             key,
@@ -547,3 +593,6 @@ fn validate_url(key: &str, raw: Option<String>) -> Result<Url, ConfigError> {
     url.set_path(&path);
     Ok(url)
 }
+
+#[cfg(test)]
+mod tests;

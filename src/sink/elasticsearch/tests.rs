@@ -905,7 +905,7 @@ fn bad_values_name_their_key() {
             "sinks[3].bearer_token",
         ),
         (
-            json!({"url": "https://h", "api_key": "k"}),
+            json!({"url": "https://h", "auth": "none", "api_key": "k"}),
             "sinks[3].api_key",
         ),
         (

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use url::Url;
 
+use crate::config::url_policy::{refuse_cleartext, refuse_embedded_credentials};
 use crate::config::{ConfigError, resolve_sink_secret};
 use crate::pipeline::Format;
 use crate::secret::Secret;
@@ -312,26 +313,22 @@ fn validate_url(key: &str, url: Option<String>) -> Result<Url, ConfigError> {
         .ok_or_else(|| {
             ConfigError::new(key, "missing: the HEC base URL, e.g. https://splunk:8088")
         })?;
-    let url = Url::parse(&text)
-        .map_err(|e| ConfigError::new(key, format!("`{text}` is not a URL: {e}")))?;
+    // Never echo the text back: it may hold credentials.
+    let url =
+        Url::parse(&text).map_err(|e| ConfigError::new(key, format!("is not a URL ({e})")))?;
     if !matches!(url.scheme(), "https" | "http") {
         return Err(ConfigError::new(
             key,
             format!("scheme must be https or http, got `{}`", url.scheme()),
         ));
     }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::new(
-            key,
-            "must not contain credentials: put the HEC token in token_file or the environment",
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(ConfigError::new(
-            key,
-            "must not have a query or fragment: give the HEC base URL, e.g. https://splunk:8088",
-        ));
-    }
+    refuse_embedded_credentials(
+        key,
+        &url,
+        "put the HEC token in token_file or the environment",
+    )?;
+    // HEC sends its token with every request.
+    refuse_cleartext(key, &url, "the HEC token")?;
     if url.path().contains("/services/collector") {
         return Err(ConfigError::new(
             key,
@@ -440,10 +437,15 @@ mod tests {
             "https://splunk:8088/?token=x",
             "https://splunk:8088/services/collector/event",
             "not a url",
+            // The token would cross the network in cleartext; loopback (the receiver) is fine.
+            "http://splunk.example.com:8088",
         ] {
             let r: RawHecSink = toml_parse(&format!("url = \"{url}\"\ntoken = \"t\""));
             assert_eq!(r.validate(0).unwrap_err().key, "sinks[0].url", "{url}");
         }
+        assert!(raw("").is_ok());
+        let r: RawHecSink = toml_parse("url = \"http://127.0.0.1:8088\"\ntoken = \"t\"");
+        assert!(r.validate(0).is_ok());
         let r: RawHecSink = toml_parse("url = \"https://s:8088\"\ntoken = \"Splunk abc\"");
         let e = r.validate(0).unwrap_err();
         assert_eq!(e.key, "sinks[0].token");

@@ -7,7 +7,7 @@
 //! `check` and `run` go through exactly the same [`load`] so a config that checks also runs.
 
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -17,8 +17,23 @@ use crate::pipeline::Format;
 use crate::pipeline::filter::{Filters, TagFilter, check_tag_name};
 use crate::secret::Secret;
 
+mod admin;
+mod env_overrides;
+mod file_types;
+mod load;
+mod parse_error;
+mod paths;
+mod secrets;
+pub(crate) mod url_policy;
+
+pub use env_overrides::env_warnings;
+pub use load::{Source, StateView, load, load_state_view};
+use secrets::read_secret_file;
+pub(crate) use secrets::resolve_sink_secret;
+pub use secrets::{secret_permissions_warning, sink_secret_env};
+
 /// The embedded default configuration used by `demo`: the built-in simulator and stdout.
-pub const DEMO_DEFAULT: &str = include_str!("../config/default.toml");
+pub const DEMO_DEFAULT: &str = include_str!("../../config/default.toml");
 
 /// Default API endpoint of the Signal Sciences dashboard.
 pub const DEFAULT_BASE_URL: &str = "https://dashboard.signalsciences.net/api/v0";
@@ -515,9 +530,7 @@ impl Config {
     pub fn validate(raw: RawConfig, now: i64) -> Result<Config, ConfigError> {
         let api = validate_api(raw.api)?;
         let poll = validate_poll(raw.poll, now)?;
-        if raw.spool.path.as_os_str().is_empty() {
-            return Err(ConfigError::new("spool.path", "must not be empty"));
-        }
+        paths::check_spool_path(&raw.spool.path)?;
         if raw.spool.max_bytes < 1 << 20 {
             return Err(ConfigError::new(
                 "spool.max_bytes",
@@ -606,21 +619,7 @@ fn validate_tag_filter(
 }
 
 fn validate_api(raw: RawApi) -> Result<ApiConfig, ConfigError> {
-    let mut base = raw.base_url.trim().trim_end_matches('/').to_string();
-    if base.is_empty() {
-        base = default_base_url();
-    }
-    let base_url = Url::parse(&base)
-        .map_err(|e| ConfigError::new("api.base_url", format!("`{base}` is not a URL: {e}")))?;
-    if !matches!(base_url.scheme(), "https" | "http") {
-        return Err(ConfigError::new(
-            "api.base_url",
-            format!(
-                "scheme must be https (or http for a local simulator), got `{}`",
-                base_url.scheme()
-            ),
-        ));
-    }
+    let base_url = url_policy::api_base_url(&raw.base_url)?;
     let email = raw
         .email
         .filter(|e| !e.trim().is_empty())
@@ -641,8 +640,8 @@ fn validate_api(raw: RawApi) -> Result<ApiConfig, ConfigError> {
             ));
         }
     };
-    if token.is_empty() {
-        return Err(ConfigError::new("api.token", "is empty"));
+    if let Some(problem) = token.problem() {
+        return Err(ConfigError::new("api.token", problem));
     }
     let corp = raw
         .corp
@@ -777,10 +776,7 @@ fn validate_poll(raw: RawPoll, now: i64) -> Result<PollConfig, ConfigError> {
     }
     let start_at = match raw.start_at {
         None => None,
-        Some(s) => Some(crate::time::align_down(
-            crate::time::parse_instant(&s, now)
-                .map_err(|e| ConfigError::new("poll.start_at", e))?,
-        )),
+        Some(s) => Some(start_at(&s, now)?),
     };
     if !(1..=32).contains(&raw.backfill_windows) {
         return Err(ConfigError::new(
@@ -795,6 +791,26 @@ fn validate_poll(raw: RawPoll, now: i64) -> Result<PollConfig, ConfigError> {
         start_at,
         backfill_windows: raw.backfill_windows,
     })
+}
+
+/// `poll.start_at`, minute-aligned. A time in the future is refused rather than clamped: it is
+/// a typo (a wrong year) more often than a wish, a site would export nothing until then, and a
+/// clamp would hide the mistake behind a start the operator did not write.
+fn start_at(text: &str, now: i64) -> Result<i64, ConfigError> {
+    let t =
+        crate::time::parse_instant(text, now).map_err(|e| ConfigError::new("poll.start_at", e))?;
+    if t > now {
+        return Err(ConfigError::new(
+            "poll.start_at",
+            format!(
+                "{} is in the future (now is {}): nothing would be exported until then; give a \
+                 past time, \"now\" or a relative one such as \"-2h\"",
+                crate::time::fmt(t),
+                crate::time::fmt(now)
+            ),
+        ));
+    }
+    Ok(crate::time::align_down(t))
 }
 
 fn validate_sinks(raw: Vec<RawSink>) -> Result<Vec<SinkConfig>, ConfigError> {
@@ -841,519 +857,5 @@ fn validate_sinks(raw: Vec<RawSink>) -> Result<Vec<SinkConfig>, ConfigError> {
     Ok(out)
 }
 
-/// Resolves one secret of a sink from, in order, the config file (`inline`), a `*_file` path,
-/// or the environment variable [`sink_secret_env`]`(sink, field)`. `key` names the field in
-/// errors (`sinks[0].token`). `Ok(None)` when none is set; an empty value is an error.
-pub(crate) fn resolve_sink_secret(
-    key: &str,
-    sink: &str,
-    field: &str,
-    inline: Option<Secret>,
-    file: Option<&Path>,
-) -> Result<Option<Secret>, ConfigError> {
-    let secret = match (inline, file) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::new(
-                key,
-                format!("set either {field} or {field}_file, not both"),
-            ));
-        }
-        (Some(s), None) => s,
-        (None, Some(path)) => read_secret_file(&format!("{key}_file"), path)?,
-        (None, None) => match std::env::var(sink_secret_env(sink, field)) {
-            Ok(v) => Secret::new(v),
-            Err(_) => return Ok(None),
-        },
-    };
-    if secret.is_empty() {
-        return Err(ConfigError::new(key, "is empty"));
-    }
-    Ok(Some(secret))
-}
-
-/// The environment variable that can hold secret `field` of sink `sink`:
-/// `SIGSCI_EXPORT_SINK_<NAME>_<FIELD>`, upper case, other characters as `_`
-/// (`splunk-prod`, `token` -> `SIGSCI_EXPORT_SINK_SPLUNK_PROD_TOKEN`).
-pub fn sink_secret_env(sink: &str, field: &str) -> String {
-    let up = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    format!("SIGSCI_EXPORT_SINK_{}_{}", up(sink), up(field))
-}
-
-/// Keys whose value is a secret when written inline in the config file.
-const SECRET_KEYS: &[&str] = &["token", "password", "api_key", "bearer_token"];
-
-/// A warning when the config file holds a secret inline and other users can read it.
-/// (`*_file` paths, systemd credentials or the environment keep secrets out of the file.)
-pub fn secret_permissions_warning(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    if mode & 0o004 == 0 {
-        return None;
-    }
-    // Parsed, not scanned by line: a secret can sit in an inline table
-    // (`sinks = [{ type = "splunk_hec", token = "..." }]`) or behind a dotted key
-    // (`api.token = "..."`).
-    let value: serde_json::Value = config::Config::builder()
-        .add_source(config::File::from(path).format(config::FileFormat::Toml))
-        .build()
-        .ok()?
-        .try_deserialize()
-        .ok()?;
-    let key = inline_secret(&value, "")?;
-    Some(format!(
-        "`{}` holds a secret (`{key}`) and is readable by every user (mode {:o}); chmod 600 it, or use {key}_file / the environment instead",
-        path.display(),
-        mode & 0o777
-    ))
-}
-
-/// The dotted path (`sinks[1].token`) of the first non-empty secret value in `v`.
-fn inline_secret(v: &serde_json::Value, at: &str) -> Option<String> {
-    match v {
-        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
-            let path = if at.is_empty() {
-                k.clone()
-            } else {
-                format!("{at}.{k}")
-            };
-            if SECRET_KEYS.contains(&k.as_str()) && v.as_str().is_some_and(|s| !s.is_empty()) {
-                Some(path)
-            } else {
-                inline_secret(v, &path)
-            }
-        }),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| inline_secret(v, &format!("{at}[{i}]"))),
-        _ => None,
-    }
-}
-
-fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(key, format!("cannot read `{}`: {e}", path.display())))?;
-    Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Loading: file + environment.
-// ---------------------------------------------------------------------------------------------
-
-/// Where the configuration comes from.
-#[derive(Debug, Clone)]
-pub enum Source<'a> {
-    /// A TOML file, then the environment.
-    File(&'a Path),
-    /// A TOML text (the embedded demo default), without environment overrides.
-    Embedded(&'a str),
-}
-
-/// Reads, layers and validates the configuration. `overrides` are `(dotted.key, value)` pairs
-/// applied last (the demo uses them for the simulator's address and a temporary state file).
-pub fn load(source: Source<'_>, overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
-    let file = match &source {
-        Source::File(p) => Some(p.to_path_buf()),
-        Source::Embedded(_) => None,
-    };
-    load_inner(source, overrides, &|k| std::env::var(k).ok()).map_err(|mut e| {
-        e.file = file;
-        e
-    })
-}
-
-/// What `status` and `dead-letters` need from the configuration: where the state file is and
-/// which sinks are configured. Never a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateView {
-    /// `spool.path`.
-    pub spool_path: PathBuf,
-    /// The configured sinks' names, in config order.
-    pub sinks: Vec<String>,
-}
-
-/// Reads the configuration file and the environment as [`load`] does, but keeps only the
-/// [`StateView`]: no secret is required or read, so `status` works where the service's
-/// credentials are not readable (systemd credentials exist only while the service runs, and
-/// only for its user).
-pub fn load_state_view(path: &Path) -> Result<StateView, ConfigError> {
-    let view = layered_raw(Source::File(path), &[]).and_then(|raw| {
-        if raw.spool.path.as_os_str().is_empty() {
-            return Err(ConfigError::new("spool.path", "must not be empty"));
-        }
-        let sinks = raw
-            .sinks
-            .iter()
-            .map(|sink| {
-                // The defaults of each sink type's `validate`; a test keeps them in step.
-                let (name, default) = match sink {
-                    RawSink::Stdout(s) => (&s.name, "stdout"),
-                    RawSink::SplunkHec(s) => (&s.name, "splunk_hec"),
-                    RawSink::Elasticsearch(s) => (&s.name, "elasticsearch"),
-                };
-                name.clone().unwrap_or_else(|| default.to_string())
-            })
-            .collect();
-        Ok(StateView {
-            spool_path: raw.spool.path,
-            sinks,
-        })
-    });
-    view.map_err(|mut e| {
-        e.file = Some(path.to_path_buf());
-        e
-    })
-}
-
-fn load_inner(
-    source: Source<'_>,
-    overrides: &[(&str, &str)],
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigError> {
-    let with_env = matches!(source, Source::File(_));
-    let mut raw = layered_raw(source, overrides)?;
-    if with_env {
-        // The vendor's conventional variables fill in only what nothing else set.
-        if raw.api.email.is_none() {
-            raw.api.email = env("SIGSCI_EMAIL");
-        }
-        if raw.api.token.is_none() && raw.api.token_file.is_none() {
-            raw.api.token = env("SIGSCI_TOKEN").map(Secret::new);
-        }
-    }
-    Config::validate(raw, crate::time::now())
-}
-
-/// The file (or embedded text), then for a file the `SIGSCI_EXPORT__` environment, then
-/// `overrides`, deserialized: exactly what the operator wrote, nothing resolved.
-fn layered_raw(source: Source<'_>, overrides: &[(&str, &str)]) -> Result<RawConfig, ConfigError> {
-    use config::{Environment, File, FileFormat};
-
-    let mut builder = config::Config::builder();
-    let with_env = match source {
-        Source::File(path) => {
-            if !path.is_file() {
-                return Err(ConfigError::new(
-                    "config",
-                    format!(
-                        "file `{}` not found (pass --config or set SIGSCI_EXPORT_CONFIG)",
-                        path.display()
-                    ),
-                ));
-            }
-            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
-            true
-        }
-        Source::Embedded(text) => {
-            builder = builder.add_source(File::from_str(text, FileFormat::Toml));
-            false
-        }
-    };
-    if with_env {
-        // `__` separates the prefix too, so Kubernetes' generated `SIGSCI_EXPORT_SERVICE_HOST`
-        // never lands in a deny_unknown_fields config.
-        builder = builder.add_source(
-            Environment::with_prefix("SIGSCI_EXPORT")
-                .prefix_separator("__")
-                .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("api.sites")
-                .with_list_parse_key("filters.include_tags")
-                .with_list_parse_key("filters.exclude_tags")
-                .try_parsing(true),
-        );
-    }
-    for (k, v) in overrides {
-        builder = builder
-            .set_override(*k, *v)
-            .map_err(|e| ConfigError::new(*k, e.to_string()))?;
-    }
-    let layered = builder.build().map_err(config_crate_error)?;
-    layered.try_deserialize().map_err(config_crate_error)
-}
-
-/// Turns the `config` crate's messages into key + reason. Its text already names the key
-/// (`unknown field `tokn` ... for key `api``), so keep it and pull the key out when we can.
-fn config_crate_error(e: config::ConfigError) -> ConfigError {
-    let text = e.to_string();
-    let key = text
-        .rsplit_once("for key `")
-        .and_then(|(_, rest)| rest.split_once('`'))
-        .map(|(k, _)| k.to_string());
-    let field = text
-        .split_once("unknown field `")
-        .and_then(|(_, rest)| rest.split_once('`'))
-        .map(|(f, _)| f.to_string());
-    let key = match (key, field) {
-        (Some(k), Some(f)) => format!("{k}.{f}"),
-        (None, Some(f)) => f,
-        (Some(k), None) => k,
-        (None, None) => "config".to_string(),
-    };
-    ConfigError::new(key, text)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(toml: &str) -> Result<Config, ConfigError> {
-        load_inner(Source::Embedded(toml), &[], &|_| None)
-    }
-
-    const MINIMAL: &str = r#"
-        [api]
-        email = "soc@example.com"
-        token = "t0k"
-        corp = "acme"
-        sites = ["www"]
-        [[sinks]]
-        type = "stdout"
-    "#;
-
-    #[test]
-    fn minimal_config_gets_defaults() {
-        let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.api.base_url.as_str(), DEFAULT_BASE_URL);
-        assert_eq!(c.api.requests_per_minute.get(), 60);
-        assert_eq!(c.api.retention_secs, 86_700);
-        assert_eq!(c.poll.delay_secs, 300);
-        assert_eq!(c.poll.max_window_secs, 3600);
-        assert_eq!(c.sinks[0].name(), "stdout");
-        assert_eq!(c.api.sites, Sites::List(vec!["www".into()]));
-    }
-
-    #[test]
-    fn example_and_default_configs_parse() {
-        let example = include_str!("../config/example.toml");
-        // The example points at files that exist only in production; drop those lines.
-        let example: String = example
-            .lines()
-            .filter(|l| {
-                !l.trim_start().starts_with("token_file") && !l.trim_start().starts_with("ca_file")
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        let example = example.replace("[api]", "[api]\ntoken = \"x\"");
-        parse(&example).unwrap();
-        parse(DEMO_DEFAULT).unwrap();
-        parse(include_str!("../config/simulator.toml")).unwrap();
-        parse(include_str!("../config/simulator-es.toml")).unwrap();
-    }
-
-    #[test]
-    fn unknown_key_is_named() {
-        let e = parse(&MINIMAL.replace("corp = \"acme\"", "corp = \"acme\"\ntokn = \"x\""))
-            .unwrap_err();
-        assert_eq!(e.key, "api.tokn", "{e}");
-        let e = parse(&format!("{MINIMAL}\n[pol]\nx = 1")).unwrap_err();
-        assert!(e.to_string().contains("pol"), "{e}");
-        let e = parse(&MINIMAL.replace("type = \"stdout\"", "type = \"stdout\"\nbogus = 1"))
-            .unwrap_err();
-        assert!(e.to_string().contains("bogus"), "{e}");
-    }
-
-    #[test]
-    fn each_bad_value_names_its_key() {
-        let cases = [
-            (
-                "requests_per_minute",
-                "requests_per_minute = 0",
-                "api.requests_per_minute",
-            ),
-            ("page_limit", "page_limit = 1001", "api.page_limit"),
-            ("sites", "sites = [\"WWW Production\"]", "api.sites"),
-            ("base_url", "base_url = \"ftp://x\"", "api.base_url"),
-            ("retention", "retention_secs = 10", "api.retention_secs"),
-        ];
-        for (what, line, key) in cases {
-            let toml = MINIMAL.replace("corp = \"acme\"", &format!("corp = \"acme\"\n{line}"));
-            let toml = if what == "sites" {
-                toml.replace("sites = [\"www\"]\n", "")
-            } else {
-                toml
-            };
-            let e = parse(&toml).unwrap_err();
-            assert_eq!(e.key, key, "{what}: {e}");
-        }
-        let e = parse(&format!("{MINIMAL}\n[poll]\ndelay_secs = 60")).unwrap_err();
-        assert_eq!(e.key, "poll.delay_secs");
-        let e = parse(&format!("{MINIMAL}\n[poll]\nmax_window_secs = 90")).unwrap_err();
-        assert_eq!(e.key, "poll.max_window_secs");
-        let e = parse(&format!("{MINIMAL}\n[poll]\nstart_at = \"yesterday\"")).unwrap_err();
-        assert_eq!(e.key, "poll.start_at");
-        let e = parse(&MINIMAL.replace("[[sinks]]\n        type = \"stdout\"", "")).unwrap_err();
-        assert_eq!(e.key, "sinks");
-        let e = parse(&MINIMAL.replace("token = \"t0k\"", "")).unwrap_err();
-        assert_eq!(e.key, "api.token");
-        let e = parse(&format!("{MINIMAL}\n[[sinks]]\ntype = \"stdout\"")).unwrap_err();
-        assert_eq!(e.key, "sinks[1].name");
-        let e = parse(&format!("{MINIMAL}\n[[sinks]]\ntype = \"kafka\"")).unwrap_err();
-        assert!(e.to_string().contains("kafka"), "{e}");
-    }
-
-    #[test]
-    fn token_file_and_env_fallbacks() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("tok");
-        std::fs::write(&f, "from-file\n").unwrap();
-        let toml = MINIMAL.replace("token = \"t0k\"", &format!("token_file = {:?}", f));
-        let c = parse(&toml).unwrap();
-        assert_eq!(c.api.auth.token.expose(), "from-file");
-
-        let toml = MINIMAL
-            .replace("token = \"t0k\"", "")
-            .replace("email = \"soc@example.com\"", "");
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, &toml).unwrap();
-        let env = |k: &str| match k {
-            "SIGSCI_EMAIL" => Some("env@example.com".to_string()),
-            "SIGSCI_TOKEN" => Some("env-token".to_string()),
-            _ => None,
-        };
-        let c = load_inner(Source::File(&path), &[], &env).unwrap();
-        assert_eq!(c.api.auth.email, "env@example.com");
-        assert_eq!(c.api.auth.token.expose(), "env-token");
-    }
-
-    #[test]
-    fn debug_output_hides_the_token() {
-        let c = parse(&MINIMAL.replace("t0k", "very-secret-token-123")).unwrap();
-        let shown = format!("{c:?}");
-        assert!(!shown.contains("very-secret-token-123"), "{shown}");
-    }
-
-    #[test]
-    fn filters_parse_and_validate() {
-        let c = parse(MINIMAL).unwrap();
-        assert!(c.filters.for_site("www").is_empty());
-        assert!(c.filters.server_side());
-        let toml = format!(
-            "{MINIMAL}\n[filters]\ninclude_tags = [\"SQLI\", \" XSS\", \"SQLI\"]\nexclude_tags = [\"HTTP404\"]\n\
-             [filters.sites.www]\nexclude_tags = [\"BLOCKED\"]"
-        );
-        let c = parse(&toml).unwrap();
-        assert!(c.filters.for_site("www").include().is_empty());
-        assert_eq!(c.filters.for_site("www").exclude(), ["BLOCKED"]);
-        assert_eq!(c.filters.for_site("other").include(), ["SQLI", "XSS"]);
-        assert_eq!(c.filters.for_site("other").exclude(), ["HTTP404"]);
-        let cases = [
-            (
-                "[filters]\ninclude_tags = [\"sqli\"]",
-                "filters.include_tags",
-            ),
-            ("[filters]\nexclude_tags = [\"\"]", "filters.exclude_tags"),
-            (
-                "[filters]\ninclude_tags = [\"XSS\"]\nexclude_tags = [\"XSS\"]",
-                "filters.exclude_tags",
-            ),
-            (
-                "[filters.sites.api]\ninclude_tags = [\"XSS\"]",
-                "filters.sites.api",
-            ),
-            (
-                "[filters.sites.www]\ninclude_tags = [\"A B\"]",
-                "filters.sites.www.include_tags",
-            ),
-        ];
-        for (extra, key) in cases {
-            let e = parse(&format!("{MINIMAL}\n{extra}")).unwrap_err();
-            assert_eq!(e.key, key, "{extra}: {e}");
-        }
-        let e = parse(&format!("{MINIMAL}\n[filters]\ninclude = [\"XSS\"]")).unwrap_err();
-        assert!(e.to_string().contains("include"), "{e}");
-    }
-
-    #[test]
-    fn the_state_view_needs_no_secret_and_names_sinks_as_validation_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "{}\n[spool]\npath = \"/var/lib/x/state.db\"\n\
-             [[sinks]]\ntype = \"splunk_hec\"\nurl = \"https://splunk.example.com:8088\"\ntoken_file = \"{missing}\"\n\
-             [[sinks]]\ntype = \"elasticsearch\"\nurl = \"https://es.example.com:9200\"\n\
-             [[sinks]]\ntype = \"stdout\"\nname = \"copy\"\n",
-            MINIMAL.replace(
-                "token = \"t0k\"",
-                &format!("token_file = \"{missing}\"", missing = "/nonexistent/token")
-            ),
-            missing = "/nonexistent/hec-token",
-        );
-        let path = dir.path().join("c.toml");
-        std::fs::write(&path, &text).unwrap();
-        let view = load_state_view(&path).unwrap();
-        assert_eq!(view.spool_path, Path::new("/var/lib/x/state.db"));
-        assert_eq!(
-            view.sinks,
-            ["stdout", "splunk_hec", "elasticsearch", "copy"]
-        );
-        // With the secrets present, full validation names the sinks the same way.
-        let full = parse(
-            &text
-                .replace("token_file = \"/nonexistent/token\"", "token = \"t\"")
-                .replace("token_file = \"/nonexistent/hec-token\"", "token = \"h\""),
-        )
-        .unwrap();
-        let names: Vec<&str> = full.sinks.iter().map(SinkConfig::name).collect();
-        assert_eq!(view.sinks, names);
-        // A misspelt key is still an error, naming the file.
-        std::fs::write(&path, format!("{text}\n[spool2]\n")).unwrap();
-        let e = load_state_view(&path).unwrap_err();
-        assert_eq!(e.file.as_deref(), Some(path.as_path()));
-    }
-
-    #[test]
-    fn a_world_readable_secret_is_found_whatever_the_toml_syntax() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let cases = [
-            ("[api]\ntoken = \"s3cr3t\"\n", Some("api.token")),
-            ("api.token = \"s3cr3t\"\n", Some("api.token")),
-            (
-                "api = { corp = \"acme\", token = \"s3cr3t\" }\n",
-                Some("api.token"),
-            ),
-            (
-                "sinks = [{ type = \"stdout\" }, { type = \"elasticsearch\", api_key = \"s3cr3t\" }]\n",
-                Some("sinks[1].api_key"),
-            ),
-            (
-                "[[sinks]]\ntype = \"splunk_hec\"\nauth.token = \"s3cr3t\"\n",
-                Some("sinks[0].auth.token"),
-            ),
-            ("[api]\ntoken_file = \"/run/credentials/x\"\n", None),
-            ("# token = \"s3cr3t\"\n[api]\ncorp = \"acme\"\n", None),
-        ];
-        for (i, (text, key)) in cases.into_iter().enumerate() {
-            let path = dir.path().join(format!("c{i}.toml"));
-            std::fs::write(&path, text).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            let warning = secret_permissions_warning(&path);
-            match key {
-                Some(key) => {
-                    let w = warning.unwrap_or_else(|| panic!("{text}: no warning"));
-                    assert!(w.contains(&format!("(`{key}`)")), "{text}: {w}");
-                    assert!(!w.contains("s3cr3t"), "{w}");
-                }
-                None => assert_eq!(warning, None, "{text}"),
-            }
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-            assert_eq!(secret_permissions_warning(&path), None, "{text}: mode 600");
-        }
-    }
-
-    #[test]
-    fn missing_file_is_a_config_error() {
-        let e = load(Source::File(Path::new("/nonexistent/x.toml")), &[]).unwrap_err();
-        assert_eq!(e.key, "config");
-    }
-}
+mod tests;
