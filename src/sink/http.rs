@@ -345,7 +345,9 @@ where
             Ok(_) => {}
             Err(e) => {
                 let after = match e {
-                    SinkError::Retryable { after, .. } => after,
+                    SinkError::Retryable { after, .. } | SinkError::Unreadable { after, .. } => {
+                        after
+                    }
                     _ => None,
                 };
                 for slot in &mut items[range] {

@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod delivery;
 mod elasticsearch;
+mod exclusive;
 mod hec;
 mod ops;
 mod shape;
