@@ -307,3 +307,97 @@ async fn es_items_without_status_are_warned_about_and_block_the_sink_until_reada
     assert!(truth.iter().all(|id| counts.get(id) == Some(&1)));
     assert_eq!(rx.doc_count(), truth.len());
 }
+
+/// A TLS server on 127.0.0.1 presenting a CA's own certificate as its server certificate (the
+/// case reported as `Other(OtherError(CaUsedAsEndEntity))`); returns its address and the CA's
+/// PEM, which the sink trusts through `ca_file`.
+async fn tls_server_with_a_ca_as_its_certificate() -> (std::net::SocketAddr, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use tokio_rustls::rustls;
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "test CA");
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            // The client refuses the certificate: the handshake is all there is.
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+    (addr, cert.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_certificate_that_cannot_verify_blocks_the_sink_with_a_sentence() {
+    let sim = start_sim(SimConfig::default()).await;
+    let (addr, ca_pem) = tls_server_with_a_ca_as_its_certificate().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let sink = format!(
+        "{}ca_file = \"{}\"\n",
+        es_sink(&format!("https://{addr}")),
+        ca_file.display()
+    );
+    let cfg = config(dir.path(), &sim, &sink);
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let running = spawn(&["run", "-c", &cfg], lines.clone());
+    let db = dir.path().join("state.db");
+    let db = db.to_str().unwrap();
+    let mut blocked = None;
+    let deadline = std::time::Instant::now() + LIMIT;
+    while blocked.is_none() && std::time::Instant::now() < deadline {
+        let out = run(&["status", "--state", db, "--json"], &[], LIMIT).await;
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&out.stdout) {
+            blocked = v["sinks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["sink"] == "es")
+                .and_then(|s| s["blocked"].as_str().map(str::to_string));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, stderr) = running.terminate(LIMIT).await;
+    let blocked = blocked.unwrap_or_else(|| panic!("the sink was never blocked:\n{stderr}"));
+    assert!(
+        blocked.contains("TLS certificate refused: the server presents a CA certificate"),
+        "{blocked}"
+    );
+    assert!(!blocked.contains("OtherError"), "{blocked}");
+    assert_eq!(code, Some(0), "{stderr}");
+    let sink_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("\"sink\":\"es\""))
+        .collect();
+    assert!(
+        sink_lines
+            .iter()
+            .any(|l| l.contains("\"level\":\"ERROR\"") && l.contains("Sink blocked")),
+        "{stderr}"
+    );
+    assert!(
+        !sink_lines
+            .iter()
+            .any(|l| l.contains("Send failed; will retry")),
+        "not retried at WARN as if it were passing:\n{stderr}"
+    );
+    assert!(!lines.lock().unwrap().is_empty(), "stdout kept flowing");
+}
