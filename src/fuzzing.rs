@@ -60,14 +60,17 @@ pub fn classify_hec_probe(status: u16, body: &[u8], index: Option<&str>) -> Resu
     )
 }
 
-/// Classifies an Elasticsearch `_bulk` reply to a request of `n_items` documents.
+/// Classifies an Elasticsearch `_bulk` reply to a request of `n_items` documents, whose
+/// `_id`s are `"0"`, `"1"`, ... (short, so the fuzzer finds them).
 pub fn classify_es_bulk_reply(status: u16, body: &[u8], n_items: usize) -> Result<Ack, SinkError> {
+    let ids: Vec<String> = (0..n_items).map(|i| i.to_string()).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     crate::sink::elasticsearch::reply::classify_bulk(
         status,
         Some(Duration::from_secs(1)),
         Some("https://elsewhere.example/"),
         body,
-        n_items,
+        &ids,
         "sigsci-fuzz",
     )
 }

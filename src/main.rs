@@ -17,7 +17,7 @@ use sigsci_export::sim::es::{EsFaults, EsReceiver, EsReceiverAuth, EsReceiverCon
 use sigsci_export::sim::hec::{HecFaults, HecReceiver, HecReceiverConfig, HecToken};
 use sigsci_export::sim::{FaultConfig, SimConfig, Simulator};
 use sigsci_export::source::client::FeedClient;
-use sigsci_export::store::Store;
+use sigsci_export::store::{Store, StoreError};
 use sigsci_export::{admin, check, shutdown, status, telemetry, time};
 use tracing::{error, info};
 
@@ -225,15 +225,27 @@ async fn preflight(cfg: &Config) -> Result<FeedClient, Failure> {
     }
 }
 
-fn open_store(cfg: &Config) -> Result<Store, Failure> {
-    Store::open(&cfg.spool.path)
-        .with_context(|| format!("cannot open the state file `{}`", cfg.spool.path.display()))
-        .map_err(Failure::Runtime)
+/// Opens the state file for the one process that writes namespace `ns` (see
+/// `store::Store::open_exclusive`): another process of the same namespace is a runtime
+/// conflict (exit 1: the configuration is fine, and a restart once the other one stopped
+/// works); a file that is not a state file is the configuration's fault (exit 2).
+fn open_store(cfg: &Config, ns: &str) -> Result<Store, Failure> {
+    Store::open_exclusive(&cfg.spool.path, ns).map_err(|e| store_failure(e, &cfg.spool.path))
+}
+
+fn store_failure(e: StoreError, path: &std::path::Path) -> Failure {
+    match e {
+        StoreError::Foreign(f) => Failure::Config(format!("configuration error: {f}")),
+        e => Failure::Runtime(
+            anyhow::Error::new(e)
+                .context(format!("cannot open the state file `{}`", path.display())),
+        ),
+    }
 }
 
 async fn run(cfg: Config, grace: Duration) -> Result<(), Failure> {
     let client = preflight(&cfg).await?;
-    let store = open_store(&cfg)?;
+    let store = open_store(&cfg, scheduler::RUN_NS)?;
     let cancel = shutdown::install();
     if let Some(addr) = cfg.admin.listen {
         let listener = admin::bind(addr)
@@ -296,7 +308,8 @@ async fn backfill(cfg: Config, from: &str, until: &str, sites: Vec<String>) -> R
         }
     }
     let client = preflight(&cfg).await?;
-    let store = open_store(&cfg)?;
+    // The namespace `scheduler::backfill` keeps this range in: one backfill per range.
+    let store = open_store(&cfg, &format!("backfill:{from_t}-{until_t}"))?;
     let cancel = shutdown::install();
     let progress = std::io::stderr().is_terminal().then(|| {
         let pb = ProgressBar::new(0);
@@ -387,14 +400,13 @@ fn state_target(
 }
 
 fn open_read_only(target: &StateTarget) -> Result<Store, Failure> {
-    Store::open_read_only(&target.path)
-        .with_context(|| {
-            format!(
-                "cannot read the state file `{}` (has `run` or `backfill` been started with this config?)",
-                target.path.display()
-            )
-        })
-        .map_err(Failure::Runtime)
+    Store::open_read_only(&target.path).map_err(|e| match e {
+        StoreError::Foreign(f) => Failure::Config(f.to_string()),
+        e => Failure::Runtime(anyhow::Error::new(e).context(format!(
+            "cannot read the state file `{}` (has `run` or `backfill` been started with this config?)",
+            target.path.display()
+        ))),
+    })
 }
 
 async fn status_cmd(target: &StateTarget, json: bool) -> Result<(), Failure> {
@@ -463,9 +475,9 @@ async fn dead_letters_cmd(target: &StateTarget, action: DeadLetterAction) -> Res
                     target.path.display()
                 )));
             }
-            let store = Store::open(&target.path)
-                .with_context(|| format!("cannot open the state file `{}`", target.path.display()))
-                .map_err(Failure::Runtime)?;
+            // No namespace lock: the re-queue is one SQLite transaction that appends rows after
+            // every seq a running `run` has read, which is how that service picks them up.
+            let store = Store::open(&target.path).map_err(|e| store_failure(e, &target.path))?;
             // A letter goes back to the sink that rejected it: one that is no longer configured
             // would hold it (and the spool rows after it) forever.
             let (known, known_as) = match &target.sinks {

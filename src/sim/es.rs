@@ -218,6 +218,11 @@ pub enum TopFault {
     /// The request is applied as usual, but the reply waits this long: a client with a shorter
     /// timeout never learns that its documents were stored.
     SlowReply(Duration),
+    /// Applied as usual, but the items come back in reverse order (as from a proxy that
+    /// reassembles replies): only their `_id`s tell which document each is about.
+    Reordered,
+    /// Applied as usual, but the items carry only their `_id`, no `status`.
+    NoItemStatus,
 }
 
 /// Why an index cannot be written (every item to it fails).
@@ -732,8 +737,10 @@ fn bulk_inner(
             );
         }
     };
+    let mut reshape = None;
     match top_fault(s) {
         Some(TopFault::SlowReply(d)) => *delay = Some(d),
+        Some(f @ (TopFault::Reordered | TopFault::NoItemStatus)) => reshape = Some(f),
         Some(f) => return fault_response(s, f),
         None => {}
     }
@@ -773,18 +780,30 @@ fn bulk_inner(
                 .as_ref()
                 .is_some_and(|known| !known.contains(p))
     });
-    let items = apply(
+    let mut items = apply(
         s,
         ops,
         missing_pipeline.as_deref(),
         params.require_data_stream,
     );
+    let only_ids = [vec![
+        "items".to_string(),
+        "*".to_string(),
+        "_id".to_string(),
+    ]];
+    let filter = match reshape {
+        Some(TopFault::NoItemStatus) => Some(&only_ids[..]),
+        _ => params.filter.as_deref(),
+    };
+    if reshape == Some(TopFault::Reordered) {
+        items.reverse();
+    }
     let reply = Reply {
         took: start.elapsed().as_millis() as u64,
         errors: items.iter().any(|i| i.status >= 300),
         items: &items,
     };
-    let body = reply.to_json(params.filter.as_deref());
+    let body = reply.to_json(filter);
     (
         StatusCode::OK,
         [(
@@ -868,8 +887,10 @@ fn fault_response(s: &Shared, fault: TopFault) -> Response {
             "security_exception",
             "unable to authenticate with provided credentials",
         ),
-        // Handled by the caller: the request is applied and only the reply waits.
-        TopFault::SlowReply(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        // Handled by the caller: the request is applied and only the reply differs.
+        TopFault::SlowReply(_) | TopFault::Reordered | TopFault::NoItemStatus => {
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
     }
 }
 
@@ -1963,7 +1984,7 @@ mod tests {
                     None,
                     None,
                     body.to_string().as_bytes(),
-                    1,
+                    &["a"],
                     "idx"
                 ),
                 Err(crate::sink::SinkError::Blocked { .. })

@@ -32,6 +32,7 @@ use crate::telemetry::metrics;
 fn error_kind(e: &SinkError) -> &'static str {
     match e {
         SinkError::Retryable { .. } => "retryable",
+        SinkError::Unreadable { .. } => "unreadable",
         SinkError::TooLarge => "too_large",
         SinkError::Invalid { .. } => "invalid",
         SinkError::Blocked { .. } => "blocked",
@@ -43,6 +44,12 @@ fn error_kind(e: &SinkError) -> &'static str {
 /// in replies that store the good events beside it; a run this long of replies storing
 /// nothing means every event is being refused for a reason no event can fix.
 pub const REJECTION_STREAK_LIMIT: usize = 100;
+
+/// Replies in a row that could not be read ([`SinkError::Unreadable`]) after which the sink is
+/// blocked (ERROR, `/readyz`) while it keeps retrying: a proxy or an incompatible server
+/// answering every request in a shape the sink cannot read is not a passing glitch, and
+/// retrying it at WARN alone would stall the sink unnoticed. About 8-15 s of backoff.
+pub const UNREADABLE_STREAK_LIMIT: usize = 5;
 
 /// Backoff bounds of the driver.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +81,8 @@ pub struct Driver {
     blocked: AtomicBool,
     /// Events refused in a row with none delivered (see [`REJECTION_STREAK_LIMIT`]).
     rejected_streak: AtomicUsize,
+    /// Replies in a row that could not be read (see [`UNREADABLE_STREAK_LIMIT`]).
+    unreadable_streak: AtomicUsize,
     /// Fired when nothing more is coming (a backfill has spooled its whole range): a partial
     /// batch then goes at once instead of lingering for events that will not arrive.
     flush: CancellationToken,
@@ -118,6 +127,7 @@ impl Driver {
             cancel,
             blocked: AtomicBool::new(false),
             rejected_streak: AtomicUsize::new(0),
+            unreadable_streak: AtomicUsize::new(0),
             flush: CancellationToken::new(),
         }
     }
@@ -297,6 +307,7 @@ impl Driver {
             metrics::sink_send(name, started.elapsed(), sent.as_ref().err().map(error_kind));
             match sent {
                 Ok(ack) if ack.items.len() == chunk.len() => {
+                    self.unreadable_streak.store(0, Ordering::Relaxed);
                     let mut retry_after: Option<Duration> = None;
                     let mut retried = Vec::new();
                     let mut refused: Option<String> = None;
@@ -402,6 +413,25 @@ impl Driver {
                     warn!(sink = %name, %reason, events = chunk.len(), "Send failed; will retry.");
                     metrics::sink_outcomes(name, 0, 0, chunk.len(), 0);
                     if !self.pause(&mut backoff, after, true).await {
+                        break;
+                    }
+                    queue.push_front(chunk);
+                }
+                Err(SinkError::Unreadable { reason, after }) => {
+                    warn!(sink = %name, %reason, events = chunk.len(), "Reply not understood; will retry.");
+                    metrics::sink_outcomes(name, 0, 0, chunk.len(), 0);
+                    let streak = self.unreadable_streak.fetch_add(1, Ordering::Relaxed) + 1;
+                    let resumed = if streak >= UNREADABLE_STREAK_LIMIT {
+                        let reason = format!(
+                            "{streak} replies in a row could not be read, the last: {reason}; \
+                             is a proxy in front of the sink rewriting its replies, or is the \
+                             url another kind of server? The events are kept and sent again"
+                        );
+                        self.block(&reason, &mut backoff).await
+                    } else {
+                        self.pause(&mut backoff, after, true).await
+                    };
+                    if !resumed {
                         break;
                     }
                     queue.push_front(chunk);

@@ -17,6 +17,8 @@ use reqwest::header::HeaderMap;
 use super::{Ack, BuildError, ItemOutcome, SinkError};
 use crate::store::SpooledEvent;
 
+pub(crate) mod tls;
+
 /// A client for one sink: rustls with the system's roots plus `ca_file`, certificates always
 /// checked, redirects never followed (a redirect means a wrong URL, such as Splunk's web port
 /// instead of HEC's), and `timeout` per request.
@@ -98,12 +100,28 @@ pub(crate) struct TransportHints {
     pub(crate) timeout: &'static str,
 }
 
-/// [`transport_error`] plus the hint of `hints` that fits the failure, if one does.
+/// [`transport_error`] plus the hint of `hints` that fits the failure, if one does. A server
+/// certificate that did not verify is not retryable but [`SinkError::Blocked`], in words (see
+/// [`tls`]): retrying does not change a certificate.
 pub(crate) fn transport_error_with_hint(
     e: reqwest::Error,
     url: &url::Url,
     hints: &TransportHints,
 ) -> SinkError {
+    let mut causes = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(c) = cur {
+        causes.push(c.to_string());
+        cur = c.source();
+    }
+    if let Some(reason) = tls::refused_certificate(
+        causes.iter().map(String::as_str),
+        hints.untrusted_certificate,
+    ) {
+        return SinkError::Blocked {
+            reason: format!("cannot connect: {reason}"),
+        };
+    }
     let hint = transport_hint(
         &e,
         url.scheme() == "https",
@@ -345,7 +363,9 @@ where
             Ok(_) => {}
             Err(e) => {
                 let after = match e {
-                    SinkError::Retryable { after, .. } => after,
+                    SinkError::Retryable { after, .. } | SinkError::Unreadable { after, .. } => {
+                        after
+                    }
                     _ => None,
                 };
                 for slot in &mut items[range] {

@@ -71,6 +71,17 @@ pub enum SinkError {
         /// Requested pause.
         after: Option<Duration>,
     },
+    /// The reply could not be read as an answer about this batch (not the expected JSON,
+    /// items missing, miscounted, unreadable or about other documents): nothing is known to be
+    /// stored, so the batch is sent again, and a run of them blocks the sink (see
+    /// [`driver::UNREADABLE_STREAK_LIMIT`]).
+    #[error("reply not understood: {reason}")]
+    Unreadable {
+        /// What could not be read, with a snippet of the reply.
+        reason: String,
+        /// Requested pause.
+        after: Option<Duration>,
+    },
     /// The request was too large (413): the driver halves the batch.
     #[error("payload too large")]
     TooLarge,

@@ -83,6 +83,8 @@ impl SyncStore {
                 path: path.to_path_buf(),
                 source,
             })?;
+        // Before the writer is configured: switching to WAL already writes to the file.
+        schema::refuse_foreign(&conn, path)?;
         let mut store = Self::new(conn, path);
         let configured = store.configure_writer();
         store.finish("open", configured)?;
@@ -103,6 +105,7 @@ impl SyncStore {
         let store = Self::new(conn, path);
         let configured = store.conn.busy_timeout(BUSY_TIMEOUT).map_err(Fail::from);
         store.finish("open read-only", configured)?;
+        schema::refuse_foreign(&store.conn, path)?;
         let found = schema::read_version(&store.conn, path)?;
         let supported = schema::supported_version();
         if found < supported {

@@ -42,10 +42,13 @@ mod body;
 pub use acks::PendingAck;
 pub use body::Body;
 mod db;
+mod lock;
+pub use lock::LockError;
 mod ops;
 mod rows;
 pub use rows::RowError;
 mod schema;
+pub use schema::ForeignFile;
 #[cfg(test)]
 mod tests;
 
@@ -170,6 +173,12 @@ pub enum StoreError {
         /// The highest seq assigned so far.
         max: i64,
     },
+    /// Another process writes the namespace, or its lock file cannot be used.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The file is not a sigsci-export state file; nothing was written to it.
+    #[error(transparent)]
+    Foreign(#[from] ForeignFile),
     /// A spool row could not be read back: the file was damaged or edited by hand.
     #[error("the spool row ending at seq {seq} in {path} is damaged: {what}")]
     Corrupt {
@@ -325,6 +334,9 @@ struct Shared {
     /// queue rather than on the connection's lock inside the blocking pool, where a burst
     /// of page commits would occupy every pool thread and leave the sinks' reads waiting.
     writer: Option<std::sync::mpsc::Sender<Job>>,
+    /// The namespace's lock ([`Store::open_exclusive`]). Last: released after the
+    /// connections above are closed.
+    lock: Option<lock::NamespaceLock>,
 }
 
 /// One write, run on the writer thread.
@@ -390,6 +402,7 @@ impl Store {
                 reader: None,
                 changed: Arc::new(Notify::new()),
                 writer: None,
+                lock: None,
             }),
         }
     }

@@ -5,11 +5,105 @@
 //! `user_version` bump, so a crash mid-migration leaves the previous version intact. Steps are
 //! append-only: never edit a released step, add a new one.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 use super::StoreError;
+
+/// A file that is not a sigsci-export state file: another application's SQLite database, or
+/// not an SQLite database at all. Refused before anything is written to it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path} is not a sigsci-export state file: {what}; nothing was written to it. Point \
+     `spool.path` (or `--state`) at a new file, or at a state file of sigsci-export"
+)]
+pub struct ForeignFile {
+    /// The file.
+    pub path: PathBuf,
+    /// What it is instead.
+    pub what: String,
+}
+
+/// Tables of every schema version since the first: a file with `user_version` set but without
+/// them was written by another application that uses `user_version` too.
+const OUR_TABLES: [&str; 5] = ["cursors", "dead_letters", "seen", "sink_offsets", "spool"];
+
+/// Refuses a database that already holds something and is not ours: one without a schema
+/// version but with tables (another application's: migrating would add ours beside its own),
+/// one with a version but without our tables, or a file SQLite cannot read as a database. An
+/// empty or new file passes. Reads only.
+pub(super) fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let foreign = |what: String| {
+        StoreError::Foreign(ForeignFile {
+            path: path.to_path_buf(),
+            what,
+        })
+    };
+    let sql = |source: rusqlite::Error| match source.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => foreign("it is not an SQLite database".to_string()),
+        _ => StoreError::Sqlite {
+            op: "read schema",
+            path: path.to_path_buf(),
+            source,
+        },
+    };
+    let version = user_version(conn).map_err(sql)?;
+    let names = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE substr(name, 1, 7) <> 'sqlite_' ORDER BY name",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(sql)?;
+    let ours = OUR_TABLES.iter().all(|t| names.iter().any(|n| n == t));
+    if (version == 0 && names.is_empty()) || (version != 0 && ours) {
+        return Ok(());
+    }
+    let shown: Vec<String> = names.iter().take(3).map(|n| format!("`{n}`")).collect();
+    let more = match names.len().saturating_sub(3) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    if names.is_empty() {
+        return Err(foreign(format!(
+            "it is an empty SQLite database with schema version {version}, which \
+             sigsci-export never writes"
+        )));
+    }
+    let noun = if names.len() == 1 {
+        "object"
+    } else {
+        "objects"
+    };
+    let version = match version {
+        0 => String::new(),
+        v => format!("schema version {v}; "),
+    };
+    Err(foreign(format!(
+        "it is an SQLite database of another application ({version}{noun} {}{more})",
+        shown.join(", ")
+    )))
+}
+
+/// [`refuse_foreign`] on the file at `path`, opened read-only, before a writer is opened
+/// (which would switch it to WAL mode) or a lock file is created beside it. A missing or
+/// empty file passes.
+pub(super) fn refuse_foreign_file(path: &Path) -> Result<(), StoreError> {
+    if std::fs::metadata(path).map_or(true, |m| !m.is_file() || m.len() == 0) {
+        // Nothing to protect (a directory fails when it is opened, with its own error).
+        return Ok(());
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Sqlite {
+        op: "open read-only",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    refuse_foreign(&conn, path)
+}
 
 /// Migration steps, applied in order.
 pub(super) const MIGRATIONS: &[&str] = &[

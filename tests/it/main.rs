@@ -7,6 +7,7 @@ mod config_errors;
 mod crash;
 mod delivery;
 mod elasticsearch;
+mod exclusive;
 mod hec;
 mod hostile_feed;
 mod ops;

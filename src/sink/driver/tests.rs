@@ -532,3 +532,69 @@ async fn bad_events_beside_stored_ones_are_dead_lettered_however_many() {
         "not blocked"
     );
 }
+
+/// Replies the sink cannot read are retried at WARN, and a run of them blocks the sink (it
+/// would otherwise retry forever with `/readyz` ready); the first reply understood clears it,
+/// and nothing is settled from an unreadable reply.
+#[tokio::test]
+async fn a_run_of_unreadable_replies_blocks_the_sink_until_one_is_understood() {
+    let (_d, store, ids) = store_with(3).await;
+    let unreadable = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sink = Arc::new(FakeSink::default());
+    for _ in 0..10_000 {
+        let u = unreadable.clone();
+        sink.script
+            .lock()
+            .unwrap()
+            .push_back(Box::new(move |b: &Batch| {
+                if u.load(std::sync::atomic::Ordering::SeqCst) {
+                    Err(SinkError::Unreadable {
+                        reason: "bulk reply has an item without `status`".into(),
+                        after: None,
+                    })
+                } else {
+                    Ok(Ack::all_delivered(b.events.len()))
+                }
+            }));
+    }
+    let blocked = || async {
+        store
+            .blocked_sinks()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|b| b.sink == "fake")
+    };
+    let (cancel, task) = start(&store, sink.clone(), 10, 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        if let Some(b) = blocked().await {
+            break b.reason;
+        }
+        assert!(std::time::Instant::now() < deadline, "never blocked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(
+        sink.sends.lock().unwrap().len() >= UNREADABLE_STREAK_LIMIT,
+        "blocked only after {UNREADABLE_STREAK_LIMIT} replies"
+    );
+    assert!(
+        reason.contains("replies in a row could not be read"),
+        "{reason}"
+    );
+    assert!(reason.contains("without `status`"), "{reason}");
+    assert_eq!(
+        store.pending("run", "fake").await.unwrap(),
+        3,
+        "nothing settled"
+    );
+    unreadable.store(false, std::sync::atomic::Ordering::SeqCst);
+    drained(&store).await;
+    assert!(
+        blocked().await.is_none(),
+        "block cleared once a reply was read"
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(sink.delivered(), ids);
+}

@@ -3,7 +3,8 @@
 //!
 //! One batch from the driver becomes one or more `_bulk` requests (each at most
 //! `batch_max_bytes` before compression and `batch_max_events` documents), up to `in_flight` at
-//! a time. Each reply is classified per item, in order (see [`reply`]): stored → delivered,
+//! a time. Each reply is classified per item, in order, each item's `_id` checked against the
+//! document at its position (see [`reply`]): stored → delivered,
 //! 409 → duplicate (an earlier attempt landed), 429/5xx → retried alone by the driver, a
 //! mapping error → dead-lettered with the cluster's words, and a target that cannot be written
 //! (missing, closed, read-only, forbidden, missing pipeline, alias without a write index) → the
@@ -33,6 +34,7 @@ pub use config::{
 use super::http::{self, Chunk};
 use super::{Ack, Batch, BatchLimits, BuildError, Sink, SinkError};
 use crate::pipeline::Shaper;
+use crate::store::SpooledEvent;
 use encode::Encoder;
 
 /// Sends batches to one cluster.
@@ -67,7 +69,9 @@ impl EsSink {
         );
         let root = cfg.url.as_str().trim_end_matches('/').to_string();
         // Never `refresh`: it costs the cluster and we never read back.
-        let mut bulk_url = format!("{root}/_bulk?filter_path=errors,items.*.status,items.*.error");
+        // `_id` kept: each item is checked against the document at its position.
+        let mut bulk_url =
+            format!("{root}/_bulk?filter_path=errors,items.*._id,items.*.status,items.*.error");
         if let Some(p) = &cfg.pipeline {
             bulk_url.push_str("&pipeline=");
             bulk_url.extend(url::form_urlencoded::byte_serialize(p.as_bytes()));
@@ -148,8 +152,9 @@ impl EsSink {
         })
     }
 
-    async fn send_chunk(&self, chunk: Chunk) -> Result<Ack, SinkError> {
-        let sent = chunk.range.len();
+    /// Sends one request of `events` (the chunk's events, in order).
+    async fn send_chunk(&self, events: &[SpooledEvent], chunk: Chunk) -> Result<Ack, SinkError> {
+        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
         let body = Bytes::from(chunk.body);
         let ds_url = self
             .bulk_url_ds
@@ -174,7 +179,7 @@ impl EsSink {
             reply.after,
             reply.location.as_deref(),
             &reply.body,
-            sent,
+            &ids,
             &self.cfg.index.text,
         )
     }
@@ -208,7 +213,7 @@ impl Sink for EsSink {
             }
         }
         http::send_all(chunks, events.len(), self.cfg.in_flight, |c| {
-            self.send_chunk(c)
+            self.send_chunk(&events[c.range.clone()], c)
         })
         .await
     }

@@ -176,7 +176,7 @@ async fn items_201_are_delivered_in_one_request() {
         params,
         vec![(
             "filter_path".to_string(),
-            "errors,items.*.status,items.*.error".to_string()
+            "errors,items.*._id,items.*.status,items.*.error".to_string()
         )]
     );
 }
@@ -477,6 +477,37 @@ async fn top_level_401_blocks_until_healthy() {
 async fn success_status_without_items_is_not_delivered() {
     let rx = top_fault_then_delivered(TopFault::BadReply, 2).await;
     assert_eq!(rx.stats().items_by_status.get(&201), Some(&20));
+}
+
+#[tokio::test]
+async fn items_without_status_are_not_delivered() {
+    // Stored by the first request, but its reply says nothing about them: resent, 409.
+    let rx = top_fault_then_delivered(TopFault::NoItemStatus, 2).await;
+    assert_eq!(rx.stats().items_by_status.get(&409), Some(&20));
+}
+
+/// Items are matched to documents by position; a reply in another order must not settle a
+/// document by another's item (dead-letter a stored one, count a refused one as delivered).
+#[tokio::test]
+async fn a_reply_with_items_out_of_order_is_retried_not_misattributed() {
+    let rx = receiver(EsReceiverConfig::default()).await;
+    let (_d, store, ids) = store_with(20).await;
+    // Refused on both attempts: the reversed reply puts its item at position 17.
+    rx.script_item(&ids[2], [ItemFault::MappingError, ItemFault::MappingError]);
+    rx.script_top([TopFault::Reordered]);
+    deliver(&store, es_config(&rx.url(), json!({}))).await;
+    let dead: Vec<String> = store
+        .dead_letters(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(dead, [ids[2].clone()]);
+    let mut stored = ids.clone();
+    stored.remove(2);
+    assert_stored_once(&rx, &stored);
+    assert_eq!(rx.stats().bulk_requests, 2);
 }
 
 #[tokio::test]
@@ -807,7 +838,7 @@ fn defaults() {
     );
     assert_eq!(
         sink.bulk_url,
-        "https://es.example.com:9200/_bulk?filter_path=errors,items.*.status,items.*.error"
+        "https://es.example.com:9200/_bulk?filter_path=errors,items.*._id,items.*.status,items.*.error"
     );
     assert_eq!(sink.bulk_url_ds, None);
     let c = raw(json!({"url": "http://h:9200/es", "pipeline": "geo ip", "index": "logs-waf-prod"}))
@@ -816,12 +847,12 @@ fn defaults() {
     let sink = EsSink::new(c).unwrap();
     assert_eq!(
         sink.bulk_url,
-        "http://h:9200/es/_bulk?filter_path=errors,items.*.status,items.*.error&pipeline=geo+ip"
+        "http://h:9200/es/_bulk?filter_path=errors,items.*._id,items.*.status,items.*.error&pipeline=geo+ip"
     );
     assert_eq!(
         sink.bulk_url_ds.as_deref(),
         Some(
-            "http://h:9200/es/_bulk?filter_path=errors,items.*.status,items.*.error&pipeline=geo+ip&require_data_stream=true"
+            "http://h:9200/es/_bulk?filter_path=errors,items.*._id,items.*.status,items.*.error&pipeline=geo+ip&require_data_stream=true"
         )
     );
     let c = raw(json!({"url": "http://h", "index": "logs-waf-prod", "mode": "index"})).unwrap();

@@ -370,8 +370,8 @@ const HINTS: TransportHints = TransportHints {
 };
 
 /// A transport failure (no HTTP answer) of a request to `url`, with a hint at the usual
-/// causes: HEC not listening, http vs https, an untrusted certificate. Still retryable: a
-/// restarting HEC refuses connections too.
+/// causes: HEC not listening, http vs https, an untrusted certificate. Still retryable (a
+/// restarting HEC refuses connections too), except a refused certificate: blocked.
 pub(crate) fn transport_error(e: reqwest::Error, url: &url::Url) -> SinkError {
     crate::sink::http::transport_error_with_hint(e, url, &HINTS)
 }

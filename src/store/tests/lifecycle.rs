@@ -297,9 +297,11 @@ async fn new_files_get_large_pages_and_old_ones_keep_theirs() {
     assert_eq!(page_size(&path), 16_384);
 
     let (_dir2, old) = tmp();
+    // A file with 4 KiB pages and nothing in it (a table of another application would now be
+    // refused: see `a_database_of_another_application_is_refused_untouched`).
     Connection::open(&old)
         .unwrap()
-        .execute_batch("CREATE TABLE before_us (x INTEGER)")
+        .execute_batch("CREATE TABLE before_us (x INTEGER); DROP TABLE before_us")
         .unwrap();
     assert_eq!(page_size(&old), 4_096);
     let store = Store::open(&old).unwrap();
@@ -329,6 +331,86 @@ fn newer_schema_is_refused() {
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+/// Every file in `dir` with its bytes.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every way of opening refuses a database another application made, and leaves the file and
+/// its directory exactly as they were: no table added, no WAL switch, no lock file beside it.
+#[test]
+fn a_database_of_another_application_is_refused_untouched() {
+    let (dir, path) = tmp();
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);
+         CREATE INDEX users_name ON users (name);
+         INSERT INTO users (name) VALUES ('ada');
+         CREATE TABLE orders (id INTEGER); CREATE TABLE items (id INTEGER);",
+    )
+    .unwrap();
+    drop(conn);
+    let before = snapshot(dir.path());
+    let refused = |r: Result<Store, StoreError>| match r {
+        Err(StoreError::Foreign(f)) => {
+            assert_eq!(f.path, path);
+            f.to_string()
+        }
+        other => panic!("{other:?}"),
+    };
+    let text = refused(Store::open(&path));
+    assert!(text.contains("another application"), "{text}");
+    assert!(
+        text.contains("`items`, `orders`, `users` and 1 more"),
+        "{text}"
+    );
+    assert!(text.contains("spool.path"), "{text}");
+    refused(Store::open_read_only(&path));
+    refused(Store::open_exclusive(&path, "run"));
+    assert_eq!(snapshot(dir.path()), before);
+
+    // With a schema version of its own (another application using user_version too).
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 3).unwrap();
+    drop(conn);
+    let before = snapshot(dir.path());
+    refused(Store::open_exclusive(&path, "run"));
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_untouched_and_an_empty_one_is_used() {
+    let (dir, path) = tmp();
+    std::fs::write(&path, "name,email\nada,ada@example.com\n".repeat(40)).unwrap();
+    let before = snapshot(dir.path());
+    for r in [
+        Store::open(&path),
+        Store::open_read_only(&path),
+        Store::open_exclusive(&path, "run"),
+    ] {
+        match r {
+            Err(StoreError::Foreign(f)) => {
+                assert!(f.what.contains("not an SQLite database"), "{f}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(snapshot(dir.path()), before);
+    // An empty file (`touch state.db`) is a new state file.
+    std::fs::write(&path, b"").unwrap();
+    drop(Store::open_exclusive(&path, "run").unwrap());
+    Store::open_read_only(&path).unwrap();
 }
 
 #[test]
