@@ -17,6 +17,7 @@ use std::time::Duration;
 use sigsci_export::sim::SimConfig;
 use sigsci_export::sim::es::{EsReceiver, EsReceiverConfig, ItemFault, TopFault};
 
+use crate::pki::{Ca, acceptor};
 use crate::support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -309,30 +310,11 @@ async fn es_items_without_status_are_warned_about_and_block_the_sink_until_reada
 }
 
 /// A TLS server on 127.0.0.1 presenting a CA's own certificate as its server certificate (the
-/// case reported as `Other(OtherError(CaUsedAsEndEntity))`); returns its address and the CA's
-/// PEM, which the sink trusts through `ca_file`.
-async fn tls_server_with_a_ca_as_its_certificate() -> (std::net::SocketAddr, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    use tokio_rustls::rustls;
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "test CA");
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![cert.der().clone()],
-        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-    )
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+/// case reported as `Other(OtherError(CaUsedAsEndEntity))`); returns its address and the CA,
+/// which the sink trusts through `ca_file`.
+async fn tls_server_with_a_ca_as_its_certificate() -> (std::net::SocketAddr, Ca) {
+    let ca = Ca::new("test CA");
+    let acceptor = acceptor(&ca.as_leaf());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -341,16 +323,15 @@ async fn tls_server_with_a_ca_as_its_certificate() -> (std::net::SocketAddr, Str
             let _ = acceptor.accept(tcp).await;
         }
     });
-    (addr, cert.pem())
+    (addr, ca)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_certificate_that_cannot_verify_blocks_the_sink_with_a_sentence() {
     let sim = start_sim(SimConfig::default()).await;
-    let (addr, ca_pem) = tls_server_with_a_ca_as_its_certificate().await;
+    let (addr, ca) = tls_server_with_a_ca_as_its_certificate().await;
     let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
+    let ca_file = ca.write_pem(dir.path());
     let sink = format!(
         "{}ca_file = \"{}\"\n",
         es_sink(&format!("https://{addr}")),

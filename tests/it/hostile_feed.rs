@@ -15,10 +15,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::pki::{Ca, Leaf, acceptor};
 use crate::support::*;
 
 const FEED: &str = "/api/v0/corps/demo/sites/www/feed/requests";
@@ -729,74 +727,59 @@ async fn a_compressed_reply_nobody_asked_for_needs_the_operator() {
     assert!(!server.requests()[0].has_header("accept-encoding"));
 }
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
-        .join(name)
-}
-
-/// A TLS acceptor presenting `name.pem` with `name.key`.
-fn acceptor(name: &str) -> TlsAcceptor {
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(fixture(&format!("{name}.pem")))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-    let key = PrivateKeyDer::from_pem_file(fixture(&format!("{name}.key"))).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    TlsAcceptor::from(Arc::new(config))
-}
-
-/// A TLS feed server presenting `cert`: the first page, last.
-async fn tls_server(cert: &str) -> Hostile {
+/// A TLS feed server presenting `leaf`: the first page, last.
+async fn tls_server(leaf: &Leaf) -> Hostile {
     Hostile::start_tls(
         "127.0.0.1",
         0,
-        Some(acceptor(cert)),
+        Some(acceptor(leaf)),
         Arc::new(|_req: &Req| Reply::json(page("own", 2, range().0 + 60, ""))),
     )
     .await
 }
 
-fn ca_file(name: &str) -> String {
-    format!("ca_file = \"{}\"", fixture(name).display())
+fn ca_file(path: &Path) -> String {
+    format!("ca_file = \"{}\"", path.display())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_api_certificates_are_errors_a_person_understands() {
+    let ca = Ca::new("sigsci-export test CA");
+    let stranger = Ca::new("a CA nobody trusts");
     let cases = [
         (
             "self_signed",
-            None,
+            stranger.leaf("127.0.0.1", false),
+            false,
             "signed by a certificate authority this host does not trust",
         ),
         (
             "ca_as_leaf",
-            Some("ca_as_leaf.pem"),
+            ca.as_leaf(),
+            true,
             "the server presents a CA certificate as its own",
         ),
         (
             "expired",
-            Some("ca.pem"),
+            ca.leaf("127.0.0.1", true),
+            true,
             "it expired on 2021-01-01T00:00:00Z",
         ),
         (
             "wrong_name",
-            Some("ca.pem"),
+            ca.leaf("other.example", false),
+            true,
             "it is not valid for `127.0.0.1`, the host in api.base_url",
         ),
     ];
-    for (cert, ca, words) in cases {
-        let server = tls_server(cert).await;
+    for (cert, leaf, trusted, words) in cases {
+        let server = tls_server(&leaf).await;
         let dir = tempfile::tempdir().unwrap();
-        let extra = ca.map(ca_file).unwrap_or_default();
+        let extra = if trusted {
+            ca_file(&ca.write_pem(dir.path()))
+        } else {
+            String::new()
+        };
         let cfg = config(dir.path(), &server.base_url("https"), &extra, "");
         let out = backfill(&cfg, Duration::from_secs(60)).await;
         assert_eq!(out.code, Some(1), "{cert}: {}", out.stderr);
@@ -824,9 +807,14 @@ async fn untrusted_api_certificates_are_errors_a_person_understands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_marks_the_site_failing_on_an_untrusted_certificate() {
-    let server = tls_server("ca_as_leaf").await;
-    let (readyz, stderr) =
-        run_until_not_ready(&server.base_url("https"), &ca_file("ca_as_leaf.pem")).await;
+    let ca = Ca::new("sigsci-export test CA");
+    let server = tls_server(&ca.as_leaf()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (readyz, stderr) = run_until_not_ready(
+        &server.base_url("https"),
+        &ca_file(&ca.write_pem(dir.path())),
+    )
+    .await;
     assert!(
         readyz.contains("site:www") && readyz.contains("the API's TLS certificate is not trusted"),
         "{readyz}"

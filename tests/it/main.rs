@@ -11,5 +11,6 @@ mod exclusive;
 mod hec;
 mod hostile_feed;
 mod ops;
+mod pki;
 mod shape;
 mod support;
