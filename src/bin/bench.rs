@@ -10,8 +10,10 @@
 //! share of the ceiling timed next to it, so the VM's drift over a long bench cancels out.
 //!
 //! Scenarios: `stdout`, `hec`, `es`, `both` (HEC + ES), `ratelimit` (2 sites with 200 ms page
-//! latency against a request quota: achieved pages/min as a share of the quota), and
-//! `backlog` (1M events spooled while both sinks are down, then drained: peak RSS).
+//! latency against a request quota: achieved pages/min as a share of the quota),
+//! `backlog` (1M events spooled while both sinks are down, then drained: peak RSS), and
+//! `sites` (50 sites found with `sites = ["*"]`, both sinks: peak RSS whatever the number of
+//! sites, which the process-wide page budget bounds).
 //! Numbers are for the machine it runs on; nothing here asserts a target.
 
 use std::path::{Path, PathBuf};
@@ -36,7 +38,7 @@ use tokio::io::AsyncReadExt;
     about = "Throughput, CPU and memory of sigsci-export on loopback"
 )]
 struct Args {
-    /// Scenarios to run, comma-separated: stdout, hec, es, both, ratelimit, backlog, or all.
+    /// Scenarios to run, comma-separated: stdout, hec, es, both, ratelimit, backlog, sites, or all.
     #[arg(long, default_value = "stdout,hec,es,both,ratelimit")]
     scenarios: String,
     /// Hours of feed to export (ending 5 minutes ago).
@@ -54,6 +56,12 @@ struct Args {
     /// `backlog` scenario: events to spool while both sinks are down.
     #[arg(long, default_value_t = 1_000_000)]
     backlog_events: u64,
+    /// `sites` scenario: how many sites the simulator serves (all exported, found with `["*"]`).
+    #[arg(long, default_value_t = 50)]
+    sites: usize,
+    /// `sites` scenario: hours of feed per site (at `--rate`; 6 h x 50 sites is ~1.1M events).
+    #[arg(long, default_value_t = 6)]
+    sites_hours: i64,
     /// Send uncompressed request bodies to HEC and ES (default: gzip, the sinks' default).
     #[arg(long)]
     no_gzip: bool,
@@ -104,10 +112,18 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let exe = sibling_binary()?;
     let scenarios: Vec<String> = if args.scenarios == "all" {
-        ["stdout", "hec", "es", "both", "ratelimit", "backlog"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "stdout",
+            "hec",
+            "es",
+            "both",
+            "ratelimit",
+            "backlog",
+            "sites",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     } else {
         args.scenarios
             .split(',')
@@ -146,6 +162,7 @@ async fn main() -> Result<()> {
                 }
                 "ratelimit" => ratelimit(&exe, &work, &args, ticks).await?,
                 "backlog" => backlog(&exe, &work, &args, ticks).await?,
+                "sites" => many_sites(&exe, &work, &args, ticks).await?,
                 other => bail!("unknown scenario `{other}`"),
             };
             eprintln!(
@@ -428,16 +445,19 @@ fn sink_toml(r: &Receivers, stdout: bool, gzip: bool) -> String {
     s
 }
 
+/// The two sites of every scenario but `sites`.
+const TWO_SITES: &str = r#"["www", "api"]"#;
+
 fn write_config(
     work: &Path,
     sim: &Simulator,
-    rpm: u32,
-    burst: u32,
+    (rpm, burst): (u32, u32),
+    sites: &str,
     sinks: &str,
 ) -> Result<PathBuf> {
     let text = format!(
         "[api]\nbase_url = \"{}\"\nemail = \"demo@example.com\"\ntoken = \"demo-token\"\ncorp = \"demo\"\n\
-         sites = [\"www\", \"api\"]\nrequests_per_minute = {rpm}\nburst = {burst}\n\n\
+         sites = {sites}\nrequests_per_minute = {rpm}\nburst = {burst}\n\n\
          [spool]\npath = \"{}\"\n\n[admin]\nlisten = \"\"\n\n{sinks}",
         sim.base_url(),
         work.join("state.db").display()
@@ -566,8 +586,8 @@ async fn throughput(
     let cfg = write_config(
         work,
         sim,
-        100_000,
-        1000,
+        (100_000, 1000),
+        TWO_SITES,
         &sink_toml(&rx, scenario == "stdout", !args.no_gzip),
     )?;
     let (from, until) = window(sim, hours);
@@ -646,7 +666,13 @@ async fn ratelimit(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<R
     )
     .await?;
     // A burst of 1: the quota alone sets the pace, so pages/min can be compared with it.
-    let cfg = write_config(work, &sim, args.quota, 1, "[[sinks]]\ntype = \"stdout\"\n")?;
+    let cfg = write_config(
+        work,
+        &sim,
+        (args.quota, 1),
+        TWO_SITES,
+        "[[sinks]]\ntype = \"stdout\"\n",
+    )?;
     let (from, until) = window(&sim, args.hours);
     let truth: u64 = ["www", "api"]
         .iter()
@@ -698,8 +724,8 @@ async fn backlog(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<Row
     let cfg = write_config(
         work,
         &sim,
-        100_000,
-        1000,
+        (100_000, 1000),
+        TWO_SITES,
         &sink_toml(&rx, false, !args.no_gzip),
     )?;
     let (from, until) = window(&sim, 24);
@@ -765,5 +791,84 @@ async fn backlog(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<Row
         requests: s.event_requests + e.bulk_requests,
         note,
         m,
+    })
+}
+
+/// 50 sites (`--sites`) found with `sites = ["*"]`, both sinks: every site's backfill windows
+/// run at once, and the process-wide page budget is what keeps peak RSS where 2 sites put it.
+async fn many_sites(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<Row> {
+    let names: Vec<String> = (1..=args.sites).map(|i| format!("site{i:02}")).collect();
+    let sim = Simulator::start(
+        SimConfig {
+            rate_per_min: args.rate,
+            sites: names.clone(),
+            ..SimConfig::default()
+        },
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .await?;
+    let rx = start_receivers(true, true).await?;
+    let cfg = write_config(
+        work,
+        &sim,
+        (100_000, 1000),
+        r#"["*"]"#,
+        &sink_toml(&rx, false, !args.no_gzip),
+    )?;
+    let (from, until) = window(&sim, args.sites_hours);
+    let truth: u64 = names
+        .iter()
+        .map(|s| sim.ground_truth(s, from, until).len() as u64)
+        .sum();
+    let m = run_backfill(exe, work, &cfg, (from, until), ticks, malloc(args)).await?;
+    if m.exit != Some(0) {
+        bail!(
+            "sites: backfill exited {:?}; see {}",
+            m.exit,
+            work.join("stderr.log").display()
+        );
+    }
+    let (mut wire, mut raw, mut requests, mut notes) = (0, 0, 0, Vec::new());
+    if let Some(h) = &rx.hec {
+        let s = h.stats();
+        (wire, raw, requests) = (
+            wire + s.bytes_wire,
+            raw + s.bytes_uncompressed,
+            requests + s.event_requests,
+        );
+        notes.push(format!(
+            "HEC: {} events indexed, {} duplicates",
+            s.events_indexed,
+            h.duplicates()
+        ));
+    }
+    if let Some(e) = &rx.es {
+        let s = e.stats();
+        (wire, raw, requests) = (
+            wire + s.bytes_wire,
+            raw + s.bytes_uncompressed,
+            requests + s.bulk_requests,
+        );
+        notes.push(format!("ES: {} docs", e.doc_count()));
+    }
+    if let Some(h) = rx.hec {
+        h.shutdown().await;
+    }
+    if let Some(e) = rx.es {
+        e.shutdown().await;
+    }
+    sim.shutdown().await;
+    Ok(Row {
+        ceiling: None,
+        scenario: format!(
+            "sites ({} sites via [\"*\"], {} h, HEC + ES)",
+            args.sites, args.sites_hours
+        ),
+        events: truth,
+        m,
+        wire_bytes: wire,
+        raw_bytes: raw,
+        requests,
+        note: notes.join("; "),
     })
 }
