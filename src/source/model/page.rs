@@ -342,6 +342,46 @@ mod tests {
         );
     }
 
+    /// Random byte damage to a page, read both ways: never a panic, and whatever is accepted
+    /// holds: kept records are objects with an id, and with `keep_bad` every record of the
+    /// page is either kept or returned as rejected.
+    #[test]
+    fn damaged_pages_never_panic_and_every_record_is_kept_or_rejected() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(14);
+        let base = br#"{"next":{"uri":"/x?next=t"},"data":[{"id":"a","timestamp":"1970-01-01T00:01:00Z","p":"/caf\u00e9"},{"id":"b","tags":[{"id":"t"}]},{"id":"c","n":1.5}]}"#;
+        for _ in 0..20_000 {
+            let mut body = base.to_vec();
+            for _ in 0..rng.random_range(1..4) {
+                let at = rng.random_range(0..body.len());
+                body[at] = rng.random();
+            }
+            for keep_bad in [false, true] {
+                let Ok(page) = read_page(body.clone(), 0, keep_bad) else {
+                    continue;
+                };
+                for e in &page.events {
+                    assert!(!e.id.is_empty());
+                    assert!(e.body.starts_with('{'), "{}", e.body);
+                    serde_json::from_str::<serde::de::IgnoredAny>(&e.body).unwrap();
+                }
+                if keep_bad {
+                    let count = page.rejected.first().map(|r| r.count);
+                    if let Some(count) = count {
+                        assert_eq!(page.events.len() + page.rejected.len(), count);
+                        assert!(
+                            page.rejected
+                                .iter()
+                                .all(|r| r.index < count && !r.raw.is_empty())
+                        );
+                    }
+                } else {
+                    assert!(page.rejected.is_empty());
+                }
+            }
+        }
+    }
+
     #[test]
     fn good_records_keep_their_text_and_timestamps() {
         let page = strict(br#"{"next":{"uri":" "},"data":[{"id":"a","timestamp":"1970-01-01T00:02:00Z"},{"id":"b"}]}"#).unwrap();
