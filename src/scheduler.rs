@@ -227,6 +227,7 @@ pub async fn backfill(
     progress: Option<ProgressBar>,
     cancel: CancellationToken,
 ) -> Result<BackfillReport, RunError> {
+    let _logs_above_bar = progress.clone().map(crate::telemetry::logs_above);
     let ns = format!("backfill:{from}-{until}");
     let sites = if !only_sites.is_empty() {
         only_sites
@@ -270,7 +271,6 @@ pub async fn backfill(
             cfg.spool.when_full,
         )),
     };
-    let _logs_above_bar = progress.clone().map(crate::telemetry::logs_above);
     if let Some(pb) = &progress {
         pb.set_length(((until - from) / 60) as u64 * sites.len() as u64);
     }
@@ -750,8 +750,7 @@ async fn fetch_window(
     let ask = (from, until, server_tags);
     let mut window = WindowPages::new(&ctx.client, &ctx.store, key, ask, keep_bad);
     let mut total = 0u64;
-    // Each page holds a place in the process-wide page budget until it is committed.
-    let (mut page, mut permit) = tokio::select! {
+    let mut page = tokio::select! {
         page = window.next() => page?,
         _ = ctx.cancel.cancelled() => return Ok(None),
     };
@@ -774,12 +773,12 @@ async fn fetch_window(
             );
         }
         // Not raced against cancellation: a commit finishes or never started.
-        let commit = permit.release_after(ctx.store.commit_page(
+        let commit = ctx.store.commit_page(
             key,
             events,
             crate::time::now(),
             (last && move_cursor).then_some(until),
-        ));
+        );
         // The next page is fetched while this one is committed: its `next` link is known, and
         // the two use different resources (the API and the disk), so a window's pages do not
         // wait for each other's round trips. Commits stay in page order, one at a time.
@@ -800,7 +799,7 @@ async fn fetch_window(
             return Ok(Some(total));
         }
         match next? {
-            Some((p, held)) => (page, permit) = (p, held),
+            Some(p) => page = p,
             // Cancelled while fetching: this window is fetched again next time.
             None => return Ok(None),
         }

@@ -1,11 +1,12 @@
-//! The pages of one window as the scheduler commits them: each fetched within the
-//! process-wide page budget (`page_budget`), looked at for odd records (`feed_anomalies`), and,
+//! The pages of one window as the scheduler commits them: fetched within the process-wide page
+//! budget (`page_budget`: the window holds a place from its first page to its end), looked at
+//! for odd records (`feed_anomalies`), and,
 //! when the window is fetched keeping unreadable records apart (`poll.skip_bad_records` on a
 //! stuck window, see `site_health`), those records dead-lettered before the rest of the page
 //! is handed on.
 
 use crate::feed_anomalies::FeedAnomalies;
-use crate::page_budget::{PageBudget, PagePermit};
+use crate::page_budget::{PageBudget, WindowSlot};
 use crate::source::SourceError;
 use crate::source::client::{FeedClient, WindowFetch};
 use crate::store::{NewEvent, SiteKey, Store, StoreError};
@@ -25,7 +26,8 @@ pub(crate) type Page = Option<(Vec<NewEvent>, bool)>;
 /// The pages of the window `[from, until)` of one site.
 pub(crate) struct WindowPages {
     window: WindowFetch,
-    budget: PageBudget,
+    /// Taken before the first page is asked for, given back when the window is dropped.
+    slot: Option<WindowSlot>,
     odd: FeedAnomalies,
     store: Store,
     key: SiteKey,
@@ -50,7 +52,7 @@ impl WindowPages {
         };
         WindowPages {
             window: client.window(&key.site, from, until).with_tags(tags),
-            budget: PageBudget::global().clone(),
+            slot: None,
             odd: FeedAnomalies::new(&key.site, from, until),
             store: store.clone(),
             key: key.clone(),
@@ -59,10 +61,12 @@ impl WindowPages {
         }
     }
 
-    /// Waits for room in the page budget, then fetches the next page. Its permit comes with
-    /// it, to be dropped once the page is committed.
-    pub(crate) async fn next(&mut self) -> Result<(Page, PagePermit), WindowError> {
-        let permit = self.budget.page().await;
+    /// Fetches the next page; before the first, waits for the window's place in the page
+    /// budget.
+    pub(crate) async fn next(&mut self) -> Result<Page, WindowError> {
+        if self.slot.is_none() {
+            self.slot = Some(PageBudget::global().window().await);
+        }
         let page = self.window.next_page().await.map_err(WindowError::Source)?;
         if let Some((events, _)) = &page {
             self.odd.inspect(events);
@@ -79,6 +83,6 @@ impl WindowPages {
             .await
             .map_err(WindowError::Store)?;
         }
-        Ok((page, permit))
+        Ok(page)
     }
 }
