@@ -9,7 +9,8 @@
 //! `api.page_limit` records of about a kilobyte, parsed in place) takes about 2 MB at its peak,
 //! so that keeps the exporter within its 64 MB whatever the number of sites; it is also what 2
 //! sites with the default `backfill_windows = 2` use on their own, so their throughput is
-//! unchanged. Not configurable.
+//! unchanged. Not configurable. (A hostile page is cut at the body cap, `source::body`: the
+//! budget bounds how many pages, the cap how large one can be.)
 //!
 //! Why windows rather than pages: a window also keeps a little state of its own while it runs
 //! (the `next` link, the odd-record check's hashes), and a window that can go on to its next
