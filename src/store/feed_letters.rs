@@ -145,5 +145,21 @@ mod tests {
             .unwrap();
         assert_eq!(listed[0].body, r#"{"id":5}"#);
         assert_eq!(listed[0].sink, FEED_LETTERS_SINK);
+        // `replay --all` leaves them: no sink rejected them, and they would fail again.
+        assert!(
+            store
+                .dead_letter_sinks(None, vec![])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .replay_dead_letters("run", None, vec![])
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(store.feed_letter_counts().await.unwrap()[0].1, 2);
     }
 }
