@@ -19,12 +19,14 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, Sites};
 use crate::sink::driver::Driver;
+use crate::site_health::PageHealth;
 use crate::source::SourceError;
 use crate::source::client::FeedClient;
 use crate::spool_limit::{SpoolLimit, Waiter};
 use crate::store::{SiteKey, Store, StoreError};
 use crate::telemetry::metrics;
 use crate::time::{align_down, fmt};
+use crate::window_pages::{WindowError, WindowPages};
 
 /// Cursor namespace of the live `run` command.
 pub const RUN_NS: &str = "run";
@@ -47,6 +49,9 @@ pub enum RunError {
     /// A sink could not be set up.
     #[error("{0}")]
     Sink(#[from] crate::sink::BuildError),
+    /// Backfill: a window failed again and again on a page that cannot be read (`site_health`).
+    #[error("{0}")]
+    Stuck(String),
 }
 
 /// The first fatal error of any task; recording it also cancels `stop` (everything).
@@ -222,6 +227,7 @@ pub async fn backfill(
     progress: Option<ProgressBar>,
     cancel: CancellationToken,
 ) -> Result<BackfillReport, RunError> {
+    let _logs_above_bar = progress.clone().map(crate::telemetry::logs_above);
     let ns = format!("backfill:{from}-{until}");
     let sites = if !only_sites.is_empty() {
         only_sites
@@ -484,6 +490,7 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
     };
     info!(site = %site, cursor = %fmt(cursor), "Site poller started.");
     let mut failures: u32 = 0;
+    let mut health = PageHealth::live(&ctx.store, &key, poll.skip_bad_records);
     // Logged once per catch-up, so an operator sees a backlog drain without per-window noise.
     let mut caught_up = false;
     while !ctx.cancel.is_cancelled() {
@@ -513,8 +520,9 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
         }
         metrics::site_lag(&site, now - cursor);
         let until = horizon.min(cursor + poll.max_window_secs);
-        match fetch_window(&ctx, &key, cursor, until, true).await {
+        match fetch_window(&ctx, &key, cursor, until, true, health.keep_bad(cursor)).await {
             Ok(Some(n)) => {
+                health.succeeded(cursor);
                 debug!(site = %site, from = %fmt(cursor), until = %fmt(until), events = n, "Window exported.");
                 if until - cursor > poll.interval_secs.max(60) {
                     caught_up = false; // a backlog: announce when it is gone
@@ -535,8 +543,12 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
                 if needs_operator(&e) {
                     metrics::site_blocked(&key.corp, &site, Some(&e.to_string()));
                 }
-                ctx.store.set_site_error(&key, &e.to_string()).await?;
-                let pause = after_failure(&e, &site, cursor, until, failures, poll.interval_secs);
+                let stuck = health
+                    .failed((cursor, until), &e, poll.interval_secs)
+                    .await?;
+                let pause = stuck.unwrap_or_else(|| {
+                    after_failure(&e, &site, cursor, until, failures, poll.interval_secs)
+                });
                 if !sleep_or_cancel(&ctx.cancel, pause).await {
                     break;
                 }
@@ -613,17 +625,18 @@ async fn backfill_site(
     let parallel = ctx.cfg.poll.backfill_windows.max(1);
     let mut total = 0u64;
     let mut failures = 0u32;
+    let mut health = PageHealth::backfill(&ctx.store, &key, ctx.cfg.poll.skip_bad_records);
     // Windows handed out, by start: end and whether finished.
     let mut windows: std::collections::BTreeMap<i64, (i64, bool)> = Default::default();
     let mut next_from = cursor;
     let mut set: JoinSet<(i64, i64, Result<Option<u64>, WindowError>)> = JoinSet::new();
-    let spawn = |set: &mut JoinSet<_>, start: i64, end: i64, delay: Duration| {
+    let spawn = |set: &mut JoinSet<_>, start: i64, end: i64, delay: Duration, keep_bad: bool| {
         let (ctx, key) = (ctx.clone(), key.clone());
         set.spawn(async move {
             if !delay.is_zero() && !sleep_or_cancel(&ctx.cancel, delay).await {
                 return (start, end, Ok(None));
             }
-            let r = fetch_window(&ctx, &key, start, end, false).await;
+            let r = fetch_window(&ctx, &key, start, end, false, keep_bad).await;
             (start, end, r)
         });
     };
@@ -647,7 +660,7 @@ async fn backfill_site(
             }
             let end = until.min(next_from + ctx.cfg.poll.max_window_secs);
             windows.insert(next_from, (end, false));
-            spawn(&mut set, next_from, end, Duration::ZERO);
+            spawn(&mut set, next_from, end, Duration::ZERO, false);
             next_from = end;
         }
         let Some(joined) = set.join_next().await else {
@@ -665,6 +678,7 @@ async fn backfill_site(
             Ok(Some(n)) => {
                 total += n;
                 failures = 0;
+                health.succeeded(start);
                 if let Some(w) = windows.get_mut(&start) {
                     w.1 = true;
                 }
@@ -700,9 +714,13 @@ async fn backfill_site(
                 }
                 _ => {
                     failures = failures.saturating_add(1);
-                    ctx.store.set_site_error(&key, &e.to_string()).await?;
-                    let pause = after_failure(&e, &key.site, start, end, failures, 60);
-                    spawn(&mut set, start, end, pause);
+                    let stuck = health.failed((start, end), &e, 1).await?;
+                    if let Some(why) = health.stop(start, &e) {
+                        return Err(RunError::Stuck(why));
+                    }
+                    let pause = stuck
+                        .unwrap_or_else(|| after_failure(&e, &key.site, start, end, failures, 60));
+                    spawn(&mut set, start, end, pause, health.keep_bad(start));
                 }
             },
         }
@@ -710,21 +728,18 @@ async fn backfill_site(
     Ok(total)
 }
 
-enum WindowError {
-    Store(StoreError),
-    Source(SourceError),
-}
-
 /// Fetches `[from, until)` of one site, committing each page; with `move_cursor` the last page
 /// moves the cursor to `until` (parallel backfill windows leave that to their coordinator, which
 /// moves it only over a contiguous run of finished windows). `Ok(None)` if cancelled (nothing
-/// of the current page committed; the window is fetched again next time).
+/// of the current page committed; the window is fetched again next time). With `keep_bad`,
+/// records that cannot be read are dead-lettered and the rest of their page goes on.
 async fn fetch_window(
     ctx: &Ctx,
     key: &SiteKey,
     from: i64,
     until: i64,
     move_cursor: bool,
+    keep_bad: bool,
 ) -> Result<Option<u64>, WindowError> {
     let filter = ctx.cfg.filters.for_site(&key.site);
     let server_tags = if ctx.cfg.filters.server_side() {
@@ -732,13 +747,11 @@ async fn fetch_window(
     } else {
         None
     };
-    let mut window = ctx
-        .client
-        .window(&key.site, from, until)
-        .with_tags(server_tags);
+    let ask = (from, until, server_tags);
+    let mut window = WindowPages::new(&ctx.client, &ctx.store, key, ask, keep_bad);
     let mut total = 0u64;
     let mut page = tokio::select! {
-        page = window.next_page() => page.map_err(WindowError::Source)?,
+        page = window.next() => page?,
         _ = ctx.cancel.cancelled() => return Ok(None),
     };
     loop {
@@ -774,7 +787,7 @@ async fn fetch_window(
         } else {
             tokio::join!(commit, async {
                 tokio::select! {
-                    page = window.next_page() => page.map(Some),
+                    page = window.next() => page.map(Some),
                     _ = ctx.cancel.cancelled() => Ok(None),
                 }
             })
@@ -785,7 +798,7 @@ async fn fetch_window(
         if last {
             return Ok(Some(total));
         }
-        match next.map_err(WindowError::Source)? {
+        match next? {
             Some(p) => page = p,
             // Cancelled while fetching: this window is fetched again next time.
             None => return Ok(None),

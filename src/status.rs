@@ -18,7 +18,8 @@ pub struct StatusReport {
     pub generated_at: String,
     /// The state file read.
     pub state_file: String,
-    /// One entry per (namespace, corp, site) with a cursor.
+    /// One entry per (namespace, corp, site) with a cursor, an error or a feed dead letter:
+    /// a site that fails before its first window is listed too.
     pub sites: Vec<SiteStatus>,
     /// One entry per active sink and namespace.
     pub sinks: Vec<SinkStatus>,
@@ -29,14 +30,18 @@ pub struct StatusReport {
 /// One site.
 #[derive(Debug, Serialize)]
 pub struct SiteStatus {
-    /// `run` for the service, `backfill:<from>-<until>` for a backfill.
+    /// `run` for the service, `backfill:<from>-<until>` (Unix seconds) for a backfill.
     pub ns: String,
+    /// A backfill's range in RFC 3339 (`None` for `run`).
+    pub backfill_range: Option<Range>,
     /// Corp.
     pub corp: String,
     /// Site.
     pub site: String,
-    /// Everything before this instant is spooled (RFC 3339).
-    pub cursor: String,
+    /// Everything before this instant is spooled (RFC 3339); `None` before the first window.
+    pub cursor: Option<String>,
+    /// The latest fetch failed and no window was committed since (or none ever was).
+    pub failing: bool,
     /// now - cursor, seconds (service namespace only).
     pub lag_secs: Option<i64>,
     /// Events of this site still in the spool.
@@ -47,6 +52,34 @@ pub struct SiteStatus {
     pub last_error: Option<ErrorStatus>,
     /// Ranges lost for good (older than the feed's retention when reached).
     pub lost_ranges: Vec<LostRange>,
+    /// Feed records that could not be read, kept as dead letters (`poll.skip_bad_records`).
+    pub feed_dead_letters: i64,
+}
+
+/// A backfill's range.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Range {
+    /// Start (RFC 3339).
+    pub from: String,
+    /// End, exclusive (RFC 3339).
+    pub until: String,
+}
+
+/// The range of a `backfill:<from>-<until>` namespace.
+pub fn backfill_range(ns: &str) -> Option<Range> {
+    let (from, until) = ns.strip_prefix("backfill:")?.split_once('-')?;
+    Some(Range {
+        from: fmt(from.parse().ok()?),
+        until: fmt(until.parse().ok()?),
+    })
+}
+
+/// A namespace as a person reads it: `run`, or `backfill 2026-11-24T00:00:00Z..2026-11-25T00:00:00Z`.
+pub fn ns_label(ns: &str) -> String {
+    match backfill_range(ns) {
+        Some(r) => format!("backfill {}..{}", r.from, r.until),
+        None => ns.to_string(),
+    }
 }
 
 /// A recorded error.
@@ -74,6 +107,8 @@ pub struct LostRange {
 pub struct SinkStatus {
     /// Namespace.
     pub ns: String,
+    /// A backfill's range in RFC 3339 (`None` for `run`).
+    pub backfill_range: Option<Range>,
     /// Sink name.
     pub sink: String,
     /// Spool position settled so far.
@@ -129,56 +164,78 @@ pub struct DropStatus {
 
 /// Builds the report from `store` at `now`.
 pub async fn report(store: &Store, state_file: &str, now: i64) -> Result<StatusReport, StoreError> {
-    let cursors = store.cursors().await?;
-    let spooled: BTreeMap<_, _> = store
+    type Key = (String, String, String);
+    let key_of = |k: &crate::store::SiteKey| (k.ns.clone(), k.corp.clone(), k.site.clone());
+    let cursors: BTreeMap<Key, _> = store
+        .cursors()
+        .await?
+        .into_iter()
+        .map(|c| (key_of(&c.key), c))
+        .collect();
+    let spooled: BTreeMap<Key, _> = store
         .spool_by_site()
         .await?
         .into_iter()
-        .map(|s| {
-            (
-                (s.key.ns.clone(), s.key.corp.clone(), s.key.site.clone()),
-                s,
-            )
-        })
+        .map(|s| (key_of(&s.key), s))
         .collect();
-    let errors: BTreeMap<_, _> = store
+    let errors: BTreeMap<Key, _> = store
         .site_errors()
         .await?
         .into_iter()
-        .map(|e| {
-            (
-                (e.key.ns.clone(), e.key.corp.clone(), e.key.site.clone()),
-                e,
-            )
-        })
+        .map(|e| (key_of(&e.key), e))
+        .collect();
+    let letters: BTreeMap<Key, i64> = store
+        .feed_letter_counts()
+        .await?
+        .into_iter()
+        .map(|(k, n)| (key_of(&k), n))
         .collect();
     let gaps = store.gaps().await?;
-    let sites = cursors
+    // Every site the state knows: one that fails before its first window has no cursor, and
+    // is the one that most needs to be seen.
+    let keys: std::collections::BTreeSet<&Key> = cursors
+        .keys()
+        .chain(errors.keys())
+        .chain(letters.keys())
+        .collect();
+    let sites = keys
         .into_iter()
-        .map(|c| {
-            let k = (c.key.ns.clone(), c.key.corp.clone(), c.key.site.clone());
-            let sp = spooled.get(&k);
+        .map(|k| {
+            let (ns, corp, site) = k.clone();
+            let cursor = cursors.get(k);
+            let error = errors.get(k);
+            let sp = spooled.get(k);
             SiteStatus {
-                lag_secs: (c.key.ns == crate::scheduler::RUN_NS).then_some(now - c.cursor),
-                cursor: fmt(c.cursor),
+                lag_secs: cursor
+                    .filter(|_| ns == crate::scheduler::RUN_NS)
+                    .map(|c| now - c.cursor),
+                cursor: cursor.map(|c| fmt(c.cursor)),
+                // An error at or after the cursor's last move: nothing moved since it failed.
+                failing: match (cursor, error) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some(c), Some(e)) => e.at >= c.updated_at,
+                },
                 spooled_events: sp.map_or(0, |s| s.events),
                 spooled_bytes: sp.map_or(0, |s| s.bytes),
-                last_error: errors.get(&k).map(|e| ErrorStatus {
+                last_error: error.map(|e| ErrorStatus {
                     error: e.error.clone(),
                     at: fmt(e.at),
                 }),
                 lost_ranges: gaps
                     .iter()
-                    .filter(|g| g.key == c.key)
+                    .filter(|g| g.key.ns == ns && g.key.corp == corp && g.key.site == site)
                     .map(|g| LostRange {
                         from: fmt(g.from),
                         until: fmt(g.until),
                         seconds: g.until - g.from,
                     })
                     .collect(),
-                ns: c.key.ns,
-                corp: c.key.corp,
-                site: c.key.site,
+                feed_dead_letters: letters.get(k).copied().unwrap_or(0),
+                backfill_range: backfill_range(&ns),
+                ns,
+                corp,
+                site,
             }
         })
         .collect();
@@ -216,6 +273,7 @@ pub async fn report(store: &Store, state_file: &str, now: i64) -> Result<StatusR
             backlog_events: s.pending_events,
             backlog_bytes: s.pending_bytes,
             dead_letters: s.dead_letters,
+            backfill_range: backfill_range(&s.ns),
             ns: s.ns,
             sink: s.sink,
         })
@@ -251,23 +309,36 @@ pub fn render_text(r: &StatusReport) -> String {
         let _ = writeln!(out, "  (none yet: no window committed)");
     }
     for s in &r.sites {
-        let lag = s
-            .lag_secs
-            .map(|l| format!("lag {}", human_secs(l)))
-            .unwrap_or_else(|| "backfill".to_string());
+        let lag = match (s.lag_secs, &s.backfill_range) {
+            (Some(l), _) => format!("  lag {}", human_secs(l)),
+            (None, None) => String::new(),
+            (None, Some(_)) => "  backfill".to_string(),
+        };
+        let cursor = match &s.cursor {
+            Some(c) => format!("cursor {c}"),
+            None => "no cursor yet".to_string(),
+        };
         let _ = writeln!(
             out,
-            "  {:<28} {}/{}  cursor {}  {}  spooled {} events ({})",
-            s.ns,
+            "  {:<28} {}/{}  {cursor}{lag}  spooled {} events ({}){}",
+            ns_label(&s.ns),
             s.corp,
             s.site,
-            s.cursor,
-            lag,
             s.spooled_events,
-            human_bytes(s.spooled_bytes)
+            human_bytes(s.spooled_bytes),
+            if s.failing { "  FAILING" } else { "" }
         );
         if let Some(e) = &s.last_error {
             let _ = writeln!(out, "      last error at {}: {}", e.at, e.error);
+        }
+        if s.feed_dead_letters > 0 {
+            let _ = writeln!(
+                out,
+                "      {} feed record(s) that could not be read kept as dead letters \
+                 (sigsci-export dead-letters list --sink {})",
+                s.feed_dead_letters,
+                crate::store::FEED_LETTERS_SINK
+            );
         }
         for g in &s.lost_ranges {
             let _ = writeln!(
@@ -295,7 +366,7 @@ pub fn render_text(r: &StatusReport) -> String {
         let _ = writeln!(
             out,
             "  {:<28} {:<16} {}  offset {}  backlog {} events ({}{})  dead letters {}",
-            s.ns,
+            ns_label(&s.ns),
             s.sink,
             state,
             s.offset,
@@ -326,7 +397,7 @@ pub fn render_text(r: &StatusReport) -> String {
             "  DROPPED {} events ({}) of {} at {}",
             d.events,
             human_bytes(d.bytes),
-            d.ns,
+            ns_label(&d.ns),
             d.at
         );
     }
@@ -360,160 +431,4 @@ fn human_bytes(b: i64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{NewEvent, SiteKey};
-
-    fn www() -> SiteKey {
-        SiteKey {
-            ns: "run".into(),
-            corp: "acme".into(),
-            site: "www".into(),
-        }
-    }
-
-    /// A fresh store (kept alive by the returned directory) with `sinks` registered in `run`.
-    async fn store_with(sinks: &[&str]) -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).unwrap();
-        let sinks: Vec<String> = sinks.iter().map(|s| s.to_string()).collect();
-        store.register_sinks("run", &sinks).await.unwrap();
-        (dir, store)
-    }
-
-    #[tokio::test]
-    async fn reports_cursor_backlog_errors_gaps_and_blocks() {
-        let (_dir, store) = store_with(&["hec", "out"]).await;
-        let key = www();
-        let events = (0..3)
-            .map(|i| NewEvent {
-                id: format!("id{i}"),
-                ts: 1_000,
-                body: crate::store::Body::from(format!("{{\"id\":\"id{i}\"}}")),
-            })
-            .collect();
-        store
-            .commit_page(&key, events, 1_100, Some(1_200))
-            .await
-            .unwrap();
-        let batch = store.read_batch("run", "out", 10, 1 << 20).await.unwrap();
-        store
-            .settle(
-                "run",
-                "out",
-                batch[2].seq,
-                vec![(batch[1].clone(), "mapping".into())],
-            )
-            .await
-            .unwrap();
-        store.record_gap(&key, 0, 600).await.unwrap();
-        store
-            .set_site_error(&key, "HTTP 401: bad token")
-            .await
-            .unwrap();
-        store
-            .set_blocked("hec", Some("token disabled"))
-            .await
-            .unwrap();
-
-        let r = report(&store, "s.db", 1_500).await.unwrap();
-        assert_eq!(r.sites.len(), 1);
-        let s = &r.sites[0];
-        assert_eq!(s.lag_secs, Some(300));
-        assert_eq!(s.spooled_events, 3, "hec still holds all three");
-        assert_eq!(s.lost_ranges[0].seconds, 600);
-        assert!(s.last_error.as_ref().unwrap().error.contains("401"));
-        let hec = r.sinks.iter().find(|s| s.sink == "hec").unwrap();
-        assert_eq!(hec.backlog_events, 3);
-        assert_eq!(hec.oldest_pending_age_secs, Some(400));
-        assert_eq!(hec.blocked.as_deref(), Some("token disabled"));
-        let out = r.sinks.iter().find(|s| s.sink == "out").unwrap();
-        assert_eq!(out.backlog_events, 0);
-        assert_eq!(out.dead_letters, 1);
-        assert_eq!(out.dead_letters_by_reason[0].reason, "mapping");
-        let text = render_text(&r);
-        assert!(text.contains("BLOCKED: token disabled"), "{text}");
-        assert!(text.contains("LOST"), "{text}");
-    }
-
-    #[tokio::test]
-    async fn replayed_dead_letter_goes_only_to_its_sink() {
-        let (_dir, store) = store_with(&["a", "b"]).await;
-        let key = www();
-        store
-            .commit_page(
-                &key,
-                vec![NewEvent {
-                    id: "x".into(),
-                    ts: 1,
-                    body: "{\"id\":\"x\"}".into(),
-                }],
-                1,
-                Some(60),
-            )
-            .await
-            .unwrap();
-        let batch = store.read_batch("run", "a", 10, 1 << 20).await.unwrap();
-        store
-            .settle(
-                "run",
-                "a",
-                batch[0].seq,
-                vec![(batch[0].clone(), "bad".into())],
-            )
-            .await
-            .unwrap();
-        store
-            .settle("run", "b", batch[0].seq, vec![])
-            .await
-            .unwrap();
-        assert_eq!(store.spool_bytes().await.unwrap(), 0);
-
-        assert_eq!(
-            store
-                .replay_dead_letters("run", Some("a"), vec![])
-                .await
-                .unwrap(),
-            1
-        );
-        let for_a = store.read_batch("run", "a", 10, 1 << 20).await.unwrap();
-        let for_b = store.read_batch("run", "b", 10, 1 << 20).await.unwrap();
-        assert_eq!(for_a.len(), 1);
-        assert_eq!(for_a[0].id, "x");
-        assert!(for_b.is_empty(), "b already has it");
-        assert_eq!(store.pending("run", "b").await.unwrap(), 0);
-        store
-            .settle("run", "a", for_a[0].seq, vec![])
-            .await
-            .unwrap();
-        assert_eq!(
-            store.spool_bytes().await.unwrap(),
-            0,
-            "pruned once its sink passed it"
-        );
-        assert!(store.dead_letters(None, 10).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn drop_oldest_keeps_the_newest_and_records_the_drop() {
-        let (_dir, store) = store_with(&["a"]).await;
-        let key = www();
-        let body = "x".repeat(100);
-        let events = (0..10)
-            .map(|i| NewEvent {
-                id: format!("id{i}"),
-                ts: 1,
-                body: crate::store::Body::from(body.clone()),
-            })
-            .collect();
-        store.commit_page(&key, events, 1, Some(60)).await.unwrap();
-        let drops = store.drop_oldest(450).await.unwrap();
-        assert_eq!(drops.len(), 1);
-        assert_eq!(drops[0].events, 6);
-        let left = store.read_batch("run", "a", 100, 1 << 20).await.unwrap();
-        assert_eq!(left.len(), 4);
-        assert_eq!(left[0].id, "id6");
-        let r = report(&store, "s.db", 100).await.unwrap();
-        assert_eq!(r.spool.dropped_events, 6);
-    }
-}
+mod tests;

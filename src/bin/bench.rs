@@ -10,8 +10,10 @@
 //! share of the ceiling timed next to it, so the VM's drift over a long bench cancels out.
 //!
 //! Scenarios: `stdout`, `hec`, `es`, `both` (HEC + ES), `ratelimit` (2 sites with 200 ms page
-//! latency against a request quota: achieved pages/min as a share of the quota), and
-//! `backlog` (1M events spooled while both sinks are down, then drained: peak RSS).
+//! latency against a request quota: achieved pages/min as a share of the quota),
+//! `backlog` (1M events spooled while both sinks are down, then drained: peak RSS), and
+//! `sites` (50 sites found with `sites = ["*"]`, both sinks: peak RSS whatever the number of
+//! sites, which the process-wide page budget bounds).
 //! Numbers are for the machine it runs on; nothing here asserts a target.
 
 use std::path::{Path, PathBuf};
@@ -29,6 +31,10 @@ use sigsci_export::sim::{FaultConfig, SimConfig, Simulator};
 use sigsci_export::source::client::FeedClient;
 use tokio::io::AsyncReadExt;
 
+// The crate root is `src/bin/bench.rs`: its modules would be looked for beside it.
+#[path = "bench/sites.rs"]
+mod sites;
+
 /// Benchmark options.
 #[derive(Debug, Parser)]
 #[command(
@@ -36,7 +42,7 @@ use tokio::io::AsyncReadExt;
     about = "Throughput, CPU and memory of sigsci-export on loopback"
 )]
 struct Args {
-    /// Scenarios to run, comma-separated: stdout, hec, es, both, ratelimit, backlog, or all.
+    /// Scenarios to run, comma-separated: stdout, hec, es, both, ratelimit, backlog, sites, or all.
     #[arg(long, default_value = "stdout,hec,es,both,ratelimit")]
     scenarios: String,
     /// Hours of feed to export (ending 5 minutes ago).
@@ -54,6 +60,12 @@ struct Args {
     /// `backlog` scenario: events to spool while both sinks are down.
     #[arg(long, default_value_t = 1_000_000)]
     backlog_events: u64,
+    /// `sites` scenario: how many sites the simulator serves (all exported, found with `["*"]`).
+    #[arg(long, default_value_t = 50)]
+    sites: usize,
+    /// `sites` scenario: hours of feed per site (at `--rate`; 6 h x 50 sites is ~1.1M events).
+    #[arg(long, default_value_t = 6)]
+    sites_hours: i64,
     /// Send uncompressed request bodies to HEC and ES (default: gzip, the sinks' default).
     #[arg(long)]
     no_gzip: bool,
@@ -104,10 +116,18 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let exe = sibling_binary()?;
     let scenarios: Vec<String> = if args.scenarios == "all" {
-        ["stdout", "hec", "es", "both", "ratelimit", "backlog"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "stdout",
+            "hec",
+            "es",
+            "both",
+            "ratelimit",
+            "backlog",
+            "sites",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     } else {
         args.scenarios
             .split(',')
@@ -146,6 +166,7 @@ async fn main() -> Result<()> {
                 }
                 "ratelimit" => ratelimit(&exe, &work, &args, ticks).await?,
                 "backlog" => backlog(&exe, &work, &args, ticks).await?,
+                "sites" => sites::many_sites(&exe, &work, &args, ticks).await?,
                 other => bail!("unknown scenario `{other}`"),
             };
             eprintln!(
@@ -428,16 +449,19 @@ fn sink_toml(r: &Receivers, stdout: bool, gzip: bool) -> String {
     s
 }
 
+/// The two sites of every scenario but `sites`.
+const TWO_SITES: &str = r#"["www", "api"]"#;
+
 fn write_config(
     work: &Path,
     sim: &Simulator,
-    rpm: u32,
-    burst: u32,
+    (rpm, burst): (u32, u32),
+    sites: &str,
     sinks: &str,
 ) -> Result<PathBuf> {
     let text = format!(
         "[api]\nbase_url = \"{}\"\nemail = \"demo@example.com\"\ntoken = \"demo-token\"\ncorp = \"demo\"\n\
-         sites = [\"www\", \"api\"]\nrequests_per_minute = {rpm}\nburst = {burst}\n\n\
+         sites = {sites}\nrequests_per_minute = {rpm}\nburst = {burst}\n\n\
          [spool]\npath = \"{}\"\n\n[admin]\nlisten = \"\"\n\n{sinks}",
         sim.base_url(),
         work.join("state.db").display()
@@ -566,8 +590,8 @@ async fn throughput(
     let cfg = write_config(
         work,
         sim,
-        100_000,
-        1000,
+        (100_000, 1000),
+        TWO_SITES,
         &sink_toml(&rx, scenario == "stdout", !args.no_gzip),
     )?;
     let (from, until) = window(sim, hours);
@@ -646,7 +670,13 @@ async fn ratelimit(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<R
     )
     .await?;
     // A burst of 1: the quota alone sets the pace, so pages/min can be compared with it.
-    let cfg = write_config(work, &sim, args.quota, 1, "[[sinks]]\ntype = \"stdout\"\n")?;
+    let cfg = write_config(
+        work,
+        &sim,
+        (args.quota, 1),
+        TWO_SITES,
+        "[[sinks]]\ntype = \"stdout\"\n",
+    )?;
     let (from, until) = window(&sim, args.hours);
     let truth: u64 = ["www", "api"]
         .iter()
@@ -698,8 +728,8 @@ async fn backlog(exe: &Path, work: &Path, args: &Args, ticks: f64) -> Result<Row
     let cfg = write_config(
         work,
         &sim,
-        100_000,
-        1000,
+        (100_000, 1000),
+        TWO_SITES,
         &sink_toml(&rx, false, !args.no_gzip),
     )?;
     let (from, until) = window(&sim, 24);

@@ -235,6 +235,11 @@ pub struct RawPoll {
     /// in memory while it is parsed and spooled. 1..=32, default 2.
     #[serde(default = "default_backfill_windows")]
     pub backfill_windows: usize,
+    /// Keep a feed record that cannot be read (no `id`, an `id` that is not a string, invalid
+    /// UTF-8) as a dead letter once its window has failed 5 times in a row, so the rest of its
+    /// page is exported. Default false: such a page stalls its site (at ERROR) until it reads.
+    #[serde(default)]
+    pub skip_bad_records: bool,
 }
 
 impl Default for RawPoll {
@@ -245,6 +250,7 @@ impl Default for RawPoll {
             max_window_secs: default_max_window_secs(),
             start_at: None,
             backfill_windows: default_backfill_windows(),
+            skip_bad_records: false,
         }
     }
 }
@@ -466,6 +472,8 @@ pub struct PollConfig {
     pub start_at: Option<i64>,
     /// Backfill windows of one site in flight at once.
     pub backfill_windows: usize,
+    /// Dead-letter feed records that cannot be read once their window is stuck.
+    pub skip_bad_records: bool,
 }
 
 /// Validated `[spool]`.
@@ -790,6 +798,7 @@ fn validate_poll(raw: RawPoll, now: i64) -> Result<PollConfig, ConfigError> {
         max_window_secs: raw.max_window_secs as i64,
         start_at,
         backfill_windows: raw.backfill_windows,
+        skip_bad_records: raw.skip_bad_records,
     })
 }
 

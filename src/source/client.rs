@@ -22,11 +22,12 @@ use reqwest::{Method, StatusCode};
 use tracing::{debug, warn};
 use url::Url;
 
-use super::model::{ErrorWire, EventHead, PageWire, SiteWire, SitesWire};
+use super::model::page::{RejectedRecord, UNREADABLE_PAGE, read_page};
+use super::model::{ErrorWire, SiteWire, SitesWire};
 pub use super::window::WindowFetch;
 use super::{SourceError, body, next_uri, transport};
 use crate::config::{ApiConfig, AuthMode, Credentials};
-use crate::store::{Body, NewEvent};
+use crate::store::NewEvent;
 
 const USER_AGENT: &str = concat!("sigsci-export/", env!("CARGO_PKG_VERSION"));
 
@@ -37,6 +38,9 @@ pub struct Page {
     pub events: Vec<NewEvent>,
     /// The next page's relative URI; `None` on the last page.
     pub next: Option<String>,
+    /// Records that cannot be taken, kept apart (only from a client made by
+    /// [`FeedClient::keeping_bad_records`]; otherwise such a record refuses the page).
+    pub rejected: Vec<RejectedRecord>,
 }
 
 /// The corp's request budget, timed by `std::time::Instant`. governor's default clock is
@@ -50,6 +54,8 @@ type Limiter =
 #[derive(Clone)]
 pub struct FeedClient {
     inner: Arc<Inner>,
+    /// Return records that cannot be taken in `Page::rejected` instead of refusing the page.
+    keep_bad: bool,
 }
 
 struct Inner {
@@ -154,7 +160,17 @@ impl FeedClient {
                 max_delay,
                 post_next: AtomicBool::new(false),
             }),
+            keep_bad: false,
         })
+    }
+
+    /// The same client (same quota), returning records that cannot be taken in
+    /// `Page::rejected` (and [`WindowFetch::take_rejected`]) instead of refusing their page.
+    pub fn keeping_bad_records(&self) -> FeedClient {
+        FeedClient {
+            inner: self.inner.clone(),
+            keep_bad: true,
+        }
     }
 
     /// The corp this client polls.
@@ -194,7 +210,7 @@ impl FeedClient {
             until,
             tags,
         };
-        self.request_with_retries(&target, |body| parse_page(body, from))
+        self.request_with_retries(&target, |body| read(body, from, self.keep_bad))
             .await
     }
 
@@ -202,8 +218,10 @@ impl FeedClient {
     /// sent, when the URI leads anywhere but `site`'s feed on `api.base_url`'s server. `from` is
     /// the window start, used as the timestamp of a record whose own is missing or unreadable.
     pub async fn next_page(&self, site: &str, uri: &str, from: i64) -> Result<Page, SourceError> {
-        self.request_with_retries(&Target::Next { site, uri }, |body| parse_page(body, from))
-            .await
+        self.request_with_retries(&Target::Next { site, uri }, |body| {
+            read(body, from, self.keep_bad)
+        })
+        .await
     }
 
     /// Walks the window `[from, until)` of `site`, page by page.
@@ -451,51 +469,28 @@ fn classify(
 }
 
 /// Parses a page, keeping every record's exact JSON. A reply that does not parse (a truncated
-/// body, an HTML error page with status 200) is transient: retried, never taken as empty.
+/// body, an HTML error page with status 200) or holds a record that cannot be taken (no `id`,
+/// an `id` that is not a string) is transient: retried, never taken as empty; the error names
+/// the record and what is wrong with it (see `model::page`).
 pub(crate) fn parse_page(body: impl Into<Vec<u8>>, window_from: i64) -> Result<Page, SourceError> {
-    // The reply's own buffer becomes the page's text (no copy: the body is not shared), and
-    // every record's body points into it (see `store::Body`): no allocation and no copy per
-    // record either.
-    let body: Vec<u8> = body.into();
+    read(body.into(), window_from, false)
+}
+
+/// As [`parse_page`], but records that cannot be taken are returned in `Page::rejected`
+/// instead of refusing the page (`poll.skip_bad_records`).
+fn read(body: Vec<u8>, window_from: i64, keep_bad: bool) -> Result<Page, SourceError> {
     let len = body.len();
-    let unparseable = |e: &dyn std::fmt::Display| SourceError::Transient {
-        reason: format!("unparseable feed page ({len} bytes): {e}"),
-    };
-    let text = std::sync::Arc::new(String::from_utf8(body).map_err(|e| unparseable(&e))?);
-    let wire: PageWire<'_> = serde_json::from_str(&text).map_err(|e| unparseable(&e))?;
-    let raw = wire.data.ok_or_else(|| SourceError::Transient {
-        reason: "feed page without a `data` array".to_string(),
-    })?;
-    let mut events = Vec::with_capacity(raw.len());
-    for rec in raw {
-        let head = EventHead::parse(rec.get()).map_err(|e| SourceError::Transient {
-            reason: format!("feed record is not an object: {e}"),
+    let page =
+        read_page(body, window_from, keep_bad).map_err(|problem| SourceError::Transient {
+            reason: format!(
+                "{UNREADABLE_PAGE} ({len} bytes): {problem}; refusing the page rather than guessing"
+            ),
         })?;
-        let id = head
-            .id
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| SourceError::Transient {
-                reason: "feed record without an `id`; refusing the page rather than guessing"
-                    .into(),
-            })?;
-        let ts = head
-            .timestamp
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-            .map(|t| t.timestamp())
-            .unwrap_or(window_from);
-        // Where the parser found the record in the page (it borrows from `text`).
-        let start = rec.get().as_ptr() as usize - text.as_ptr() as usize;
-        events.push(NewEvent {
-            id: id.into_owned(),
-            ts,
-            body: Body::slice(&text, start..start + rec.get().len()),
-        });
-    }
-    let next = wire
-        .next
-        .and_then(|n| n.uri)
-        .filter(|u| !u.trim().is_empty());
-    Ok(Page { events, next })
+    Ok(Page {
+        events: page.events,
+        next: page.next,
+        rejected: page.rejected,
+    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,10 @@
 //!
 //! Events are kept as the exact JSON text the API sent (`RawValue`), so fields the vendor adds
 //! later pass through untouched; only `id` (the dedupe key) and `timestamp` are looked at.
+//! [`page`] reads a whole page; [`record_problem`] says, in words an operator can act on, what
+//! is wrong with a record that cannot be taken.
+
+pub mod page;
 
 use std::borrow::Cow;
 
@@ -164,6 +168,170 @@ impl<'de> Deserialize<'de> for TextOrNull<'de> {
     }
 }
 
+/// What is wrong with a record [`EventHead::parse`] refused or that has no usable `id`:
+/// "record is not an object (it is an array)", "record has no id", "id is a number, not a
+/// string", "id is empty", "timestamp is an object, not a string".
+///
+/// Only called for a refused record, so it may take its time: it reads the record again,
+/// keeping the first non-null `id` and `timestamp` as [`EventHead::parse`] does.
+pub fn record_problem(record: &str) -> String {
+    let mut de = serde_json::Deserializer::from_str(record);
+    let mut early = None;
+    let read = serde::Deserializer::deserialize_any(&mut de, ProblemVisitor { early: &mut early });
+    match (early, read) {
+        (Some(problem), _) | (None, Ok(Some(problem))) => problem,
+        (None, Ok(None)) => "record could not be read".to_string(),
+        (None, Err(e)) => format!("record could not be read: {e}"),
+    }
+}
+
+/// The JSON type of a value, read without keeping it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Null,
+    Bool,
+    Number,
+    /// A string; `true` when it is empty.
+    Str(bool),
+    Array,
+    Object,
+}
+
+impl Kind {
+    fn with_article(self) -> &'static str {
+        match self {
+            Kind::Null => "null",
+            Kind::Bool => "a boolean",
+            Kind::Number => "a number",
+            Kind::Str(_) => "a string",
+            Kind::Array => "an array",
+            Kind::Object => "an object",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Kind;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Kind, E> {
+                Ok(Kind::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Kind, E> {
+                Ok(Kind::Bool)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Kind, E> {
+                Ok(Kind::Number)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Kind, E> {
+                Ok(Kind::Number)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Kind, E> {
+                Ok(Kind::Number)
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Kind, E> {
+                Ok(Kind::Str(v.is_empty()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Kind, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Kind::Array)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Kind, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Kind::Object)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Finds the problem of one record; `None` when there is none.
+struct ProblemVisitor<'p> {
+    /// A problem found before the end of the record: serde_json has no way to leave an
+    /// object half read but an error, so it is put here and the error ignored.
+    early: &'p mut Option<String>,
+}
+
+impl<'de> serde::de::Visitor<'de> for ProblemVisitor<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a request record")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let (mut id, mut ts) = (None, None);
+        while let Some(key) = map.next_key::<HeadKey>()? {
+            let slot = match key {
+                HeadKey::Id if id.is_none() => &mut id,
+                HeadKey::Timestamp if ts.is_none() => &mut ts,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            let name = if matches!(key, HeadKey::Id) {
+                "id"
+            } else {
+                "timestamp"
+            };
+            match map.next_value::<Kind>() {
+                Ok(Kind::Null) => {}
+                Ok(kind) => *slot = Some(kind),
+                // Only a number beyond an f64 fails to read (a string always reads), and the
+                // parser cannot go on after it: say so now.
+                Err(e) => {
+                    *self.early = Some(format!("{name} is a number, not a string"));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(match (id, ts) {
+            (None, _) => Some("record has no id".to_string()),
+            (Some(Kind::Str(true)), _) => Some("id is empty".to_string()),
+            (Some(Kind::Str(false)), Some(Kind::Str(_)) | None) => None,
+            (Some(Kind::Str(false)), Some(k)) => {
+                Some(format!("timestamp is {}, not a string", k.with_article()))
+            }
+            (Some(k), _) => Some(format!("id is {}, not a string", k.with_article())),
+        })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Some(not_an_object(Kind::Array)))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Some(not_an_object(Kind::Str(false))))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Some(not_an_object(Kind::Bool)))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Some(not_an_object(Kind::Number)))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Some(not_an_object(Kind::Number)))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Some(not_an_object(Kind::Number)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Some(not_an_object(Kind::Null)))
+    }
+}
+
+fn not_an_object(kind: Kind) -> String {
+    format!("record is not an object (it is {})", kind.with_article())
+}
+
 /// `GET /corps/{corp}/sites`
 #[derive(Debug, Deserialize)]
 pub struct SitesWire {
@@ -242,6 +410,48 @@ mod tests {
         assert_eq!(
             head(r#"{"id":"a","id":"b","timestamp":"t","timestamp":"u"}"#).unwrap(),
             some("a", "t")
+        );
+    }
+
+    #[test]
+    fn a_refused_record_is_described_by_what_is_wrong_with_it() {
+        for (record, want) in [
+            (
+                r#"{"id":5,"timestamp":"t"}"#,
+                "id is a number, not a string",
+            ),
+            (
+                r#"{"id":1.5e999,"timestamp":"t"}"#,
+                "id is a number, not a string",
+            ),
+            (r#"{"id":true}"#, "id is a boolean, not a string"),
+            (r#"{"id":["a"]}"#, "id is an array, not a string"),
+            (r#"{"id":{"v":"a"}}"#, "id is an object, not a string"),
+            (
+                r#"{"timestamp":"t","tags":[{"id":"x"}]}"#,
+                "record has no id",
+            ),
+            (r#"{"id":null}"#, "record has no id"),
+            (r#"{"id":""}"#, "id is empty"),
+            (
+                r#"{"id":"a","timestamp":5}"#,
+                "timestamp is a number, not a string",
+            ),
+            // The first non-null value counts, as in `EventHead::parse`.
+            (
+                r#"{"id":null,"id":7,"id":"a"}"#,
+                "id is a number, not a string",
+            ),
+            (r#"["id","a"]"#, "record is not an object (it is an array)"),
+            (r#""a""#, "record is not an object (it is a string)"),
+            ("42", "record is not an object (it is a number)"),
+            ("null", "record is not an object (it is null)"),
+        ] {
+            assert_eq!(record_problem(record), want, "{record}");
+        }
+        assert_eq!(
+            record_problem(r#"{"id":"a","timestamp":"t"}"#),
+            "record could not be read"
         );
     }
 

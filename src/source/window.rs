@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::SourceError;
 use super::client::FeedClient;
+use super::model::page::RejectedRecord;
 use crate::store::NewEvent;
 
 /// Empty pages in a row, each with a `next`, after which a window is refused as endless.
@@ -47,6 +48,8 @@ pub struct WindowFetch {
     empty_in_a_row: u32,
     /// Whether a page with more records than `api.page_limit` was reported (once a window).
     warned_over_limit: bool,
+    /// The last page's records that cannot be taken (see [`FeedClient::keeping_bad_records`]).
+    rejected: Vec<RejectedRecord>,
 }
 
 impl WindowFetch {
@@ -66,6 +69,7 @@ impl WindowFetch {
             hasher: RandomState::new(),
             empty_in_a_row: 0,
             warned_over_limit: false,
+            rejected: Vec::new(),
         }
     }
 
@@ -85,6 +89,12 @@ impl WindowFetch {
     pub fn with_tags(mut self, tags: Option<String>) -> WindowFetch {
         self.tags = tags.filter(|t| !t.is_empty());
         self
+    }
+
+    /// The records of the last page that cannot be taken, when the client keeps them apart
+    /// ([`FeedClient::keeping_bad_records`]); the caller must dead-letter them.
+    pub fn take_rejected(&mut self) -> Vec<RejectedRecord> {
+        std::mem::take(&mut self.rejected)
     }
 
     /// The next page's new events, `Ok(None)` once the window is exhausted. The returned flag is
@@ -114,7 +124,8 @@ impl WindowFetch {
         };
         self.started = true;
         self.pages += 1;
-        self.check_limit(page.events.len());
+        self.check_limit(page.events.len() + page.rejected.len());
+        self.rejected = page.rejected;
         self.next = page.next;
         self.done = self.next.is_none();
         if page.events.is_empty() && !self.done {

@@ -42,6 +42,8 @@ mod body;
 pub use acks::PendingAck;
 pub use body::Body;
 mod db;
+mod feed_letters;
+pub use feed_letters::{FEED_LETTERS_SINK, FeedLetter};
 mod lock;
 pub use lock::LockError;
 mod ops;

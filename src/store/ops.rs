@@ -421,11 +421,13 @@ impl SyncStore {
         ids: &[i64],
     ) -> Result<Vec<(String, i64)>, StoreError> {
         let result = (|| -> Result<_, Fail> {
+            // Without a sink, every sink's letters but the feed's (see `feed_letters`).
             let mut stmt = self.conn.prepare_cached(
-                "SELECT dl_id, sink FROM dead_letters WHERE ?1 IS NULL OR sink = ?1 ORDER BY dl_id",
+                "SELECT dl_id, sink FROM dead_letters WHERE (?1 IS NULL AND sink != ?2) OR sink = ?1
+                 ORDER BY dl_id",
             )?;
             let rows = stmt
-                .query_map(params![sink], |row| {
+                .query_map(params![sink, super::FEED_LETTERS_SINK], |row| {
                     Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -454,10 +456,11 @@ impl SyncStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let selected: Vec<i64> = {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT dl_id FROM dead_letters WHERE ?1 IS NULL OR sink = ?1 ORDER BY dl_id",
+                    "SELECT dl_id FROM dead_letters WHERE (?1 IS NULL AND sink != ?2) OR sink = ?1
+                     ORDER BY dl_id",
                 )?;
                 let all = stmt
-                    .query_map(params![sink], |row| row.get(0))?
+                    .query_map(params![sink, super::FEED_LETTERS_SINK], |row| row.get(0))?
                     .collect::<rusqlite::Result<Vec<i64>>>()?;
                 if ids.is_empty() {
                     all

@@ -108,6 +108,18 @@ pub fn describe() {
         "1 while the feed API refuses at least one site of the corp (credentials, access, unknown site)."
     );
     describe_gauge!(
+        "sigsci_export_site_stuck",
+        "1 while the site's window has failed several times in a row on a feed page that cannot be read (bad records or not JSON)."
+    );
+    describe_counter!(
+        "sigsci_export_feed_dead_letters_total",
+        "Feed records that could not be read, kept as dead letters so the rest of their page flows (poll.skip_bad_records)."
+    );
+    describe_counter!(
+        "sigsci_export_feed_anomalies_total",
+        "Records the feed should not send, by kind: changed_duplicate (an id seen before with other content; the first copy is kept), outside_window (a timestamp outside the window asked for; spooled anyway)."
+    );
+    describe_gauge!(
         "sigsci_export_site_blocked",
         "1 while the feed API refuses this site (credentials, access, unknown site) until an operator acts."
     );
@@ -153,6 +165,32 @@ pub fn site_failing(site: &str, failing: bool) {
     } else {
         0.0
     });
+}
+
+/// The site is stuck on a feed page that cannot be read (`Some(reason)`, also reported by
+/// `/readyz` as `feed:SITE`), or moves again (`None`).
+pub fn site_stuck(site: &str, reason: Option<&str>) {
+    gauge!("sigsci_export_site_stuck", "site" => site.to_owned()).set(if reason.is_some() {
+        1.0
+    } else {
+        0.0
+    });
+    set_blocked(format!("feed:{site}"), reason);
+}
+
+/// `n` records of the site's feed were kept as dead letters.
+pub fn feed_dead_letters(site: &str, n: usize) {
+    counter!("sigsci_export_feed_dead_letters_total", "site" => site.to_owned())
+        .increment(n as u64);
+}
+
+/// `n` records of the site's feed were of an odd `kind` (`changed_duplicate`,
+/// `outside_window`).
+pub fn feed_anomalies(site: &str, kind: &'static str, n: usize) {
+    if n > 0 {
+        counter!("sigsci_export_feed_anomalies_total", "site" => site.to_owned(), "kind" => kind)
+            .increment(n as u64);
+    }
 }
 
 /// `secs` of a site's feed were lost for good.
@@ -211,8 +249,8 @@ pub fn spool_dropped(events: i64) {
     counter!("sigsci_export_spool_dropped_events_total").increment(events.max(0) as u64);
 }
 
-/// What is blocked right now, for `/readyz`: component (`sink:NAME`, `site:NAME`, `spool`) ->
-/// reason.
+/// What is blocked right now, for `/readyz`: component (`sink:NAME`, `site:NAME`, `feed:NAME`,
+/// `spool`) -> reason.
 fn blocked() -> &'static Mutex<BTreeMap<String, String>> {
     static BLOCKED: OnceLock<Mutex<BTreeMap<String, String>>> = OnceLock::new();
     BLOCKED.get_or_init(Mutex::default)

@@ -1,10 +1,14 @@
 //! Logging setup. Logs always go to stderr (stdout may carry events); JSON lines when stderr is
-//! not a terminal (journald, containers, tests), human text on a terminal.
+//! not a terminal (journald, containers, tests), human text on a terminal, above the backfill's
+//! progress bar when one is shown.
 //!
 //! Levels mean something: ERROR = data at risk or an operator must act; WARN = a retried or
 //! degraded condition; INFO = lifecycle; DEBUG = per window and per batch.
 
+mod above_bar;
 pub mod metrics;
+
+pub use above_bar::{AboveBar, LogsAboveBar, StderrAboveBar, logs_above};
 
 use std::io::IsTerminal;
 
@@ -31,7 +35,8 @@ pub fn init(format: LogFormat) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Above the backfill's progress bar while one is shown (see `above_bar`).
+        .with_writer(StderrAboveBar)
         .with_target(false);
     // try_init: a second initialisation (tests) is not an error worth dying for.
     let _ = if json {

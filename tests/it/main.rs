@@ -13,4 +13,5 @@ mod hostile_feed;
 mod ops;
 mod pki;
 mod shape;
+mod stuck_site;
 mod support;
