@@ -18,6 +18,11 @@
 //! [`store`], [`pipeline`], [`sink`]; around them [`cli`], [`telemetry`], [`shutdown`],
 //! [`time`], and [`sim`], the feed API simulator used by `demo` and the tests.
 
+// The library prints nothing (logs go through `tracing`, `check` and `status` return what
+// `main.rs` prints, the stdout sink writes to its writer) and does not unwrap outside tests
+// (clippy.toml). `main.rs`, the bench and the tests are crates of their own and may print.
+#![warn(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
+
 pub mod admin;
 pub mod check;
 pub mod cli;
@@ -28,6 +33,14 @@ pub mod pipeline;
 pub mod scheduler;
 pub mod secret;
 pub mod shutdown;
+// Left for the move of the simulator to its own crate, which fixes them there: the nested
+// `if` in `Simulator::shutdown` (a let-chain since rust-version 1.88), two doc links in
+// `sim::events::write_json` that do not resolve, and an `unwrap` in `sim::hec`.
+#[allow(
+    clippy::collapsible_if,
+    clippy::unwrap_used,
+    rustdoc::broken_intra_doc_links
+)]
 pub mod sim;
 pub mod sink;
 pub mod source;

@@ -494,13 +494,13 @@ async fn dead_letters_cmd(target: &StateTarget, action: DeadLetterAction) -> Res
                     "the last `run` on this state file",
                 ),
             };
-            if let Some(s) = &sink {
-                if !known.contains(s) {
-                    return Err(Failure::Config(format!(
-                        "dead-letters replay: no sink named `{s}` in {known_as} (sinks: {})",
-                        known.join(", ")
-                    )));
-                }
+            if let Some(s) = &sink
+                && !known.contains(s)
+            {
+                return Err(Failure::Config(format!(
+                    "dead-letters replay: no sink named `{s}` in {known_as} (sinks: {})",
+                    known.join(", ")
+                )));
             }
             let selected = store
                 .dead_letter_sinks(sink.as_deref(), ids.clone())

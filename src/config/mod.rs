@@ -4,7 +4,7 @@
 //! then `SIGSCI_EXPORT__SECTION__KEY` environment overrides, then the conventional
 //! `SIGSCI_EMAIL` / `SIGSCI_TOKEN`), rejecting unknown keys; [`Config::validate`] then resolves
 //! secret files, URLs and times and reports every problem as a [`ConfigError`] that names the key.
-//! `check` and `run` go through exactly the same [`load`] so a config that checks also runs.
+//! `check` and `run` go through exactly the same [`load()`] so a config that checks also runs.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -572,16 +572,16 @@ fn validate_filters(raw: RawFilters, sites: &Sites) -> Result<Filters, ConfigErr
     let mut per_site = std::collections::BTreeMap::new();
     for (site, f) in raw.sites {
         let key = format!("filters.sites.{site}");
-        if let Sites::List(list) = sites {
-            if !list.contains(&site) {
-                return Err(ConfigError::new(
-                    key,
-                    format!(
-                        "`{site}` is not in api.sites ({}): fix the site name or remove the section",
-                        list.join(", ")
-                    ),
-                ));
-            }
+        if let Sites::List(list) = sites
+            && !list.contains(&site)
+        {
+            return Err(ConfigError::new(
+                key,
+                format!(
+                    "`{site}` is not in api.sites ({}): fix the site name or remove the section",
+                    list.join(", ")
+                ),
+            ));
         }
         per_site.insert(
             site,
@@ -682,13 +682,13 @@ fn validate_api(raw: RawApi) -> Result<ApiConfig, ConfigError> {
         .ok_or_else(|| ConfigError::new("api.requests_per_minute", "must be at least 1"))?;
     let burst = NonZeroU32::new(raw.burst)
         .ok_or_else(|| ConfigError::new("api.burst", "must be at least 1"))?;
-    if let Some(ca) = &raw.ca_file {
-        if !ca.is_file() {
-            return Err(ConfigError::new(
-                "api.ca_file",
-                format!("`{}` does not exist or is not a file", ca.display()),
-            ));
-        }
+    if let Some(ca) = &raw.ca_file
+        && !ca.is_file()
+    {
+        return Err(ConfigError::new(
+            "api.ca_file",
+            format!("`{}` does not exist or is not a file", ca.display()),
+        ));
     }
     if raw.timeout_secs == 0 || raw.timeout_secs > 3600 {
         return Err(ConfigError::new(
@@ -768,7 +768,10 @@ fn validate_poll(raw: RawPoll, now: i64) -> Result<PollConfig, ConfigError> {
     if raw.delay_secs > 86_400 {
         return Err(ConfigError::new("poll.delay_secs", "must be at most 86400"));
     }
-    if raw.max_window_secs < 60 || raw.max_window_secs % 60 != 0 || raw.max_window_secs > 86_400 {
+    if raw.max_window_secs < 60
+        || !raw.max_window_secs.is_multiple_of(60)
+        || raw.max_window_secs > 86_400
+    {
         return Err(ConfigError::new(
             "poll.max_window_secs",
             "must be a multiple of 60 between 60 and 86400",

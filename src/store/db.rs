@@ -257,16 +257,15 @@ impl SyncStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             // Checked first (inside the transaction, so nothing can move it meanwhile): a
             // refused cursor writes nothing at all.
-            if let Some(requested) = new_cursor {
-                if let Some(current) = read_cursor(&tx, key)? {
-                    if requested < current {
-                        return Err(Fail::Store(StoreError::CursorBackwards {
-                            key: key.clone(),
-                            current,
-                            requested,
-                        }));
-                    }
-                }
+            if let Some(requested) = new_cursor
+                && let Some(current) = read_cursor(&tx, key)?
+                && requested < current
+            {
+                return Err(Fail::Store(StoreError::CursorBackwards {
+                    key: key.clone(),
+                    current,
+                    requested,
+                }));
             }
             let mut outcome = CommitOutcome::default();
             {
