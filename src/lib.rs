@@ -27,7 +27,7 @@ pub mod admin;
 pub mod check;
 pub mod cli;
 pub mod config;
-#[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod pipeline;
 pub mod scheduler;
