@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::store::{Store, StoreError};
-use crate::time::fmt;
+use crate::time::rfc3339;
 
 /// The whole report (`--json` prints it as is).
 #[derive(Debug, Serialize)]
@@ -160,19 +160,19 @@ pub async fn report(store: &Store, state_file: &str, now: i64) -> Result<StatusR
             let sp = spooled.get(&k);
             SiteStatus {
                 lag_secs: (c.key.ns == crate::scheduler::RUN_NS).then_some(now - c.cursor),
-                cursor: fmt(c.cursor),
+                cursor: rfc3339(c.cursor),
                 spooled_events: sp.map_or(0, |s| s.events),
                 spooled_bytes: sp.map_or(0, |s| s.bytes),
                 last_error: errors.get(&k).map(|e| ErrorStatus {
                     error: e.error.clone(),
-                    at: fmt(e.at),
+                    at: rfc3339(e.at),
                 }),
                 lost_ranges: gaps
                     .iter()
                     .filter(|g| g.key == c.key)
                     .map(|g| LostRange {
-                        from: fmt(g.from),
-                        until: fmt(g.until),
+                        from: rfc3339(g.from),
+                        until: rfc3339(g.until),
                         seconds: g.until - g.from,
                     })
                     .collect(),
@@ -222,7 +222,7 @@ pub async fn report(store: &Store, state_file: &str, now: i64) -> Result<StatusR
         .collect();
     let drops = store.spool_drops().await?;
     Ok(StatusReport {
-        generated_at: fmt(now),
+        generated_at: rfc3339(now),
         state_file: state_file.to_string(),
         sites,
         sinks,
@@ -235,7 +235,7 @@ pub async fn report(store: &Store, state_file: &str, now: i64) -> Result<StatusR
                     ns: d.ns,
                     events: d.events,
                     bytes: d.bytes,
-                    at: fmt(d.at),
+                    at: rfc3339(d.at),
                 })
                 .collect(),
         },

@@ -808,8 +808,8 @@ fn start_at(text: &str, now: i64) -> Result<i64, ConfigError> {
             format!(
                 "{} is in the future (now is {}): nothing would be exported until then; give a \
                  past time, \"now\" or a relative one such as \"-2h\"",
-                crate::time::fmt(t),
-                crate::time::fmt(now)
+                crate::time::rfc3339(t),
+                crate::time::rfc3339(now)
             ),
         ));
     }

@@ -139,7 +139,7 @@ impl WindowFetch {
         if records > limit as usize && !self.warned_over_limit {
             self.warned_over_limit = true;
             warn!(
-                site = %self.site, records, limit, from = %crate::time::fmt(self.from),
+                site = %self.site, records, limit, from = %crate::time::rfc3339(self.from),
                 "The API sent a page with more records than the page limit asked for; keeping them (reported once per window)."
             );
         }
@@ -152,8 +152,8 @@ impl WindowFetch {
             reason: format!(
                 "endless paging in window {}..{} of site `{}`: {what}; refusing the window \
                  rather than paging forever (it is fetched again later from its start)",
-                crate::time::fmt(self.from),
-                crate::time::fmt(self.until),
+                crate::time::rfc3339(self.from),
+                crate::time::rfc3339(self.until),
                 self.site
             ),
         }

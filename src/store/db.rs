@@ -13,10 +13,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 use super::rows::{self, RowBuilder};
 use super::schema;
+// Unix seconds for the `updated_at` / `at` columns (informational only: ordering never depends
+// on the wall clock).
 use super::{
     Body, CommitOutcome, CursorRow, DeadLetter, NewEvent, SinkState, SiteKey, SpooledEvent,
     StoreError,
 };
+use crate::time::now;
 
 /// How long a statement waits for another connection's lock before failing with
 /// `SQLITE_BUSY`. Writers hold the lock for one page or one settle: milliseconds.
@@ -42,12 +45,6 @@ impl From<StoreError> for Fail {
     fn from(e: StoreError) -> Self {
         Fail::Store(e)
     }
-}
-
-/// Unix seconds now, for `updated_at` / `at` columns (informational only: ordering never
-/// depends on the wall clock).
-pub(super) fn now() -> i64 {
-    chrono::Utc::now().timestamp()
 }
 
 /// Clamp a Rust length to an SQLite integer.
