@@ -1,5 +1,6 @@
-//! The binary's edge: parse the command line, set up logging, dispatch, map outcomes to exit
-//! codes. `anyhow` lives here only. Exit codes are a contract (systemd relies on them):
+//! The binary: parse the command line, set up logging, and run each command (`run`,
+//! `backfill`, `check`, `status`, `dead-letters`, `healthcheck`, `simulate`, `demo`) on top of
+//! the library, mapping its outcome to an exit code. `anyhow` lives here only. Exit codes are a contract (systemd relies on them):
 //! 0 clean stop, 1 runtime failure, 2 bad configuration or arguments.
 
 use std::io::IsTerminal;

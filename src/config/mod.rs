@@ -3,7 +3,8 @@
 //! Two stages, as ripgrep does with its arguments: [`RawConfig`] only deserializes (TOML file,
 //! then `SIGSCI_EXPORT__SECTION__KEY` environment overrides, then the conventional
 //! `SIGSCI_EMAIL` / `SIGSCI_TOKEN`), rejecting unknown keys; [`Config::validate`] then resolves
-//! secret files, URLs and times and reports every problem as a [`ConfigError`] that names the key.
+//! secret files, URLs and times, and stops at the first problem: one [`ConfigError`] that names
+//! the key and says what to do (fix it and run `check` again for the next).
 //! `check` and `run` go through exactly the same [`load()`] so a config that checks also runs.
 
 use std::num::NonZeroU32;
@@ -526,7 +527,8 @@ impl SinkConfig {
 pub const MIN_DELAY_SECS: u64 = 300;
 
 impl Config {
-    /// Checks every field and resolves secret files and times. `now` is used for relative times.
+    /// Checks every field and resolves secret files and times; the first problem found is the
+    /// error. `now` is used for relative times.
     pub fn validate(raw: RawConfig, now: i64) -> Result<Config, ConfigError> {
         let api = validate_api(raw.api)?;
         let poll = validate_poll(raw.poll, now)?;

@@ -30,7 +30,8 @@ use crate::store::{Body, NewEvent};
 
 const USER_AGENT: &str = concat!("sigsci-export/", env!("CARGO_PKG_VERSION"));
 
-/// One page of a window: its new events and where the next page is.
+/// One page of a window: its records and where the next page is. A record may repeat one of
+/// an earlier page; the spool's `seen` table drops it.
 #[derive(Debug)]
 pub struct Page {
     /// Records, as the API sent them.

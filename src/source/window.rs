@@ -87,8 +87,9 @@ impl WindowFetch {
         self
     }
 
-    /// The next page's new events, `Ok(None)` once the window is exhausted. The returned flag is
-    /// true when this page is the window's last.
+    /// The next page's records (repeats of earlier ids included: the spool drops them),
+    /// `Ok(None)` once the window is exhausted. The returned flag is true when this page is the
+    /// window's last.
     pub async fn next_page(&mut self) -> Result<Option<(Vec<NewEvent>, bool)>, SourceError> {
         if self.done {
             return Ok(None);

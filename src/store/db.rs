@@ -1,6 +1,7 @@
 //! The synchronous store: one `rusqlite::Connection` and plain blocking methods.
 //!
-//! [`super::Store`] runs these on tokio's blocking pool; tests may call them directly.
+//! [`super::Store`] runs these on its writer thread, and the sinks' hot reads on tokio's blocking
+//! pool over a second, read-only connection; tests may call them directly.
 //! Every write is one `BEGIN IMMEDIATE` transaction: it takes the write lock up front, so a
 //! concurrent writer (another process on the same file) makes us wait for `busy_timeout`
 //! instead of failing mid-transaction with `SQLITE_BUSY` on the read-to-write upgrade.
