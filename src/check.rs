@@ -19,7 +19,7 @@ use crate::source::SourceError;
 use crate::source::client::FeedClient;
 use crate::source::model::SiteWire;
 use crate::store::Store;
-use crate::time::{align_down, fmt as fmt_time};
+use crate::time::{align_down, rfc3339};
 
 /// How long one sink healthcheck may take before it counts as failed.
 const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(20);
@@ -329,8 +329,8 @@ async fn check_api(cfg: &Config) -> Vec<CheckLine> {
                 format!(
                     "feed answered: {} request(s) in {} .. {}",
                     page.events.len(),
-                    fmt_time(from),
-                    fmt_time(until)
+                    rfc3339(from),
+                    rfc3339(until)
                 ),
             )),
             Err(e @ SourceError::NotFound { .. }) => {

@@ -20,7 +20,7 @@ use tracing::warn;
 
 use crate::store::NewEvent;
 use crate::telemetry::metrics;
-use crate::time::fmt;
+use crate::time::rfc3339;
 
 /// Records of a window whose content is remembered, to compare a repeated id with.
 const REMEMBERED: usize = 4096;
@@ -106,13 +106,13 @@ impl Drop for FeedAnomalies {
         }
         let changed_example = self.changed_example.as_deref().unwrap_or("");
         let (outside_id, outside_ts) = match &self.outside_example {
-            Some((id, ts)) => (id.as_str(), fmt(*ts)),
+            Some((id, ts)) => (id.as_str(), rfc3339(*ts)),
             None => ("", String::new()),
         };
         warn!(
             site = %self.site,
-            from = %fmt(self.from),
-            until = %fmt(self.until),
+            from = %rfc3339(self.from),
+            until = %rfc3339(self.until),
             changed_duplicates = self.changed,
             changed_example,
             outside_window = self.outside,

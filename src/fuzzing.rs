@@ -1,6 +1,7 @@
 //! Entry points for the cargo-fuzz targets in `fuzz/` (see `docs/fuzzing.md`): thin wrappers
 //! over the parsers of replies the exporter does not control. Each must return, never panic,
-//! whatever bytes it is given. Not a supported API: hidden from the docs, may change anytime.
+//! whatever bytes it is given. Compiled only with the `fuzzing` feature, which `fuzz/Cargo.toml`
+//! turns on; not a supported API, it may change anytime.
 
 use std::time::Duration;
 

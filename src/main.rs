@@ -1,5 +1,6 @@
-//! The binary's edge: parse the command line, set up logging, dispatch, map outcomes to exit
-//! codes. `anyhow` lives here only. Exit codes are a contract (systemd relies on them):
+//! The binary: parse the command line, set up logging, and run each command (`run`,
+//! `backfill`, `check`, `status`, `dead-letters`, `healthcheck`, `simulate`, `demo`) on top of
+//! the library, mapping its outcome to an exit code. `anyhow` lives here only. Exit codes are a contract (systemd relies on them):
 //! 0 clean stop, 1 runtime failure, 2 bad configuration or arguments.
 
 use std::io::IsTerminal;
@@ -278,7 +279,7 @@ async fn backfill(cfg: Config, from: &str, until: &str, sites: Vec<String>) -> R
     let from_t = time::align_down(from_t);
     let latest = time::align_down(now - cfg.poll.delay_secs);
     let until_t = if time::align_down(until_t) > latest {
-        info!(requested = %time::fmt(until_t), until = %time::fmt(latest), "--until is later than now - poll.delay_secs, the newest data the API serves; ending there.");
+        info!(requested = %time::rfc3339(until_t), until = %time::rfc3339(latest), "--until is later than now - poll.delay_secs, the newest data the API serves; ending there.");
         latest
     } else {
         time::align_down(until_t)
@@ -288,16 +289,16 @@ async fn backfill(cfg: Config, from: &str, until: &str, sites: Vec<String>) -> R
         return Err(Failure::Config(format!(
             "--from {} is older than the feed's retention ({} s, so nothing before {} can be fetched); \
              pick a later start",
-            time::fmt(from_t),
+            time::rfc3339(from_t),
             cfg.api.retention_secs,
-            time::fmt(time::align_down(oldest) + 60)
+            time::rfc3339(time::align_down(oldest) + 60)
         )));
     }
     if from_t >= until_t {
         return Err(Failure::Config(format!(
             "--from {} must be before --until {}",
-            time::fmt(from_t),
-            time::fmt(until_t)
+            time::rfc3339(from_t),
+            time::rfc3339(until_t)
         )));
     }
     for s in &sites {
@@ -342,8 +343,8 @@ async fn backfill(cfg: Config, from: &str, until: &str, sites: Vec<String>) -> R
         return Err(Failure::Runtime(anyhow::anyhow!(
             "backfill interrupted before every sink acknowledged the range; to resume, run \
              `sigsci-export backfill --from {} --until {}` with the same config and sites",
-            time::fmt(from_t),
-            time::fmt(until_t)
+            time::rfc3339(from_t),
+            time::rfc3339(until_t)
         )));
     }
     info!(sites = ?report.sites, events = report.events, "Backfill finished.");
@@ -439,8 +440,8 @@ async fn dead_letters_cmd(target: &StateTarget, action: DeadLetterAction) -> Res
                         .unwrap_or_else(|_| serde_json::Value::String(d.body.clone()));
                     let line = serde_json::json!({
                         "dl_id": d.rowid, "ns": d.ns, "sink": d.sink, "corp": d.corp,
-                        "site": d.site, "id": d.id, "ts": time::fmt(d.ts),
-                        "reason": d.reason, "at": time::fmt(d.at), "event": body,
+                        "site": d.site, "id": d.id, "ts": time::rfc3339(d.ts),
+                        "reason": d.reason, "at": time::rfc3339(d.at), "event": body,
                     });
                     println!("{line}");
                 } else {
@@ -451,7 +452,7 @@ async fn dead_letters_cmd(target: &StateTarget, action: DeadLetterAction) -> Res
                         d.corp,
                         d.site,
                         d.id,
-                        time::fmt(d.at),
+                        time::rfc3339(d.at),
                         d.reason
                     );
                 }
@@ -494,13 +495,13 @@ async fn dead_letters_cmd(target: &StateTarget, action: DeadLetterAction) -> Res
                     "the last `run` on this state file",
                 ),
             };
-            if let Some(s) = &sink {
-                if !known.contains(s) {
-                    return Err(Failure::Config(format!(
-                        "dead-letters replay: no sink named `{s}` in {known_as} (sinks: {})",
-                        known.join(", ")
-                    )));
-                }
+            if let Some(s) = &sink
+                && !known.contains(s)
+            {
+                return Err(Failure::Config(format!(
+                    "dead-letters replay: no sink named `{s}` in {known_as} (sinks: {})",
+                    known.join(", ")
+                )));
             }
             let selected = store
                 .dead_letter_sinks(sink.as_deref(), ids.clone())

@@ -25,7 +25,7 @@ use crate::source::client::FeedClient;
 use crate::spool_limit::{SpoolLimit, Waiter};
 use crate::store::{SiteKey, Store, StoreError};
 use crate::telemetry::metrics;
-use crate::time::{align_down, fmt};
+use crate::time::{align_down, rfc3339};
 use crate::window_pages::{WindowError, WindowPages};
 
 /// Cursor namespace of the live `run` command.
@@ -242,7 +242,7 @@ pub async fn backfill(
                 .collect(),
         }
     };
-    info!(from = %fmt(from), until = %fmt(until), sites = ?sites, "Backfill starting.");
+    info!(from = %rfc3339(from), until = %rfc3339(until), sites = ?sites, "Backfill starting.");
     // Sinks keep draining after the sources finish, so they stop on their own token; a fatal
     // error anywhere stops both.
     let fatal = Fatal::new(cancel.clone());
@@ -452,13 +452,13 @@ async fn skip_lost_range(
     metrics::lost(&key.site, gap.added_secs);
     if gap.extended {
         warn!(
-            corp = %key.corp, site = %key.site, lost_from = %fmt(gap.from), lost_until = %fmt(gap.until),
+            corp = %key.corp, site = %key.site, lost_from = %rfc3339(gap.from), lost_until = %rfc3339(gap.until),
             lost_seconds = gap.until - gap.from, added_seconds = gap.added_secs,
             "Data loss continues: the lost range grew (the feed is still out of reach for longer than its retention)."
         );
     } else {
         error!(
-            corp = %key.corp, site = %key.site, lost_from = %fmt(gap.from), lost_until = %fmt(gap.until),
+            corp = %key.corp, site = %key.site, lost_from = %rfc3339(gap.from), lost_until = %rfc3339(gap.until),
             lost_seconds = gap.until - gap.from,
             "Data lost: the feed no longer serves this range (older than its retention); continuing from the oldest fetchable minute."
         );
@@ -484,11 +484,11 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
             let start = poll.start_at.unwrap_or_else(|| {
                 align_down(crate::time::now() - poll.delay_secs - poll.interval_secs)
             });
-            info!(site = %site, start = %fmt(start), "No cursor yet; starting here.");
+            info!(site = %site, start = %rfc3339(start), "No cursor yet; starting here.");
             start
         }
     };
-    info!(site = %site, cursor = %fmt(cursor), "Site poller started.");
+    info!(site = %site, cursor = %rfc3339(cursor), "Site poller started.");
     let mut failures: u32 = 0;
     let mut health = PageHealth::live(&ctx.store, &key, poll.skip_bad_records);
     // Logged once per catch-up, so an operator sees a backlog drain without per-window noise.
@@ -511,7 +511,7 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
         if cursor >= horizon {
             if !caught_up {
                 caught_up = true;
-                info!(site = %site, cursor = %fmt(cursor), interval_secs = poll.interval_secs, "Site caught up; polling at the interval.");
+                info!(site = %site, cursor = %rfc3339(cursor), interval_secs = poll.interval_secs, "Site caught up; polling at the interval.");
             }
             if !sleep_or_cancel(&ctx.cancel, Duration::from_secs(poll.interval_secs as u64)).await {
                 break;
@@ -523,7 +523,7 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
         match fetch_window(&ctx, &key, cursor, until, true, health.keep_bad(cursor)).await {
             Ok(Some(n)) => {
                 health.succeeded(cursor);
-                debug!(site = %site, from = %fmt(cursor), until = %fmt(until), events = n, "Window exported.");
+                debug!(site = %site, from = %rfc3339(cursor), until = %rfc3339(until), events = n, "Window exported.");
                 if until - cursor > poll.interval_secs.max(60) {
                     caught_up = false; // a backlog: announce when it is gone
                 }
@@ -555,7 +555,7 @@ async fn live_site(ctx: Ctx, site: String) -> Result<(), RunError> {
             }
         }
     }
-    info!(site = %site, cursor = %fmt(cursor), "Site poller stopped.");
+    info!(site = %site, cursor = %rfc3339(cursor), "Site poller stopped.");
     Ok(())
 }
 
@@ -573,7 +573,7 @@ fn after_failure(
     failures: u32,
     interval_secs: i64,
 ) -> Duration {
-    let (from, until) = (fmt(from), fmt(until));
+    let (from, until) = (rfc3339(from), rfc3339(until));
     match e {
         SourceError::NextExpired { .. } => {
             // Refetching at once is right, but not in a tight loop if it keeps happening.
@@ -683,7 +683,7 @@ async fn backfill_site(
                     w.1 = true;
                 }
                 if progress.is_none() {
-                    info!(site = %key.site, from = %fmt(start), until = %fmt(end), events = n, "Window exported.");
+                    info!(site = %key.site, from = %rfc3339(start), until = %rfc3339(end), events = n, "Window exported.");
                 }
                 // Move the cursor over every finished window at the front.
                 let mut moved = None;

@@ -28,7 +28,7 @@ use crate::source::SourceError;
 use crate::source::model::page::{RejectedRecord, UNREADABLE_PAGE};
 use crate::store::{FEED_LETTERS_SINK, FeedLetter, SiteKey, Store, StoreError};
 use crate::telemetry::metrics;
-use crate::time::fmt;
+use crate::time::rfc3339;
 
 /// Failed attempts of one window in a row, each on a page that could not be read, after which
 /// the site is reported stuck. Each attempt is itself up to `api.max_attempts` requests.
@@ -135,7 +135,7 @@ impl PageHealth {
         if n < STUCK_AFTER {
             return None;
         }
-        let (from_s, until_s) = (fmt(from), fmt(until));
+        let (from_s, until_s) = (rfc3339(from), rfc3339(until));
         let site = self.key.site.as_str();
         metrics::site_stuck(
             site,
@@ -220,7 +220,7 @@ pub async fn keep_rejected(
     until: i64,
     rejected: Vec<RejectedRecord>,
 ) -> Result<(), StoreError> {
-    let (from_s, until_s) = (fmt(from), fmt(until));
+    let (from_s, until_s) = (rfc3339(from), rfc3339(until));
     let letters: Vec<FeedLetter> = rejected
         .iter()
         .map(|r| FeedLetter {

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::store::{Store, StoreError};
-use crate::time::fmt;
+use crate::time::rfc3339;
 
 /// The whole report (`--json` prints it as is).
 #[derive(Debug, Serialize)]
@@ -69,8 +69,8 @@ pub struct Range {
 pub fn backfill_range(ns: &str) -> Option<Range> {
     let (from, until) = ns.strip_prefix("backfill:")?.split_once('-')?;
     Some(Range {
-        from: fmt(from.parse().ok()?),
-        until: fmt(until.parse().ok()?),
+        from: rfc3339(from.parse().ok()?),
+        until: rfc3339(until.parse().ok()?),
     })
 }
 
@@ -209,7 +209,7 @@ pub async fn report(store: &Store, state_file: &str, now: i64) -> Result<StatusR
                 lag_secs: cursor
                     .filter(|_| ns == crate::scheduler::RUN_NS)
                     .map(|c| now - c.cursor),
-                cursor: cursor.map(|c| fmt(c.cursor)),
+                cursor: cursor.map(|c| rfc3339(c.cursor)),
                 // An error at or after the cursor's last move: nothing moved since it failed.
                 failing: match (cursor, error) {
                     (_, None) => false,
@@ -220,14 +220,14 @@ pub async fn report(store: &Store, state_file: &str, now: i64) -> Result<StatusR
                 spooled_bytes: sp.map_or(0, |s| s.bytes),
                 last_error: error.map(|e| ErrorStatus {
                     error: e.error.clone(),
-                    at: fmt(e.at),
+                    at: rfc3339(e.at),
                 }),
                 lost_ranges: gaps
                     .iter()
                     .filter(|g| g.key.ns == ns && g.key.corp == corp && g.key.site == site)
                     .map(|g| LostRange {
-                        from: fmt(g.from),
-                        until: fmt(g.until),
+                        from: rfc3339(g.from),
+                        until: rfc3339(g.until),
                         seconds: g.until - g.from,
                     })
                     .collect(),
@@ -280,7 +280,7 @@ pub async fn report(store: &Store, state_file: &str, now: i64) -> Result<StatusR
         .collect();
     let drops = store.spool_drops().await?;
     Ok(StatusReport {
-        generated_at: fmt(now),
+        generated_at: rfc3339(now),
         state_file: state_file.to_string(),
         sites,
         sinks,
@@ -293,7 +293,7 @@ pub async fn report(store: &Store, state_file: &str, now: i64) -> Result<StatusR
                     ns: d.ns,
                     events: d.events,
                     bytes: d.bytes,
-                    at: fmt(d.at),
+                    at: rfc3339(d.at),
                 })
                 .collect(),
         },

@@ -1,12 +1,21 @@
-//! Time helpers shared by the CLI, the config and the scheduler: parsing user-given instants
-//! (`now`, `-6h`, RFC 3339), minute alignment (the feed API only accepts full minutes) and
-//! formatting Unix seconds for humans.
+//! The daemon's one wall clock and one RFC 3339 formatter, and the time helpers shared by the
+//! CLI, the config, the scheduler, the store and the sinks: parsing user-given instants (`now`,
+//! `-6h`, RFC 3339), minute alignment (the feed API only accepts full minutes) and formatting
+//! Unix seconds. Everything in the daemon that reads the time of day or writes a timestamp goes
+//! through here; `Instant` (monotonic) is for durations only.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-/// Current Unix time in seconds.
+/// Current Unix time in seconds (rounded down).
 pub fn now() -> i64 {
     Utc::now().timestamp()
+}
+
+/// Current Unix time in seconds with the fraction: for deadlines counted from a [`now`] taken
+/// earlier (HEC's acknowledgement timeout), which whole seconds would make up to 1 s late.
+pub fn now_f64() -> f64 {
+    let t = Utc::now();
+    t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9
 }
 
 /// Rounds down to a full minute, as the feed API requires for `from` and `until`.
@@ -15,19 +24,24 @@ pub fn align_down(t: i64) -> i64 {
 }
 
 /// Formats Unix seconds as RFC 3339 UTC (`2026-11-24T01:02:00Z`).
-pub fn fmt(t: i64) -> String {
+pub fn rfc3339(t: i64) -> String {
     DateTime::<Utc>::from_timestamp(t, 0)
         .map(|d| d.to_rfc3339_opts(SecondsFormat::Secs, true))
         .unwrap_or_else(|| format!("@{t}"))
 }
 
-/// Appends [`fmt`]`(t)` to `out` without allocating: the sinks write a time into every event.
+/// The former name of [`rfc3339`], kept only for `src/bin/bench.rs` until it moves to a crate of
+/// its own (with its own formatter): remove it then.
+#[doc(hidden)]
+pub use self::rfc3339 as fmt;
+
+/// Appends [`rfc3339`]`(t)` to `out` without allocating: the sinks write a time into every event.
 pub fn push_rfc3339(t: i64, out: &mut Vec<u8>) {
     use chrono::{Datelike, Timelike};
     let Some(d) = DateTime::<Utc>::from_timestamp(t, 0).filter(|d| (0..=9999).contains(&d.year()))
     else {
         // Outside four-digit years chrono's own form (sign, more digits) is the reference.
-        return out.extend_from_slice(fmt(t).as_bytes());
+        return out.extend_from_slice(rfc3339(t).as_bytes());
     };
     // Four-digit year, then two digits for each other field: `2026-11-24T01:02:00Z`.
     let mut buf = *b"0000-00-00T00:00:00Z";
@@ -127,7 +141,7 @@ mod tests {
         {
             let mut out = b"x".to_vec();
             push_rfc3339(t, &mut out);
-            assert_eq!(&out[1..], fmt(t).as_bytes(), "{t}");
+            assert_eq!(&out[1..], rfc3339(t).as_bytes(), "{t}");
         }
     }
 
@@ -157,6 +171,19 @@ mod tests {
 
     #[test]
     fn formats_rfc3339() {
-        assert_eq!(fmt(1_795_482_123), "2026-11-24T01:02:03Z");
+        assert_eq!(rfc3339(1_795_482_123), "2026-11-24T01:02:03Z");
+    }
+
+    #[test]
+    fn both_clocks_read_the_same_time() {
+        // The fractional clock lies between two readings of the whole-second one: same clock,
+        // same epoch, only the fraction added.
+        let before = now();
+        let t = now_f64();
+        let after = now();
+        assert!(
+            before as f64 <= t && t < (after + 1) as f64,
+            "{before} {t} {after}"
+        );
     }
 }

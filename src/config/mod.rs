@@ -3,8 +3,9 @@
 //! Two stages, as ripgrep does with its arguments: [`RawConfig`] only deserializes (TOML file,
 //! then `SIGSCI_EXPORT__SECTION__KEY` environment overrides, then the conventional
 //! `SIGSCI_EMAIL` / `SIGSCI_TOKEN`), rejecting unknown keys; [`Config::validate`] then resolves
-//! secret files, URLs and times and reports every problem as a [`ConfigError`] that names the key.
-//! `check` and `run` go through exactly the same [`load`] so a config that checks also runs.
+//! secret files, URLs and times, and stops at the first problem: one [`ConfigError`] that names
+//! the key and says what to do (fix it and run `check` again for the next).
+//! `check` and `run` go through exactly the same [`load()`] so a config that checks also runs.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -534,7 +535,8 @@ impl SinkConfig {
 pub const MIN_DELAY_SECS: u64 = 300;
 
 impl Config {
-    /// Checks every field and resolves secret files and times. `now` is used for relative times.
+    /// Checks every field and resolves secret files and times; the first problem found is the
+    /// error. `now` is used for relative times.
     pub fn validate(raw: RawConfig, now: i64) -> Result<Config, ConfigError> {
         let api = validate_api(raw.api)?;
         let poll = validate_poll(raw.poll, now)?;
@@ -580,16 +582,16 @@ fn validate_filters(raw: RawFilters, sites: &Sites) -> Result<Filters, ConfigErr
     let mut per_site = std::collections::BTreeMap::new();
     for (site, f) in raw.sites {
         let key = format!("filters.sites.{site}");
-        if let Sites::List(list) = sites {
-            if !list.contains(&site) {
-                return Err(ConfigError::new(
-                    key,
-                    format!(
-                        "`{site}` is not in api.sites ({}): fix the site name or remove the section",
-                        list.join(", ")
-                    ),
-                ));
-            }
+        if let Sites::List(list) = sites
+            && !list.contains(&site)
+        {
+            return Err(ConfigError::new(
+                key,
+                format!(
+                    "`{site}` is not in api.sites ({}): fix the site name or remove the section",
+                    list.join(", ")
+                ),
+            ));
         }
         per_site.insert(
             site,
@@ -690,13 +692,13 @@ fn validate_api(raw: RawApi) -> Result<ApiConfig, ConfigError> {
         .ok_or_else(|| ConfigError::new("api.requests_per_minute", "must be at least 1"))?;
     let burst = NonZeroU32::new(raw.burst)
         .ok_or_else(|| ConfigError::new("api.burst", "must be at least 1"))?;
-    if let Some(ca) = &raw.ca_file {
-        if !ca.is_file() {
-            return Err(ConfigError::new(
-                "api.ca_file",
-                format!("`{}` does not exist or is not a file", ca.display()),
-            ));
-        }
+    if let Some(ca) = &raw.ca_file
+        && !ca.is_file()
+    {
+        return Err(ConfigError::new(
+            "api.ca_file",
+            format!("`{}` does not exist or is not a file", ca.display()),
+        ));
     }
     if raw.timeout_secs == 0 || raw.timeout_secs > 3600 {
         return Err(ConfigError::new(
@@ -776,7 +778,10 @@ fn validate_poll(raw: RawPoll, now: i64) -> Result<PollConfig, ConfigError> {
     if raw.delay_secs > 86_400 {
         return Err(ConfigError::new("poll.delay_secs", "must be at most 86400"));
     }
-    if raw.max_window_secs < 60 || raw.max_window_secs % 60 != 0 || raw.max_window_secs > 86_400 {
+    if raw.max_window_secs < 60
+        || !raw.max_window_secs.is_multiple_of(60)
+        || raw.max_window_secs > 86_400
+    {
         return Err(ConfigError::new(
             "poll.max_window_secs",
             "must be a multiple of 60 between 60 and 86400",
@@ -814,8 +819,8 @@ fn start_at(text: &str, now: i64) -> Result<i64, ConfigError> {
             format!(
                 "{} is in the future (now is {}): nothing would be exported until then; give a \
                  past time, \"now\" or a relative one such as \"-2h\"",
-                crate::time::fmt(t),
-                crate::time::fmt(now)
+                crate::time::rfc3339(t),
+                crate::time::rfc3339(now)
             ),
         ));
     }

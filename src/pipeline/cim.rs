@@ -141,7 +141,7 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
         ids_type: attack.then_some("application"),
         http_request_headers: Folded::new(&req.headers_in.0, redact),
         http_response_headers: Folded::new(&req.headers_out.0, redact),
-        fetched_at: crate::time::fmt(ev.fetched_at),
+        fetched_at: crate::time::rfc3339(ev.fetched_at),
     };
     // Serialising borrowed strings and integers into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, &doc);

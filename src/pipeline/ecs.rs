@@ -325,7 +325,7 @@ pub(crate) fn write(ev: &SpooledEvent, redact: &[String], out: &mut Vec<u8>) {
             duration: req.response_millis.nanos(),
             dataset: DATASET,
             module: MODULE,
-            ingested: crate::time::fmt(ev.fetched_at),
+            ingested: crate::time::rfc3339(ev.fetched_at),
         },
         http,
         url,

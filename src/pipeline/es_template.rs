@@ -288,7 +288,7 @@ fn es_doc(format: Format, redact: &[String], body: &str) -> Value {
     Shaper::new(format, redact).write(&ev, &mut out);
     let mut doc: Value = serde_json::from_slice(&out).expect("shapes write JSON");
     if format != Format::Ecs {
-        doc["@timestamp"] = json!(crate::time::fmt(ev.ts));
+        doc["@timestamp"] = json!(crate::time::rfc3339(ev.ts));
     }
     doc
 }

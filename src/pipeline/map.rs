@@ -169,7 +169,7 @@ pub(crate) fn valid_ip(value: Option<&str>) -> Option<&str> {
 pub(crate) fn timestamp<'r>(req: &'r Request<'_>, ev: &SpooledEvent) -> Cow<'r, str> {
     match req.timestamp.get() {
         Some(t) if chrono::DateTime::parse_from_rfc3339(t).is_ok() => Cow::Borrowed(t),
-        _ => Cow::Owned(crate::time::fmt(ev.ts)),
+        _ => Cow::Owned(crate::time::rfc3339(ev.ts)),
     }
 }
 

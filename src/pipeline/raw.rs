@@ -257,10 +257,10 @@ fn collect_redactions(
             let Ok(parts) = serde_json::from_str::<Vec<&RawValue>>(pair.get()) else {
                 continue;
             };
-            if let [name, value, ..] = parts.as_slice() {
-                if name_matches(name, redact) {
-                    out.push(range(body, value));
-                }
+            if let [name, value, ..] = parts.as_slice()
+                && name_matches(name, redact)
+            {
+                out.push(range(body, value));
             }
         }
     } else if let Ok(Entries(entries)) = serde_json::from_str::<Entries<'_>>(text) {

@@ -86,7 +86,7 @@ pub(crate) fn transport_error(e: reqwest::Error) -> SinkError {
 }
 
 /// A service's wording of the usual reasons it did not answer at all. `{port}` is replaced by
-/// " <port>" (with its leading space) or nothing.
+/// `" <port>"` (with its leading space) or nothing.
 pub(crate) struct TransportHints {
     /// The server's certificate did not verify.
     pub(crate) untrusted_certificate: &'static str,

@@ -31,7 +31,8 @@ use crate::store::NewEvent;
 
 const USER_AGENT: &str = concat!("sigsci-export/", env!("CARGO_PKG_VERSION"));
 
-/// One page of a window: its new events and where the next page is.
+/// One page of a window: its records and where the next page is. A record may repeat one of
+/// an earlier page; the spool's `seen` table drops it.
 #[derive(Debug)]
 pub struct Page {
     /// Records, as the API sent them.
@@ -471,7 +472,8 @@ fn classify(
 /// Parses a page, keeping every record's exact JSON. A reply that does not parse (a truncated
 /// body, an HTML error page with status 200) or holds a record that cannot be taken (no `id`,
 /// an `id` that is not a string) is transient: retried, never taken as empty; the error names
-/// the record and what is wrong with it (see `model::page`).
+/// the record and what is wrong with it (see `model::page`). The fuzz target's entry point.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn parse_page(body: impl Into<Vec<u8>>, window_from: i64) -> Result<Page, SourceError> {
     read(body.into(), window_from, false)
 }

@@ -86,7 +86,7 @@ fn explain_certificate(problem: &str, base: &Url) -> (String, String) {
     }
     if problem.contains("expired") || problem.contains("Expired") {
         let when = epoch_after(problem, "not valid after ")
-            .map(|t| format!(" on {}", crate::time::fmt(t)))
+            .map(|t| format!(" on {}", crate::time::rfc3339(t)))
             .unwrap_or_default();
         return (
             format!("it expired{when}"),
@@ -95,7 +95,7 @@ fn explain_certificate(problem: &str, base: &Url) -> (String, String) {
     }
     if problem.contains("not valid yet") || problem.contains("NotValidYet") {
         let when = epoch_after(problem, "not valid before ")
-            .map(|t| format!(" until {}", crate::time::fmt(t)))
+            .map(|t| format!(" until {}", crate::time::rfc3339(t)))
             .unwrap_or_default();
         return (
             format!("it is not valid yet{when}"),

@@ -97,8 +97,9 @@ impl WindowFetch {
         std::mem::take(&mut self.rejected)
     }
 
-    /// The next page's new events, `Ok(None)` once the window is exhausted. The returned flag is
-    /// true when this page is the window's last.
+    /// The next page's records (repeats of earlier ids included: the spool drops them),
+    /// `Ok(None)` once the window is exhausted. The returned flag is true when this page is the
+    /// window's last.
     pub async fn next_page(&mut self) -> Result<Option<(Vec<NewEvent>, bool)>, SourceError> {
         if self.done {
             return Ok(None);
@@ -150,7 +151,7 @@ impl WindowFetch {
         if records > limit as usize && !self.warned_over_limit {
             self.warned_over_limit = true;
             warn!(
-                site = %self.site, records, limit, from = %crate::time::fmt(self.from),
+                site = %self.site, records, limit, from = %crate::time::rfc3339(self.from),
                 "The API sent a page with more records than the page limit asked for; keeping them (reported once per window)."
             );
         }
@@ -163,8 +164,8 @@ impl WindowFetch {
             reason: format!(
                 "endless paging in window {}..{} of site `{}`: {what}; refusing the window \
                  rather than paging forever (it is fetched again later from its start)",
-                crate::time::fmt(self.from),
-                crate::time::fmt(self.until),
+                crate::time::rfc3339(self.from),
+                crate::time::rfc3339(self.until),
                 self.site
             ),
         }

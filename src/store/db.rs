@@ -1,6 +1,7 @@
 //! The synchronous store: one `rusqlite::Connection` and plain blocking methods.
 //!
-//! [`super::Store`] runs these on tokio's blocking pool; tests may call them directly.
+//! [`super::Store`] runs these on its writer thread, and the sinks' hot reads on tokio's blocking
+//! pool over a second, read-only connection; tests may call them directly.
 //! Every write is one `BEGIN IMMEDIATE` transaction: it takes the write lock up front, so a
 //! concurrent writer (another process on the same file) makes us wait for `busy_timeout`
 //! instead of failing mid-transaction with `SQLITE_BUSY` on the read-to-write upgrade.
@@ -13,10 +14,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 use super::rows::{self, RowBuilder};
 use super::schema;
+// Unix seconds for the `updated_at` / `at` columns (informational only: ordering never depends
+// on the wall clock).
 use super::{
     Body, CommitOutcome, CursorRow, DeadLetter, NewEvent, SinkState, SiteKey, SpooledEvent,
     StoreError,
 };
+use crate::time::now;
 
 /// How long a statement waits for another connection's lock before failing with
 /// `SQLITE_BUSY`. Writers hold the lock for one page or one settle: milliseconds.
@@ -42,12 +46,6 @@ impl From<StoreError> for Fail {
     fn from(e: StoreError) -> Self {
         Fail::Store(e)
     }
-}
-
-/// Unix seconds now, for `updated_at` / `at` columns (informational only: ordering never
-/// depends on the wall clock).
-pub(super) fn now() -> i64 {
-    chrono::Utc::now().timestamp()
 }
 
 /// Clamp a Rust length to an SQLite integer.
@@ -257,16 +255,15 @@ impl SyncStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             // Checked first (inside the transaction, so nothing can move it meanwhile): a
             // refused cursor writes nothing at all.
-            if let Some(requested) = new_cursor {
-                if let Some(current) = read_cursor(&tx, key)? {
-                    if requested < current {
-                        return Err(Fail::Store(StoreError::CursorBackwards {
-                            key: key.clone(),
-                            current,
-                            requested,
-                        }));
-                    }
-                }
+            if let Some(requested) = new_cursor
+                && let Some(current) = read_cursor(&tx, key)?
+                && requested < current
+            {
+                return Err(Fail::Store(StoreError::CursorBackwards {
+                    key: key.clone(),
+                    current,
+                    requested,
+                }));
             }
             let mut outcome = CommitOutcome::default();
             {

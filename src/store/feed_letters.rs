@@ -9,8 +9,9 @@
 
 use rusqlite::params;
 
-use super::db::{Fail, SyncStore, now};
+use super::db::{Fail, SyncStore};
 use super::{SiteKey, Store, StoreError};
+use crate::time::now;
 
 /// The `sink` column of a feed dead letter.
 pub const FEED_LETTERS_SINK: &str = "feed:bad-records";

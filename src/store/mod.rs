@@ -31,11 +31,17 @@
 //!
 //! # Threading
 //!
-//! The SQL work lives in a synchronous type (`db::SyncStore`) with plain methods. [`Store`] wraps
-//! it in `Arc<Mutex<..>>` and runs every call on tokio's blocking pool
-//! ([`tokio::task::spawn_blocking`]), so a slow disk or a busy lock never stalls the async
-//! workers. The mutex is taken inside the blocking task and released before the task ends:
-//! no lock is ever held across an `.await`.
+//! The SQL work lives in a synchronous type (`db::SyncStore`) with plain methods, over two
+//! connections to the file, each in a `Mutex`. Calls run one at a time on the `store-writer`
+//! thread, fed by a queue, so a burst of page commits waits in that queue instead of occupying
+//! tokio's blocking pool. Only the sinks' hot reads (`read_batch`, `has_pending`) run on the
+//! blocking pool ([`tokio::task::spawn_blocking`]) over the second, read-only connection, which
+//! in WAL mode reads a consistent snapshot while the writer commits. So a slow disk or a busy
+//! lock never stalls the async workers, and each mutex is taken inside the thread that uses it:
+//! no lock is ever held across an `.await`. A read-only store (`status`) has neither and runs
+//! every call on the blocking pool over its one connection; if the thread or the second
+//! connection cannot be set up, the calls they would take fall back the same way: slower,
+//! never wrong.
 
 mod acks;
 mod body;
@@ -317,8 +323,8 @@ pub struct DeadLetter {
     pub at: i64,
 }
 
-/// Handle to the spool database. Cheap to clone (an `Arc` inside); all clones share one
-/// connection and one change notification.
+/// Handle to the spool database. Cheap to clone (an `Arc` inside); all clones share the same
+/// connections, writer thread and change notification.
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
@@ -409,7 +415,8 @@ impl Store {
         }
     }
 
-    /// Run `f` on the blocking pool with the connection locked.
+    /// Run `f` with the read-write connection locked: on the writer thread, or on the blocking
+    /// pool when there is none.
     async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,

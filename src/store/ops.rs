@@ -6,9 +6,10 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use std::collections::BTreeMap;
 
-use super::db::{Fail, SyncStore, decode_row, now, text_ref, to_i64};
+use super::db::{Fail, SyncStore, decode_row, text_ref, to_i64};
 use super::rows::RowBuilder;
 use super::{SiteKey, Store, StoreError};
+use crate::time::now;
 
 /// A range of the feed that was never fetched because the API no longer served it.
 #[derive(Clone, Debug, PartialEq)]

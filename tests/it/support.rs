@@ -30,7 +30,7 @@ pub(crate) fn align(t: i64) -> i64 {
 }
 
 pub(crate) fn rfc3339(t: i64) -> String {
-    sigsci_export::time::fmt(t)
+    sigsci_export::time::rfc3339(t)
 }
 
 /// Writes a config for `sim` into `dir`; `extra_api` and `extra` are spliced into `[api]` and

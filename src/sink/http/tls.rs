@@ -65,7 +65,7 @@ pub(super) fn refused_certificate<'a>(
 fn date_after(cause: &str, marker: &str) -> Option<String> {
     let rest = &cause[cause.find(marker)? + marker.len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    Some(crate::time::fmt(digits.parse().ok()?))
+    Some(crate::time::rfc3339(digits.parse().ok()?))
 }
 
 /// `certificate not valid for name "h"; certificate is only valid for DnsName("a") or ...`

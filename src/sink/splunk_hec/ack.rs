@@ -148,13 +148,6 @@ pub(crate) struct Tracker {
     marks: Mutex<HashMap<i64, bool>>,
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 impl Tracker {
     pub(crate) fn new(
         sink: String,
@@ -322,7 +315,7 @@ impl Tracker {
         let Some((mut rx, sent_at)) = sub else {
             return self.orphaned(key, seqs);
         };
-        let left = (sent_at as f64 + self.timeout.as_secs_f64() - unix_now()).max(0.0);
+        let left = (sent_at as f64 + self.timeout.as_secs_f64() - crate::time::now_f64()).max(0.0);
         let state = match tokio::time::timeout(
             Duration::from_secs_f64(left),
             rx.wait_for(|s| *s != AckState::Waiting),
@@ -476,7 +469,7 @@ impl Tracker {
     /// Forgets requests nobody waits for any more that are older than twice the timeout;
     /// their events, if still unsettled, are sent again, marked.
     async fn purge_stale(&self) {
-        let limit = unix_now() - 2.0 * self.timeout.as_secs_f64();
+        let limit = crate::time::now_f64() - 2.0 * self.timeout.as_secs_f64();
         let _rows = self.rows.lock().await;
         let stale: Vec<(AckKey, Entry)> = {
             let mut st = self.lock();
@@ -511,7 +504,7 @@ impl Tracker {
     /// timeout are deleted; their events, if still unsettled, are sent again, marked as
     /// possible duplicates. Returns how many requests wait for their acknowledgement.
     pub(crate) async fn restore(&self) -> Result<usize, crate::store::StoreError> {
-        let limit = (unix_now() - 2.0 * self.timeout.as_secs_f64()) as i64;
+        let limit = (crate::time::now_f64() - 2.0 * self.timeout.as_secs_f64()) as i64;
         let mut dropped = self.store.take_hec_acks(&self.sink, Some(limit)).await?;
         let mut n = 0;
         for row in self.store.hec_acks(&self.sink).await? {

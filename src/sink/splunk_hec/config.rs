@@ -11,11 +11,11 @@ use crate::config::{ConfigError, resolve_sink_secret};
 use crate::pipeline::Format;
 use crate::secret::Secret;
 
-/// `[[sinks]] type = "splunk_hec"` as written. Defaults in brackets.
+/// `[[sinks]] type = "splunk_hec"` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHecSink {
-    /// Name used in logs, metrics and the store [`splunk_hec`].
+    /// Name used in logs, metrics and the store. Default `splunk_hec`.
     pub name: Option<String>,
     /// HEC base URL, e.g. `https://splunk.example.com:8088` (required; no path after the port
     /// unless HEC sits behind a proxy prefix, no query, no credentials).
@@ -24,52 +24,52 @@ pub struct RawHecSink {
     pub token: Option<Secret>,
     /// A file holding the HEC token (trailing newline ignored).
     pub token_file: Option<PathBuf>,
-    /// Splunk index; must be allowed for the token [token's default index].
+    /// Splunk index; must be allowed for the token. Default: the token's default index.
     pub index: Option<String>,
-    /// Sourcetype of every event [`sigsci:request`].
+    /// Sourcetype of every event. Default `sigsci:request`.
     #[serde(default = "default_sourcetype")]
     pub sourcetype: String,
-    /// Source of every event [`sigsci-export`].
+    /// Source of every event. Default `sigsci-export`.
     #[serde(default = "default_source")]
     pub source: String,
-    /// Host of every event [omitted: Splunk uses the HEC's own].
+    /// Host of every event. Default: omitted, so Splunk uses the HEC's own.
     pub host: Option<String>,
-    /// Event shape: `raw`, `ecs` or `cim` [`raw`].
+    /// Event shape: `raw` (default), `ecs` or `cim`.
     #[serde(default)]
     pub format: Format,
-    /// Header names whose values are replaced by `[redacted]` [authorization, cookie,
-    /// set-cookie, x-api-token].
+    /// Header names whose values are replaced by `[redacted]`. Default: authorization, cookie,
+    /// set-cookie, x-api-token.
     #[serde(default = "crate::pipeline::default_redact_headers")]
     pub redact_headers: Vec<String>,
-    /// gzip request bodies [true].
+    /// gzip request bodies. Default true.
     #[serde(default = "default_true")]
     pub gzip: bool,
-    /// Most bytes of one request body, encoded, before compression [1000000].
+    /// Most bytes of one request body, encoded, before compression. Default 1000000.
     #[serde(default = "default_batch_max_bytes")]
     pub batch_max_bytes: usize,
-    /// Most events per batch [10000].
+    /// Most events per batch. Default 10000.
     #[serde(default = "default_batch_max_events")]
     pub batch_max_events: usize,
-    /// How long a partial batch waits to fill, milliseconds [1000].
+    /// How long a partial batch waits to fill, milliseconds. Default 1000.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
-    /// Requests in flight at once [4].
+    /// Requests in flight at once. Default 4.
     #[serde(default = "default_in_flight")]
     pub in_flight: usize,
     /// Indexer acknowledgement: `true`, `false` or `"auto"` (use it when HEC answers with an
-    /// `ackId`) [`"auto"`].
+    /// `ackId`). Default `"auto"`.
     #[serde(default)]
     pub ack: AckMode,
-    /// Seconds to wait for an indexer acknowledgement before resending [300].
+    /// Seconds to wait for an indexer acknowledgement before resending. Default 300.
     #[serde(default = "default_ack_timeout_secs")]
     pub ack_timeout_secs: u64,
-    /// Milliseconds between acknowledgement queries [2000].
+    /// Milliseconds between acknowledgement queries. Default 2000.
     #[serde(default = "default_ack_poll_ms")]
     pub ack_poll_ms: u64,
-    /// Timeout of one request, seconds [60].
+    /// Timeout of one request, seconds. Default 60.
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
-    /// Extra PEM trust anchors for HEC's certificate [none].
+    /// Extra PEM trust anchors for HEC's certificate. Default: none.
     pub ca_file: Option<PathBuf>,
 }
 

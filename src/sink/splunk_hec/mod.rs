@@ -281,7 +281,7 @@ impl HecSink {
                 channel: self.channel().to_string(),
                 ack_id: id,
                 seqs: seqs.clone(),
-                sent_at: chrono::Utc::now().timestamp(),
+                sent_at: crate::time::now(),
             })
             .await;
         self.ensure_poller();

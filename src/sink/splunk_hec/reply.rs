@@ -317,7 +317,7 @@ pub(crate) fn classify_health(status: u16, body: &[u8]) -> Result<(), SinkError>
 
 /// The verdict on the health probe's `POST /services/collector/event` with one envelope whose
 /// `event` is blank, carrying the sink's token, channel and `index`. HEC checks the token, then
-/// the index, then the event (sinks.md A3; [I], see docs/sinks/splunk_hec.md), so code 13
+/// the index, then the event (sinks.md A3; \[I\], see docs/sinks/splunk_hec.md), so code 13
 /// ("Event field cannot be blank") means both were accepted, and nothing was indexed.
 pub(crate) fn classify_probe(
     status: u16,

@@ -776,7 +776,7 @@ async fn a_reused_ack_id_of_a_restored_row_does_not_stall_its_events() {
                     channel: channel.clone(),
                     ack_id: id,
                     seqs: evs.iter().map(|e| e.seq).collect(),
-                    sent_at: chrono::Utc::now().timestamp(),
+                    sent_at: crate::time::now(),
                 },
             )
             .await
@@ -993,7 +993,7 @@ async fn restored_rows_past_their_timeout_are_resent_marked_and_counted() {
         .sink_meta_get_or_insert("splunk_hec", CHANNEL_KEY, &new_guid())
         .await
         .unwrap();
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::time::now();
     for (id, evs, age) in [(0, &all[..3], 70), (1, &all[3..5], 200)] {
         store
             .insert_hec_ack(
