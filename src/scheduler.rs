@@ -44,10 +44,12 @@ pub enum RunError {
     #[error("state store failed: {0}")]
     Store(#[from] StoreError),
     /// A feed error that retrying cannot fix (backfill: auth, not found, refused window).
-    #[error("{0}")]
+    /// Transparent: with `{0}` and `#[from]` (which makes it the source too), an error chain
+    /// printed the cause twice (`backfill failed: X: X`).
+    #[error(transparent)]
     Source(#[from] SourceError),
     /// A sink could not be set up.
-    #[error("{0}")]
+    #[error(transparent)]
     Sink(#[from] crate::sink::BuildError),
     /// Backfill: a window failed again and again on a page that cannot be read (`site_health`).
     #[error("{0}")]
@@ -816,6 +818,15 @@ async fn sleep_or_cancel(cancel: &CancellationToken, d: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fatal_feed_error_prints_its_cause_once() {
+        let e = RunError::from(SourceError::Refused {
+            reason: "refused the feed's next URI".to_string(),
+        });
+        let chain = format!("{:#}", anyhow::Error::from(e).context("backfill failed"));
+        assert_eq!(chain, "backfill failed: refused the feed's next URI");
+    }
 
     #[test]
     fn oldest_fetchable_is_inside_retention() {
