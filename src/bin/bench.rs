@@ -394,6 +394,52 @@ struct Receivers {
     es: Option<EsReceiver>,
 }
 
+/// What the receivers of one run took, read once the exporter has exited.
+struct Totals {
+    wire: u64,
+    raw: u64,
+    requests: u64,
+    /// One note per receiver: what it stored, and its duplicates.
+    notes: Vec<String>,
+}
+
+impl Receivers {
+    /// Reads every receiver's figures, then shuts them down.
+    async fn finish(self) -> Totals {
+        let mut t = Totals {
+            wire: 0,
+            raw: 0,
+            requests: 0,
+            notes: Vec::new(),
+        };
+        if let Some(h) = self.hec {
+            let s = h.stats();
+            t.wire += s.bytes_wire;
+            t.raw += s.bytes_uncompressed;
+            t.requests += s.event_requests;
+            t.notes.push(format!(
+                "HEC: {} events indexed, {} duplicates",
+                s.events_indexed,
+                h.duplicates()
+            ));
+            h.shutdown().await;
+        }
+        if let Some(e) = self.es {
+            let s = e.stats();
+            t.wire += s.bytes_wire;
+            t.raw += s.bytes_uncompressed;
+            t.requests += s.bulk_requests;
+            t.notes.push(format!(
+                "ES: {} docs, {} items 409",
+                e.doc_count(),
+                s.items_by_status.get(&409).copied().unwrap_or(0)
+            ));
+            e.shutdown().await;
+        }
+        t
+    }
+}
+
 async fn start_receivers(hec: bool, es: bool) -> Result<Receivers> {
     let local = ([127, 0, 0, 1], 0).into();
     Ok(Receivers {
@@ -612,34 +658,11 @@ async fn throughput(
         wire = m.stdout_bytes;
         raw = m.stdout_bytes;
     }
-    if let Some(h) = &rx.hec {
-        let s = h.stats();
-        wire += s.bytes_wire;
-        raw += s.bytes_uncompressed;
-        requests += s.event_requests;
-        notes.push(format!(
-            "HEC: {} events indexed, {} duplicates",
-            s.events_indexed,
-            h.duplicates()
-        ));
-    }
-    if let Some(e) = &rx.es {
-        let s = e.stats();
-        wire += s.bytes_wire;
-        raw += s.bytes_uncompressed;
-        requests += s.bulk_requests;
-        notes.push(format!(
-            "ES: {} docs, {} items 409",
-            e.doc_count(),
-            s.items_by_status.get(&409).copied().unwrap_or(0)
-        ));
-    }
-    if let Some(h) = rx.hec {
-        h.shutdown().await;
-    }
-    if let Some(e) = rx.es {
-        e.shutdown().await;
-    }
+    let totals = rx.finish().await;
+    wire += totals.wire;
+    raw += totals.raw;
+    requests += totals.requests;
+    notes.extend(totals.notes);
     Ok(Row {
         ceiling: None,
         scenario: if args.no_gzip && scenario != "stdout" {

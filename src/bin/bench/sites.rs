@@ -41,35 +41,7 @@ pub(crate) async fn many_sites(exe: &Path, work: &Path, args: &Args, ticks: f64)
             work.join("stderr.log").display()
         );
     }
-    let (mut wire, mut raw, mut requests, mut notes) = (0, 0, 0, Vec::new());
-    if let Some(h) = &rx.hec {
-        let s = h.stats();
-        (wire, raw, requests) = (
-            wire + s.bytes_wire,
-            raw + s.bytes_uncompressed,
-            requests + s.event_requests,
-        );
-        notes.push(format!(
-            "HEC: {} events indexed, {} duplicates",
-            s.events_indexed,
-            h.duplicates()
-        ));
-    }
-    if let Some(e) = &rx.es {
-        let s = e.stats();
-        (wire, raw, requests) = (
-            wire + s.bytes_wire,
-            raw + s.bytes_uncompressed,
-            requests + s.bulk_requests,
-        );
-        notes.push(format!("ES: {} docs", e.doc_count()));
-    }
-    if let Some(h) = rx.hec {
-        h.shutdown().await;
-    }
-    if let Some(e) = rx.es {
-        e.shutdown().await;
-    }
+    let totals = rx.finish().await;
     sim.shutdown().await;
     Ok(Row {
         ceiling: None,
@@ -79,9 +51,9 @@ pub(crate) async fn many_sites(exe: &Path, work: &Path, args: &Args, ticks: f64)
         ),
         events: truth,
         m,
-        wire_bytes: wire,
-        raw_bytes: raw,
-        requests,
-        note: notes.join("; "),
+        wire_bytes: totals.wire,
+        raw_bytes: totals.raw,
+        requests: totals.requests,
+        note: totals.notes.join("; "),
     })
 }
