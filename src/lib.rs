@@ -16,7 +16,7 @@
 //!
 //! Modules, in the order data flows: [`config`] (with [`secret`]), [`scheduler`] (with
 //! [`spool_limit`], the spool bound it waits on before each request), [`source`], [`store`],
-//! [`pipeline`], [`sink`]. Around them: the commands' own logic in [`check`] and [`status`];
+//! [`pipeline`], [`sink`]. Around them: the commands' own logic in [`cmd::check`] and [`cmd::status`];
 //! [`cli`], [`telemetry`] (logs), [`admin`] (metrics and health endpoint), [`systemd`]
 //! (readiness and watchdog), [`shutdown`] and [`time`] (the one clock and RFC 3339 formatter);
 //! [`sim`], the feed API simulator and the HEC and Elasticsearch receivers used by `demo`, the
@@ -28,8 +28,8 @@
 #![warn(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
 pub mod admin;
-pub mod check;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod feed_anomalies;
 #[cfg(feature = "fuzzing")]
@@ -52,7 +52,6 @@ pub mod sink;
 pub mod site_health;
 pub mod source;
 pub mod spool_limit;
-pub mod status;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;

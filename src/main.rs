@@ -19,7 +19,8 @@ use sigsci_export::sim::hec::{HecFaults, HecReceiver, HecReceiverConfig, HecToke
 use sigsci_export::sim::{FaultConfig, SimConfig, Simulator};
 use sigsci_export::source::client::FeedClient;
 use sigsci_export::store::{Store, StoreError};
-use sigsci_export::{admin, check, shutdown, status, telemetry, time};
+use sigsci_export::cmd::{check, status};
+use sigsci_export::{admin, shutdown, telemetry, time};
 use tracing::{error, info};
 
 /// How a command failed, which decides the exit code.
