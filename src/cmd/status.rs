@@ -5,11 +5,36 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
+use anyhow::Context;
 use serde::Serialize;
 
+use super::{Failure, Output, common};
+use crate::cli::ConfigArg;
 use crate::store::{Store, StoreError};
-use crate::time::rfc3339;
+use crate::time::{self, rfc3339};
+
+/// `status`: the report on the state file the config (or `--state`) names, as text or JSON.
+pub async fn command(
+    config: &ConfigArg,
+    state: Option<PathBuf>,
+    json: bool,
+) -> Result<Output, Failure> {
+    let target = common::state_target(config, state)?;
+    let store = common::open_read_only(&target)?;
+    let report = report(&store, &target.path.display().to_string(), time::now())
+        .await
+        .context("reading the state file")?;
+    if json {
+        Ok(Output::stdout(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&report).context("encoding the report")?
+        )))
+    } else {
+        Ok(Output::stdout(render_text(&report)))
+    }
+}
 
 /// The whole report (`--json` prints it as is).
 #[derive(Debug, Serialize)]
