@@ -16,20 +16,22 @@
 //!
 //! Modules, in the order data flows: [`config`] (with [`secret`]), [`scheduler`] (with
 //! [`spool_limit`], the spool bound it waits on before each request), [`source`], [`store`],
-//! [`pipeline`], [`sink`]. Around them: the commands' own logic in [`check`] and [`status`];
-//! [`cli`], [`telemetry`] (logs), [`admin`] (metrics and health endpoint), [`systemd`]
-//! (readiness and watchdog), [`shutdown`] and [`time`] (the one clock and RFC 3339 formatter);
+//! [`pipeline`], [`sink`]. Around them: [`cli`] and [`cmd`], one module per command (`run`,
+//! `backfill`, `check`, `status`, `dead-letters`, `healthcheck`, `simulate`, `demo`) that
+//! `main.rs` dispatches to; [`telemetry`] (logs), [`admin`] (metrics and health endpoint),
+//! [`systemd`] (readiness and watchdog), [`shutdown`] and [`time`] (the one clock and RFC 3339 formatter);
 //! [`sim`], the feed API simulator and the HEC and Elasticsearch receivers used by `demo`, the
 //! tests and the bench; and `fuzzing`, the cargo-fuzz targets' entry points (feature `fuzzing`).
 
-// The library prints nothing (logs go through `tracing`, `check` and `status` return what
-// `main.rs` prints, the stdout sink writes to its writer) and does not unwrap outside tests
-// (clippy.toml). `main.rs`, the bench and the tests are crates of their own and may print.
+// The library prints nothing (logs go through `tracing`, the commands in `cmd` return what
+// `main.rs` prints, the stdout sink writes to its writer; only `cmd::simulate` and `cmd::demo`
+// print their start-up banners) and does not unwrap outside tests (clippy.toml). `main.rs`,
+// the bench and the tests are crates of their own and may print.
 #![warn(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
 pub mod admin;
-pub mod check;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod feed_anomalies;
 #[cfg(feature = "fuzzing")]
@@ -52,7 +54,6 @@ pub mod sink;
 pub mod site_health;
 pub mod source;
 pub mod spool_limit;
-pub mod status;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;

@@ -1,6 +1,6 @@
 //! `sigsci-export check`: is this configuration going to work?
 //!
-//! The config was already loaded and validated by the same code `run` uses. Then [`preflight`]
+//! The config is loaded and validated by the same code `run` uses. Then [`preflight`]
 //! builds what `run` builds before it starts (the feed client and every sink), again with the
 //! same code and without network I/O: a CA file that does not parse is as much a configuration
 //! error as a misspelt key, in `check --offline` (systemd's `ExecStartPre`) as in `run`. Then,
@@ -10,16 +10,51 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
+use super::preflight::{Preflight, PreflightError, preflight};
+use super::{Failure, Outcome, Output, common};
+use crate::cli::ConfigArg;
 use crate::config::{Config, Sites};
-use crate::sink::Sink;
 use crate::source::SourceError;
 use crate::source::client::FeedClient;
 use crate::source::model::SiteWire;
-use crate::store::Store;
 use crate::time::{align_down, rfc3339};
+
+/// `check`: prints one line per check, then exits 2 when a setting cannot work (as `run`
+/// would), 1 when a check failed, 0 otherwise.
+pub async fn command(config: &ConfigArg, offline: bool) -> Outcome {
+    let cfg = match common::load_file(config) {
+        Ok(cfg) => cfg,
+        Err(e) => return e.into(),
+    };
+    let lines = run(&cfg, Some(&config.path), offline).await;
+    let (mut failed, mut invalid) = (0, 0);
+    let mut stdout = String::new();
+    for l in &lines {
+        stdout.push_str(&format!("{l}\n"));
+        match l.verdict {
+            Verdict::Fail => failed += 1,
+            Verdict::Invalid => invalid += 1,
+            Verdict::Ok | Verdict::Warn => {}
+        }
+    }
+    let result = if invalid > 0 {
+        Err(Failure::Config(format!(
+            "configuration error: {invalid} setting(s) cannot work (the FAIL lines above); `run` would exit 2 as well"
+        )))
+    } else if failed > 0 {
+        Err(Failure::Runtime(anyhow::anyhow!(
+            "{failed} check(s) failed"
+        )))
+    } else {
+        Ok(())
+    };
+    Outcome {
+        output: Output::stdout(stdout),
+        result,
+    }
+}
 
 /// How long one sink healthcheck may take before it counts as failed.
 const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(20);
@@ -136,110 +171,6 @@ fn sink_names(cfg: &Config) -> String {
         .map(|s| s.name().to_string())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// One setting that cannot work.
-#[derive(Debug, Clone)]
-pub struct Problem {
-    /// The component (`api`, `sink splunk`).
-    pub what: String,
-    /// The cause and the fix.
-    pub reason: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.what, self.reason)
-    }
-}
-
-/// Why [`preflight`] failed.
-#[derive(Debug)]
-pub enum PreflightError {
-    /// Settings that cannot work (every one found, not only the first): a configuration error.
-    Config(Vec<Problem>),
-    /// No scratch store for building the sinks could be created: a problem of this host, not
-    /// of the configuration.
-    Scratch(String),
-}
-
-/// What [`preflight`] built. The sinks sit on a scratch store that lives as long as they do.
-pub struct Preflight {
-    client: FeedClient,
-    // Declared before `_scratch`: the sinks (which hold the store) drop first.
-    sinks: Vec<(String, Arc<dyn Sink>)>,
-    _scratch: (Store, tempfile::TempDir),
-}
-
-impl Preflight {
-    /// The feed client, for `run` and `backfill` to poll with.
-    pub fn into_client(self) -> FeedClient {
-        self.client
-    }
-}
-
-/// Builds what `run` and `backfill` build before they start, with the same code and without
-/// network I/O: the feed client and every sink. Sinks keep state in the store (the HEC channel
-/// and pending acknowledgements, which `ack = false` purges), so they are built on a scratch
-/// store: the service's state file is never touched, even while `run` holds it.
-pub async fn preflight(cfg: &Config) -> Result<Preflight, PreflightError> {
-    let mut problems = Vec::new();
-    let client = match FeedClient::new(&cfg.api) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            problems.push(Problem {
-                what: "api".to_string(),
-                reason: e.to_string(),
-            });
-            None
-        }
-    };
-    let (store, dir) = scratch_store(&cfg.spool.path).map_err(PreflightError::Scratch)?;
-    let mut sinks = Vec::new();
-    for sink_cfg in &cfg.sinks {
-        match crate::sink::build(sink_cfg, &store).await {
-            Ok((sink, _limits)) => sinks.push((sink_cfg.name().to_string(), sink)),
-            Err(e) => problems.push(Problem {
-                what: format!("sink {}", sink_cfg.name()),
-                reason: e.reason,
-            }),
-        }
-    }
-    match client {
-        Some(client) if problems.is_empty() => Ok(Preflight {
-            client,
-            sinks,
-            _scratch: (store, dir),
-        }),
-        _ => Err(PreflightError::Config(problems)),
-    }
-}
-
-/// A throw-away store in the system's temporary directory, or beside the state file when that
-/// is not writable (a read-only root file system without a `/tmp` volume).
-fn scratch_store(state: &Path) -> Result<(Store, tempfile::TempDir), String> {
-    let state_dir = state
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let builder = {
-        let mut b = tempfile::Builder::new();
-        b.prefix(".sigsci-export-scratch");
-        b
-    };
-    let dir = builder.tempdir().or_else(|tmp_err| {
-        builder.tempdir_in(state_dir).map_err(|state_err| {
-            format!(
-                "cannot create a scratch directory to build the sinks in, neither in the \
-                     temporary directory ({tmp_err}) nor in `{}` ({state_err}); set TMPDIR to a \
-                     writable directory",
-                state_dir.display()
-            )
-        })
-    })?;
-    let store = Store::open(&dir.path().join("scratch.db"))
-        .map_err(|e| format!("cannot create a scratch store to build the sinks on: {e}"))?;
-    Ok((store, dir))
 }
 
 fn check_state_dir(db: &Path) -> CheckLine {
@@ -371,7 +302,7 @@ fn not_found_hint(site: &str, found: &[SiteWire]) -> String {
 
 async fn check_sinks(built: &Preflight) -> Vec<CheckLine> {
     let mut lines = Vec::new();
-    for (name, sink) in &built.sinks {
+    for (name, sink) in built.sinks() {
         let what = format!("sink {name}");
         match tokio::time::timeout(HEALTHCHECK_TIMEOUT, sink.healthcheck()).await {
             Ok(Ok(())) => lines.push(line(Verdict::Ok, what, "healthcheck passed")),
