@@ -13,11 +13,12 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use sigsci_export::cli::{Cli, Command, ConfigArg, DeadLetterAction};
 use sigsci_export::config::{self, Config, ConfigError};
+use sigsci_export::health::Health;
 use sigsci_export::scheduler;
 use sigsci_export::sim::es::{EsFaults, EsReceiver, EsReceiverAuth, EsReceiverConfig};
 use sigsci_export::sim::hec::{HecFaults, HecReceiver, HecReceiverConfig, HecToken};
 use sigsci_export::sim::{FaultConfig, SimConfig, Simulator};
-use sigsci_export::source::client::FeedClient;
+use sigsci_export::source::sigsci_feed::SigsciFeed;
 use sigsci_export::store::{Store, StoreError};
 use sigsci_export::{admin, check, shutdown, status, telemetry, time};
 use tracing::{error, info};
@@ -209,9 +210,9 @@ fn warn_all(warnings: impl IntoIterator<Item = String>) {
 
 /// Builds the feed client and every sink as `check` does: whatever fails there is the
 /// configuration's fault (exit 2, so systemd does not restart into the same failure).
-async fn preflight(cfg: &Config) -> Result<FeedClient, Failure> {
+async fn preflight(cfg: &Config) -> Result<SigsciFeed, Failure> {
     match check::preflight(cfg).await {
-        Ok(built) => Ok(built.into_client()),
+        Ok(built) => Ok(built.into_source()),
         Err(check::PreflightError::Config(problems)) => Err(Failure::Config(format!(
             "configuration error: {}",
             problems
@@ -245,9 +246,10 @@ fn store_failure(e: StoreError, path: &std::path::Path) -> Failure {
 }
 
 async fn run(cfg: Config, grace: Duration) -> Result<(), Failure> {
-    let client = preflight(&cfg).await?;
+    let source = preflight(&cfg).await?;
     let store = open_store(&cfg, scheduler::RUN_NS)?;
     let cancel = shutdown::install();
+    let health = Health::new();
     if let Some(addr) = cfg.admin.listen {
         let listener = admin::bind(addr)
             .await
@@ -255,17 +257,24 @@ async fn run(cfg: Config, grace: Duration) -> Result<(), Failure> {
         let bound = listener.local_addr().context("admin listener address")?;
         info!(admin = %bound, "Admin endpoint: /metrics, /healthz, /readyz.");
         let handle = admin::install_recorder();
-        let admin_cancel = cancel.clone();
+        let (admin_health, admin_cancel) = (health.clone(), cancel.clone());
         tokio::spawn(async move {
-            if let Err(e) = admin::serve(listener, handle, admin_cancel).await {
+            if let Err(e) = admin::serve(listener, handle, admin_health, admin_cancel).await {
                 error!(error = %e, "Admin endpoint failed; metrics and health are unavailable.");
             }
         });
     }
     info!(corp = %cfg.api.corp, sinks = cfg.sinks.len(), state = %cfg.spool.path.display(), "sigsci-export running.");
-    scheduler::run(Arc::new(cfg), client, store, cancel, grace)
-        .await
-        .context("run failed")?;
+    scheduler::run(
+        Arc::new(cfg),
+        Arc::new(source),
+        store,
+        health,
+        cancel,
+        grace,
+    )
+    .await
+    .context("run failed")?;
     info!("Stopped cleanly.");
     Ok(())
 }
@@ -308,7 +317,7 @@ async fn backfill(cfg: Config, from: &str, until: &str, sites: Vec<String>) -> R
             )));
         }
     }
-    let client = preflight(&cfg).await?;
+    let source = preflight(&cfg).await?;
     // The namespace `scheduler::backfill` keeps this range in: one backfill per range.
     let store = open_store(&cfg, &format!("backfill:{from_t}-{until_t}"))?;
     let cancel = shutdown::install();
@@ -322,17 +331,28 @@ async fn backfill(cfg: Config, from: &str, until: &str, sites: Vec<String>) -> R
         );
         pb
     });
-    let report = scheduler::backfill(
-        Arc::new(cfg),
-        client,
-        store,
-        from_t,
-        until_t,
-        sites,
-        progress.clone(),
-        cancel.clone(),
-    )
-    .await
+    // The scheduler says how far it is; the bar is drawn here.
+    let on_progress = progress.clone().map(|pb| -> scheduler::OnProgress {
+        Arc::new(move |p| match p {
+            scheduler::Progress::Total(n) => pb.set_length(n),
+            scheduler::Progress::Done(n) => pb.inc(n),
+            scheduler::Progress::Draining => pb.set_message("waiting for sinks"),
+        })
+    });
+    let report = {
+        let _logs_above_bar = progress.clone().map(telemetry::logs_above);
+        scheduler::backfill(
+            Arc::new(cfg),
+            Arc::new(source),
+            store,
+            from_t,
+            until_t,
+            sites,
+            on_progress,
+            cancel.clone(),
+        )
+        .await
+    }
     .context("backfill failed")?;
     if let Some(pb) = progress {
         pb.finish_and_clear();
