@@ -2,10 +2,11 @@
 //! its job: nothing blocked).
 //!
 //! It binds `admin.listen` (loopback by default: metrics name sites and sinks, which is
-//! internal information) and runs until the cancellation token fires.
+//! internal information) and runs until the cancellation token fires. The two health answers
+//! are read from the [`Health`] handle the scheduler keeps current; this module writes none of
+//! it but the heartbeat at start.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -16,17 +17,11 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Health;
 use crate::telemetry::metrics;
 
 /// The scheduler's heartbeat is considered stalled after this long.
 const HEARTBEAT_STALE_SECS: i64 = 120;
-
-static HEARTBEAT: AtomicI64 = AtomicI64::new(0);
-
-/// Called by the scheduler's heartbeat loop: proves the runtime schedules tasks.
-pub fn heartbeat() {
-    HEARTBEAT.store(crate::time::now(), Ordering::Relaxed);
-}
 
 /// Installs the global Prometheus recorder and describes every metric. Call once, before the
 /// first metric is recorded; a second call (tests) returns `None`.
@@ -42,24 +37,28 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves the endpoints on `listener` until `cancel` fires.
+/// Serves the endpoints on `listener` until `cancel` fires, answering health from `health`.
 pub async fn serve(
     listener: TcpListener,
     handle: Option<PrometheusHandle>,
+    health: Health,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    heartbeat();
+    health.beat();
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(handle);
+        .with_state((handle, health));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await
 }
 
-async fn render_metrics(State(handle): State<Option<PrometheusHandle>>) -> impl IntoResponse {
+/// What every handler may read.
+type Shared = (Option<PrometheusHandle>, Health);
+
+async fn render_metrics(State((handle, _)): State<Shared>) -> impl IntoResponse {
     match handle {
         Some(h) => (
             StatusCode::OK,
@@ -74,8 +73,8 @@ async fn render_metrics(State(handle): State<Option<PrometheusHandle>>) -> impl 
     }
 }
 
-async fn healthz() -> impl IntoResponse {
-    let age = crate::time::now() - HEARTBEAT.load(Ordering::Relaxed);
+async fn healthz(State((_, health)): State<Shared>) -> impl IntoResponse {
+    let age = health.since_beat(crate::time::now());
     if age > HEARTBEAT_STALE_SECS {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -86,8 +85,8 @@ async fn healthz() -> impl IntoResponse {
     }
 }
 
-async fn readyz() -> impl IntoResponse {
-    let blocked = metrics::blocked_now();
+async fn readyz(State((_, health)): State<Shared>) -> impl IntoResponse {
+    let blocked = health.blocked();
     if blocked.is_empty() {
         (StatusCode::OK, "ready\n".to_string())
     } else {

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::sink::{Ack, SinkError};
-use crate::source::SourceError;
-use crate::source::client::Page;
+use crate::source::sigsci_feed::FeedError;
+use crate::source::sigsci_feed::client::Page;
 
 /// The `from` of the window a fuzzed page belongs to: records without a parsable `timestamp`
 /// get it.
@@ -15,8 +15,8 @@ pub const FEED_WINDOW_FROM: i64 = 1_700_000_040;
 
 /// Parses `body` as one page of the feed (`GET .../feed/requests`), as the client does with a
 /// 200 reply.
-pub fn parse_feed_page(body: &[u8]) -> Result<Page, SourceError> {
-    crate::source::client::parse_page(body, FEED_WINDOW_FROM)
+pub fn parse_feed_page(body: &[u8]) -> Result<Page, FeedError> {
+    crate::source::sigsci_feed::client::parse_page(body, FEED_WINDOW_FROM)
 }
 
 /// Classifies a HEC `/services/collector/event` reply to a request of `n_events` events:

@@ -1,10 +1,10 @@
 //! sigsci-export: moves Signal Sciences (Fastly Next-Gen WAF) request data into SIEMs.
 //!
 //! ```text
-//! config::load ─► scheduler ─► source (feed API client) ─► store::commit_page
+//! config::load ─► scheduler ─► source (dyn Source: v0 feed) ─► store::commit_page
 //!   file, env,     one task per    one HTTP call = one page;    ONE SQLite transaction:
-//!   validate       site; live      governor wait first;         spool the page's events
-//!                  ticks or        status → SourceError         AND advance the site's cursor
+//!   validate       partition;      governor wait first;         spool the page's events
+//!                  live ticks or   error → ErrorClass           AND advance the site's cursor
 //!                  backfill range                                        │
 //!   store::settle(sink, upto) ◄── sink::driver (one task per sink) ◄─────┘
 //!   "sink offset"                  read batch ─► pipeline (shape) ─► Sink::send ─► classify ─► retry or settle
@@ -15,11 +15,13 @@
 //! point re-fetches or resends, never skips: at least once, no gaps.
 //!
 //! Modules, in the order data flows: [`config`] (with [`secret`]), [`scheduler`] (with
-//! [`spool_limit`], the spool bound it waits on before each request), [`source`], [`store`],
-//! [`pipeline`], [`sink`]. Around them: [`cli`] and [`cmd`], one module per command (`run`,
-//! `backfill`, `check`, `status`, `dead-letters`, `healthcheck`, `simulate`, `demo`) that
-//! `main.rs` dispatches to; [`telemetry`] (logs), [`admin`] (metrics and health endpoint),
-//! [`systemd`] (readiness and watchdog), [`shutdown`] and [`time`] (the one clock and RFC 3339 formatter);
+//! [`spool_limit`], the spool bound it waits on before each request), [`source`] (the boundary
+//! the scheduler drives, and the v0 feed behind it), [`store`], [`pipeline`], [`sink`]. Around
+//! them: [`cli`] and [`cmd`], one module per command (`run`, `backfill`, `check`, `status`,
+//! `dead-letters`, `healthcheck`, `simulate`, `demo`) that `main.rs` dispatches to;
+//! [`telemetry`] (logs), [`health`] (what is blocked, the heartbeat), [`admin`] (metrics and
+//! health endpoint), [`systemd`] (readiness and watchdog), [`shutdown`] and [`time`] (the one
+//! clock and RFC 3339 formatter);
 //! [`sim`], the feed API simulator and the HEC and Elasticsearch receivers used by `demo`, the
 //! tests and the bench; and `fuzzing`, the cargo-fuzz targets' entry points (feature `fuzzing`).
 
@@ -33,10 +35,9 @@ pub mod admin;
 pub mod cli;
 pub mod cmd;
 pub mod config;
-pub mod feed_anomalies;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod page_budget;
+pub mod health;
 pub mod pipeline;
 pub mod scheduler;
 pub mod secret;
@@ -51,11 +52,9 @@ pub mod shutdown;
 )]
 pub mod sim;
 pub mod sink;
-pub mod site_health;
 pub mod source;
 pub mod spool_limit;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
 pub mod time;
-mod window_pages;

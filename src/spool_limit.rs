@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::WhenFull;
+use crate::health::Health;
 use crate::store::{Store, StoreError};
 use crate::telemetry::metrics;
 
@@ -54,6 +55,8 @@ pub struct SpoolLimit {
     when_full: WhenFull,
     sample: Mutex<Option<(Instant, i64)>>,
     full: AtomicBool,
+    /// Where a full spool is reported for `/readyz`.
+    health: Health,
 }
 
 impl SpoolLimit {
@@ -65,7 +68,14 @@ impl SpoolLimit {
             when_full,
             sample: Mutex::new(None),
             full: AtomicBool::new(false),
+            health: Health::default(),
         }
+    }
+
+    /// Reports a full spool to `health` (without it, to a handle nobody reads).
+    pub fn with_health(mut self, health: Health) -> SpoolLimit {
+        self.health = health;
+        self
     }
 
     /// Returns once there is room for another page: at once when below the bound; after making
@@ -81,7 +91,7 @@ impl SpoolLimit {
             let bytes = self.bytes().await?;
             if bytes < self.max_bytes {
                 if self.full.swap(false, Ordering::Relaxed) {
-                    metrics::spool_full(None);
+                    self.health.spool_full(None);
                     info!(
                         spool_bytes = bytes,
                         max_bytes = self.max_bytes,
@@ -107,7 +117,7 @@ impl SpoolLimit {
                 }
                 WhenFull::Block => {
                     if !self.full.swap(true, Ordering::Relaxed) {
-                        metrics::spool_full(Some(&format!(
+                        self.health.spool_full(Some(&format!(
                             "spool full ({bytes} of spool.max_bytes = {} bytes): polling paused until the sinks catch up",
                             self.max_bytes
                         )));
@@ -188,7 +198,10 @@ mod tests {
     async fn block_waits_until_sinks_drain() {
         let dir = tempfile::tempdir().unwrap();
         let store = full_store(dir.path()).await;
-        let limit = Arc::new(SpoolLimit::new(store.clone(), 1 << 20, WhenFull::Block));
+        let health = Health::new();
+        let limit = Arc::new(
+            SpoolLimit::new(store.clone(), 1 << 20, WhenFull::Block).with_health(health.clone()),
+        );
         let cancel = CancellationToken::new();
         let waiter = {
             let (limit, cancel) = (limit.clone(), cancel.clone());
@@ -209,7 +222,8 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            metrics::blocked_now()
+            health
+                .blocked()
                 .iter()
                 .any(|(c, r)| c == "spool" && r.contains("spool full")),
             "/readyz reports the full spool"

@@ -17,7 +17,7 @@ use super::common::{load_file, open_store, warn_all, warn_secret_permissions};
 use super::preflight::preflight;
 use crate::cli::ConfigArg;
 use crate::config::{self, Config};
-use crate::{scheduler, shutdown, time};
+use crate::{scheduler, shutdown, telemetry, time};
 
 /// A validated backfill range: minute-aligned, inside the feed's retention, ending no later
 /// than the newest minute the API serves, and not empty.
@@ -132,7 +132,7 @@ pub async fn command(
 /// Exports `range` into every sink; an interruption (a signal) is a failure that says how to
 /// resume.
 async fn backfill(cfg: Config, range: BackfillRange) -> Result<(), Failure> {
-    let client = preflight(&cfg).await?.into_client();
+    let source = preflight(&cfg).await?.into_source();
     let store = open_store(&cfg, &range.ns())?;
     let cancel = shutdown::install();
     let progress = std::io::stderr().is_terminal().then(|| {
@@ -145,18 +145,29 @@ async fn backfill(cfg: Config, range: BackfillRange) -> Result<(), Failure> {
         );
         pb
     });
+    // The scheduler says how far it is; the bar is drawn here.
+    let on_progress = progress.clone().map(|pb| -> scheduler::OnProgress {
+        Arc::new(move |p| match p {
+            scheduler::Progress::Total(n) => pb.set_length(n),
+            scheduler::Progress::Done(n) => pb.inc(n),
+            scheduler::Progress::Draining => pb.set_message("waiting for sinks"),
+        })
+    });
     let BackfillRange { from, until, sites } = range;
-    let report = scheduler::backfill(
-        Arc::new(cfg),
-        client,
-        store,
-        from,
-        until,
-        sites,
-        progress.clone(),
-        cancel.clone(),
-    )
-    .await
+    let report = {
+        let _logs_above_bar = progress.clone().map(telemetry::logs_above);
+        scheduler::backfill(
+            Arc::new(cfg),
+            Arc::new(source),
+            store,
+            from,
+            until,
+            sites,
+            on_progress,
+            cancel.clone(),
+        )
+        .await
+    }
     .context("backfill failed")?;
     if let Some(pb) = progress {
         pb.finish_and_clear();

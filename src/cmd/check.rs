@@ -16,10 +16,7 @@ use super::preflight::{Preflight, PreflightError, preflight};
 use super::{Failure, Outcome, Output, common};
 use crate::cli::ConfigArg;
 use crate::config::{Config, Sites};
-use crate::source::SourceError;
-use crate::source::client::FeedClient;
-use crate::source::model::SiteWire;
-use crate::time::{align_down, rfc3339};
+use crate::source::{ProbeOutcome, Source};
 
 /// `check`: prints one line per check, then exits 2 when a setting cannot work (as `run`
 /// would), 1 when a check failed, 0 otherwise.
@@ -160,7 +157,7 @@ pub async fn run(cfg: &Config, config_file: Option<&Path>, offline: bool) -> Vec
     if offline {
         return lines;
     }
-    lines.extend(check_api(cfg).await);
+    lines.extend(check_source(&built).await);
     lines.extend(check_sinks(&built).await);
     lines
 }
@@ -209,95 +206,20 @@ fn check_state_dir(db: &Path) -> CheckLine {
     }
 }
 
-async fn check_api(cfg: &Config) -> Vec<CheckLine> {
-    let mut api = cfg.api.clone();
-    // One retry at most: a check must answer in seconds, not back off for minutes.
-    api.max_attempts = api.max_attempts.min(2);
-    let client = match FeedClient::with_retry_delays(
-        &api,
-        Duration::from_millis(200),
-        Duration::from_secs(2),
-    ) {
-        Ok(c) => c,
-        // Unreachable after a passing preflight (the same settings built), kept exit-2 anyway.
-        Err(e) => return vec![line(Verdict::Invalid, "api", e.to_string())],
-    };
-    let mut lines = Vec::new();
-    let listed = client.list_sites().await;
-    match &listed {
-        Ok(sites) => lines.push(line(
-            Verdict::Ok,
-            "api",
-            format!(
-                "{} accepted the credentials of `{}`; corp `{}` has {} site(s): {}",
-                cfg.api.base_url,
-                cfg.api.auth.email,
-                cfg.api.corp,
-                sites.len(),
-                sites
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
-        Err(e) => lines.push(line(Verdict::Fail, "api", e.to_string())),
-    }
-    let sites: Vec<String> = match (&cfg.api.sites, &listed) {
-        (Sites::List(s), _) => s.clone(),
-        (Sites::All, Ok(found)) => found.iter().map(|s| s.name.clone()).collect(),
-        (Sites::All, Err(_)) => Vec::new(),
-    };
-    // The smallest window the API accepts: the newest full minute it serves.
-    let until = align_down(crate::time::now() - cfg.poll.delay_secs.max(300));
-    let from = until - 60;
-    for site in sites {
-        let what = format!("site {site}");
-        match client.first_page(&site, from, until).await {
-            Ok(page) => lines.push(line(
-                Verdict::Ok,
-                what,
-                format!(
-                    "feed answered: {} request(s) in {} .. {}",
-                    page.events.len(),
-                    rfc3339(from),
-                    rfc3339(until)
-                ),
-            )),
-            Err(e @ SourceError::NotFound { .. }) => {
-                let hint = match &listed {
-                    Ok(found) => not_found_hint(&site, found),
-                    Err(_) => String::new(),
-                };
-                lines.push(line(Verdict::Fail, what, format!("{e}{hint}")));
-            }
-            Err(e) => lines.push(line(Verdict::Fail, what, e.to_string())),
-        }
-    }
-    lines
-}
-
-/// The fix for a site the feed does not know: the most common cause is the dashboard's display
-/// name written where the API name belongs (it passes config validation when it has no space).
-fn not_found_hint(site: &str, found: &[SiteWire]) -> String {
-    match found.iter().find(|s| {
-        s.display_name
-            .as_deref()
-            .is_some_and(|d| d.eq_ignore_ascii_case(site))
-    }) {
-        Some(s) => format!(
-            "; `{site}` is the display name of site `{}`: use sites = [\"{}\"]",
-            s.name, s.name
-        ),
-        None => format!(
-            "; the corp's sites are: {}",
-            found
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
+/// The source's own probes (the API, every site), as check lines.
+async fn check_source(built: &Preflight) -> Vec<CheckLine> {
+    let probes = built.source().healthcheck().await;
+    probes
+        .into_iter()
+        .map(|p| {
+            let verdict = match p.outcome {
+                ProbeOutcome::Ok => Verdict::Ok,
+                ProbeOutcome::Fail => Verdict::Fail,
+                ProbeOutcome::Invalid => Verdict::Invalid,
+            };
+            line(verdict, p.what, p.detail)
+        })
+        .collect()
 }
 
 async fn check_sinks(built: &Preflight) -> Vec<CheckLine> {
@@ -318,38 +240,4 @@ async fn check_sinks(built: &Preflight) -> Vec<CheckLine> {
         }
     }
     lines
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn site(name: &str, display: Option<&str>) -> SiteWire {
-        SiteWire {
-            name: name.to_string(),
-            display_name: display.map(str::to_string),
-        }
-    }
-
-    #[test]
-    fn a_display_name_is_answered_with_the_api_name() {
-        let found = [
-            site("www-prod", Some("Storefront")),
-            site("api", Some("API Gateway")),
-        ];
-        let hint = not_found_hint("storefront", &found);
-        assert_eq!(
-            hint,
-            "; `storefront` is the display name of site `www-prod`: use sites = [\"www-prod\"]"
-        );
-    }
-
-    #[test]
-    fn an_unknown_name_is_answered_with_the_real_names() {
-        let found = [site("www-prod", Some("Storefront")), site("api", None)];
-        assert_eq!(
-            not_found_hint("shop", &found),
-            "; the corp's sites are: www-prod, api"
-        );
-    }
 }

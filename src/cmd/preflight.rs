@@ -1,6 +1,6 @@
 //! Building what `run` builds before it starts, without network I/O and without touching the
 //! state file: the feed client and every sink, with every setting that cannot work reported
-//! (not only the first). `check` reports on it; `run` and `backfill` start from its client, so
+//! (not only the first). `check` reports on it; `run` and `backfill` start from its feed, so
 //! what `check --offline` accepts is exactly what they accept.
 
 use std::fmt;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::Failure;
 use crate::config::Config;
 use crate::sink::Sink;
-use crate::source::client::FeedClient;
+use crate::source::sigsci_feed::SigsciFeed;
 use crate::store::Store;
 
 /// One setting that cannot work.
@@ -40,16 +40,21 @@ pub enum PreflightError {
 
 /// What [`preflight`] built. The sinks sit on a scratch store that lives as long as they do.
 pub struct Preflight {
-    client: FeedClient,
+    source: SigsciFeed,
     // Declared before `_scratch`: the sinks (which hold the store) drop first.
     sinks: Vec<(String, Arc<dyn Sink>)>,
     _scratch: (Store, tempfile::TempDir),
 }
 
 impl Preflight {
-    /// The feed client, for `run` and `backfill` to poll with.
-    pub fn into_client(self) -> FeedClient {
-        self.client
+    /// The feed, for `run` and `backfill` to poll.
+    pub fn into_source(self) -> SigsciFeed {
+        self.source
+    }
+
+    /// The feed, for `check` to probe.
+    pub fn source(&self) -> &SigsciFeed {
+        &self.source
     }
 
     /// Every configured sink by name, for `check` to run their healthchecks.
@@ -82,8 +87,8 @@ impl From<PreflightError> for Failure {
 /// store: the service's state file is never touched, even while `run` holds it.
 pub async fn preflight(cfg: &Config) -> Result<Preflight, PreflightError> {
     let mut problems = Vec::new();
-    let client = match FeedClient::new(&cfg.api) {
-        Ok(c) => Some(c),
+    let source = match SigsciFeed::new(&cfg.api, cfg.poll.delay_secs, &cfg.filters) {
+        Ok(s) => Some(s),
         Err(e) => {
             problems.push(Problem {
                 what: "api".to_string(),
@@ -103,9 +108,9 @@ pub async fn preflight(cfg: &Config) -> Result<Preflight, PreflightError> {
             }),
         }
     }
-    match client {
-        Some(client) if problems.is_empty() => Ok(Preflight {
-            client,
+    match source {
+        Some(source) if problems.is_empty() => Ok(Preflight {
+            source,
             sinks,
             _scratch: (store, dir),
         }),

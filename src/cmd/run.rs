@@ -13,6 +13,7 @@ use super::common::{load_file, open_store, warn_all, warn_secret_permissions};
 use super::preflight::preflight;
 use crate::cli::ConfigArg;
 use crate::config::{self, Config};
+use crate::health::Health;
 use crate::{admin, scheduler, shutdown};
 
 /// `run` with the config file: its warnings first, then [`run`].
@@ -27,9 +28,10 @@ pub async fn command(config: &ConfigArg, grace_secs: u64) -> Result<(), Failure>
 /// Runs the service on a loaded config (also `demo`'s) until a signal, then lets in-flight
 /// work finish for up to `grace`.
 pub async fn run(cfg: Config, grace: Duration) -> Result<(), Failure> {
-    let client = preflight(&cfg).await?.into_client();
+    let source = preflight(&cfg).await?.into_source();
     let store = open_store(&cfg, scheduler::RUN_NS)?;
     let cancel = shutdown::install();
+    let health = Health::new();
     if let Some(addr) = cfg.admin.listen {
         let listener = admin::bind(addr)
             .await
@@ -37,17 +39,24 @@ pub async fn run(cfg: Config, grace: Duration) -> Result<(), Failure> {
         let bound = listener.local_addr().context("admin listener address")?;
         info!(admin = %bound, "Admin endpoint: /metrics, /healthz, /readyz.");
         let handle = admin::install_recorder();
-        let admin_cancel = cancel.clone();
+        let (admin_health, admin_cancel) = (health.clone(), cancel.clone());
         tokio::spawn(async move {
-            if let Err(e) = admin::serve(listener, handle, admin_cancel).await {
+            if let Err(e) = admin::serve(listener, handle, admin_health, admin_cancel).await {
                 error!(error = %e, "Admin endpoint failed; metrics and health are unavailable.");
             }
         });
     }
     info!(corp = %cfg.api.corp, sinks = cfg.sinks.len(), state = %cfg.spool.path.display(), "sigsci-export running.");
-    scheduler::run(Arc::new(cfg), client, store, cancel, grace)
-        .await
-        .context("run failed")?;
+    scheduler::run(
+        Arc::new(cfg),
+        Arc::new(source),
+        store,
+        health,
+        cancel,
+        grace,
+    )
+    .await
+    .context("run failed")?;
     info!("Stopped cleanly.");
     Ok(())
 }

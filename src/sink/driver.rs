@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::{Batch, BatchLimits, ItemOutcome, Sink, SinkError};
+use crate::health::Health;
 use crate::store::{SpooledEvent, Store, StoreError};
 use crate::telemetry::metrics;
 
@@ -86,6 +87,8 @@ pub struct Driver {
     /// Fired when nothing more is coming (a backfill has spooled its whole range): a partial
     /// batch then goes at once instead of lingering for events that will not arrive.
     flush: CancellationToken,
+    /// Where a block is reported for `/readyz`.
+    health: Health,
 }
 
 /// Why a settled event is not simply delivered.
@@ -129,7 +132,14 @@ impl Driver {
             rejected_streak: AtomicUsize::new(0),
             unreadable_streak: AtomicUsize::new(0),
             flush: CancellationToken::new(),
+            health: Health::default(),
         }
+    }
+
+    /// Reports blocks to `health` (without it, to a handle nobody reads).
+    pub fn with_health(mut self, health: Health) -> Driver {
+        self.health = health;
+        self
     }
 
     /// Sends partial batches without lingering once `flush` fires.
@@ -490,7 +500,7 @@ impl Driver {
 
     /// Records (or clears) the blocked state where `status` and `/readyz` see it.
     async fn mark_blocked(&self, reason: Option<&str>) -> Result<(), StoreError> {
-        metrics::sink_blocked(self.sink.name(), reason);
+        self.health.sink_blocked(self.sink.name(), reason);
         self.store.set_blocked(self.sink.name(), reason).await
     }
 

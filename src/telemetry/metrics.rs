@@ -6,8 +6,6 @@
 //! Labels are bounded: site names and sink names from the config, status codes, outcome kinds.
 //! Never an event id, a URL or anything secret.
 
-use std::collections::BTreeMap;
-use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use metrics::{
@@ -167,15 +165,10 @@ pub fn site_failing(site: &str, failing: bool) {
     });
 }
 
-/// The site is stuck on a feed page that cannot be read (`Some(reason)`, also reported by
-/// `/readyz` as `feed:SITE`), or moves again (`None`).
-pub fn site_stuck(site: &str, reason: Option<&str>) {
-    gauge!("sigsci_export_site_stuck", "site" => site.to_owned()).set(if reason.is_some() {
-        1.0
-    } else {
-        0.0
-    });
-    set_blocked(format!("feed:{site}"), reason);
+/// Whether the site is stuck on a feed page that cannot be read (`/readyz` reports it too:
+/// `crate::health::Health::site_stuck`).
+pub fn site_stuck(site: &str, stuck: bool) {
+    gauge!("sigsci_export_site_stuck", "site" => site.to_owned()).set(flag(stuck));
 }
 
 /// `n` records of the site's feed were kept as dead letters.
@@ -237,11 +230,10 @@ pub fn spool_bytes(bytes: i64) {
     gauge!("sigsci_export_spool_bytes").set(bytes as f64);
 }
 
-/// Polling is paused because the spool is full (`Some(reason)`, also reported by `/readyz`),
-/// or runs again (`None`).
-pub fn spool_full(reason: Option<&str>) {
-    gauge!("sigsci_export_spool_full").set(if reason.is_some() { 1.0 } else { 0.0 });
-    set_blocked("spool".to_string(), reason);
+/// Whether polling is paused because the spool is full (`/readyz` reports it too:
+/// `crate::health::Health::spool_full`).
+pub fn spool_full(full: bool) {
+    gauge!("sigsci_export_spool_full").set(flag(full));
 }
 
 /// Undelivered events dropped from a full spool.
@@ -249,91 +241,24 @@ pub fn spool_dropped(events: i64) {
     counter!("sigsci_export_spool_dropped_events_total").increment(events.max(0) as u64);
 }
 
-/// What is blocked right now, for `/readyz`: component (`sink:NAME`, `site:NAME`, `feed:NAME`,
-/// `spool`) -> reason.
-fn blocked() -> &'static Mutex<BTreeMap<String, String>> {
-    static BLOCKED: OnceLock<Mutex<BTreeMap<String, String>>> = OnceLock::new();
-    BLOCKED.get_or_init(Mutex::default)
+/// Whether a sink is paused until an operator acts (`/readyz` reports it too:
+/// `crate::health::Health::sink_blocked`).
+pub fn sink_blocked(sink: &str, blocked: bool) {
+    gauge!("sigsci_export_sink_blocked", "sink" => sink.to_owned()).set(flag(blocked));
 }
 
-/// A sink is blocked (`Some(reason)`) or works again (`None`).
-pub fn sink_blocked(sink: &str, reason: Option<&str>) {
-    gauge!("sigsci_export_sink_blocked", "sink" => sink.to_owned()).set(if reason.is_some() {
-        1.0
-    } else {
-        0.0
-    });
-    set_blocked(format!("sink:{sink}"), reason);
+/// Whether the feed API refuses site `site` until an operator acts (`/readyz` reports it too:
+/// `crate::health::Health::site_blocked`).
+pub fn site_blocked(site: &str, blocked: bool) {
+    gauge!("sigsci_export_site_blocked", "site" => site.to_owned()).set(flag(blocked));
 }
 
-/// The feed API refuses site `site` of `corp` until an operator acts (`Some(reason)`), or
-/// serves it again (`None`). Kept per site: a 403 or 404 on one site must keep `/readyz` down
-/// even while other sites of the corp recover.
-pub fn site_blocked(corp: &str, site: &str, reason: Option<&str>) {
-    gauge!("sigsci_export_site_blocked", "site" => site.to_owned()).set(if reason.is_some() {
-        1.0
-    } else {
-        0.0
-    });
-    let any = {
-        let mut map = blocked().lock().unwrap_or_else(PoisonError::into_inner);
-        let component = format!("site:{site}");
-        match reason {
-            Some(r) => map.insert(component, r.to_owned()),
-            None => map.remove(&component),
-        };
-        map.keys().any(|k| k.starts_with("site:"))
-    };
-    gauge!("sigsci_export_corp_blocked", "corp" => corp.to_owned()).set(if any {
-        1.0
-    } else {
-        0.0
-    });
+/// Whether the feed API refuses at least one site of `corp`.
+pub fn corp_blocked(corp: &str, blocked: bool) {
+    gauge!("sigsci_export_corp_blocked", "corp" => corp.to_owned()).set(flag(blocked));
 }
 
-fn set_blocked(component: String, reason: Option<&str>) {
-    let mut map = blocked().lock().unwrap_or_else(PoisonError::into_inner);
-    match reason {
-        Some(r) => {
-            map.insert(component, r.to_owned());
-        }
-        None => {
-            map.remove(&component);
-        }
-    }
-}
-
-/// Everything blocked right now (component, reason).
-pub fn blocked_now() -> Vec<(String, String)> {
-    blocked()
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn blocked_sites() -> Vec<String> {
-        blocked_now()
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| k.starts_with("site:blk-"))
-            .collect()
-    }
-
-    #[test]
-    fn a_recovering_site_does_not_clear_another_sites_block() {
-        site_blocked("acme", "blk-shop", Some("HTTP 403: no access to this site"));
-        site_blocked("acme", "blk-www", Some("HTTP 401: bad token"));
-        site_blocked("acme", "blk-www", None);
-        // Another site recovering (or one that never failed) leaves the 403 in place.
-        site_blocked("acme", "blk-api", None);
-        assert_eq!(blocked_sites(), ["site:blk-shop"]);
-        site_blocked("acme", "blk-shop", None);
-        assert!(blocked_sites().is_empty());
-    }
+/// A gauge's value for a yes-or-no state.
+fn flag(on: bool) -> f64 {
+    if on { 1.0 } else { 0.0 }
 }

@@ -709,7 +709,7 @@ async fn pages_in_memory_are_bounded_across_all_sites_and_windows() {
     // A window asks for one page at a time (it holds at most two: one committing).
     let max = stats.max_in_flight.load(Ordering::SeqCst);
     assert!(
-        (2..=sigsci_export::page_budget::WINDOWS_IN_FLIGHT).contains(&max),
+        (2..=sigsci_export::scheduler::page_budget::WINDOWS_IN_FLIGHT).contains(&max),
         "{max} feed pages asked for at once"
     );
 }

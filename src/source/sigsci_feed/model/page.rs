@@ -14,8 +14,9 @@ use std::sync::Arc;
 use super::{EventHead, PageWire, record_problem};
 use crate::store::{Body, NewEvent};
 
-/// Every error about a page that could not be read starts with this: the scheduler tells such
-/// a page, which fails the same way on every attempt, from a network failure.
+/// Every error about a page that could not be read starts with this: such a page, which fails
+/// the same way on every attempt, is told from a network failure by it
+/// ([`FeedError::class`](super::super::FeedError::class) makes it `ErrorClass::Unreadable`).
 pub const UNREADABLE_PAGE: &str = "unreadable feed page";
 
 /// Most invalid UTF-8 sequences located in one page; a page with more is refused whole

@@ -5,7 +5,7 @@
 //! while the cursor stands still and the corp's request budget drains: a `next` the window has
 //! already followed (a loop of any length), and empty pages each with a fresh `next`. The first
 //! is refused the moment it repeats; the second after [`MAX_EMPTY_PAGES_IN_A_ROW`] empty pages
-//! in a row. Both fail the window with [`SourceError::Refused`], which the scheduler counts as a
+//! in a row. Both fail the window with [`FeedError::Refused`], which the scheduler counts as a
 //! site error needing an operator.
 
 use std::collections::HashSet;
@@ -13,7 +13,7 @@ use std::hash::{BuildHasher, RandomState};
 
 use tracing::warn;
 
-use super::SourceError;
+use super::FeedError;
 use super::client::FeedClient;
 use super::model::page::RejectedRecord;
 use crate::store::NewEvent;
@@ -91,6 +91,11 @@ impl WindowFetch {
         self
     }
 
+    /// The next page's relative URI, until the last page has come.
+    pub fn next_uri(&self) -> Option<&str> {
+        self.next.as_deref()
+    }
+
     /// The records of the last page that cannot be taken, when the client keeps them apart
     /// ([`FeedClient::keeping_bad_records`]); the caller must dead-letter them.
     pub fn take_rejected(&mut self) -> Vec<RejectedRecord> {
@@ -100,7 +105,7 @@ impl WindowFetch {
     /// The next page's records (repeats of earlier ids included: the spool drops them),
     /// `Ok(None)` once the window is exhausted. The returned flag is true when this page is the
     /// window's last.
-    pub async fn next_page(&mut self) -> Result<Option<(Vec<NewEvent>, bool)>, SourceError> {
+    pub async fn next_page(&mut self) -> Result<Option<(Vec<NewEvent>, bool)>, FeedError> {
         if self.done {
             return Ok(None);
         }
@@ -158,9 +163,9 @@ impl WindowFetch {
     }
 
     /// The error that ends an endless window, `what` saying why.
-    fn endless(&mut self, what: String) -> SourceError {
+    fn endless(&mut self, what: String) -> FeedError {
         self.done = true;
-        SourceError::Refused {
+        FeedError::Refused {
             reason: format!(
                 "endless paging in window {}..{} of site `{}`: {what}; refusing the window \
                  rather than paging forever (it is fetched again later from its start)",

@@ -26,7 +26,7 @@ use crate::time::rfc3339;
 const REMEMBERED: usize = 4096;
 
 /// The anomalies of one window of one site; logs its WARN when dropped (the window is over).
-pub struct FeedAnomalies {
+pub(super) struct FeedAnomalies {
     site: String,
     from: i64,
     until: i64,
@@ -42,7 +42,7 @@ pub struct FeedAnomalies {
 
 impl FeedAnomalies {
     /// For the window `[from, until)` of `site`.
-    pub fn new(site: &str, from: i64, until: i64) -> FeedAnomalies {
+    pub(super) fn new(site: &str, from: i64, until: i64) -> FeedAnomalies {
         FeedAnomalies {
             site: site.to_string(),
             from,
@@ -58,7 +58,7 @@ impl FeedAnomalies {
     }
 
     /// Looks at one page's records (before any filter: a changed copy is one whatever it holds).
-    pub fn inspect(&mut self, events: &[NewEvent]) {
+    pub(super) fn inspect(&mut self, events: &[NewEvent]) {
         let (mut changed, mut outside) = (0, 0);
         for e in events {
             if e.ts < self.from || e.ts >= self.until {
@@ -94,7 +94,8 @@ impl FeedAnomalies {
     }
 
     /// (changed duplicates, records outside the window) so far.
-    pub fn counts(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
         (self.changed, self.outside)
     }
 }

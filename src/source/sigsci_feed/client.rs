@@ -17,15 +17,17 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use rand::Rng;
-use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use tracing::{debug, warn};
 use url::Url;
 
+use super::classify::classify;
+#[cfg(test)]
+use super::classify::parse_retry_after;
 use super::model::page::{RejectedRecord, UNREADABLE_PAGE, read_page};
-use super::model::{ErrorWire, SiteWire, SitesWire};
+use super::model::{SiteWire, SitesWire};
 pub use super::window::WindowFetch;
-use super::{SourceError, body, next_uri, transport};
+use super::{FeedError, body, next_uri, transport};
 use crate::config::{ApiConfig, AuthMode, Credentials};
 use crate::store::NewEvent;
 
@@ -84,7 +86,7 @@ impl std::fmt::Debug for FeedClient {
 }
 
 /// What one request asks for.
-enum Target<'a> {
+pub(super) enum Target<'a> {
     Window {
         site: &'a str,
         from: i64,
@@ -103,7 +105,7 @@ enum Target<'a> {
 impl FeedClient {
     /// Builds the client: TLS (rustls, certificate checks always on, optional extra CA file),
     /// timeouts, no redirects (a redirect is a misconfiguration to report, not to follow).
-    pub fn new(api: &ApiConfig) -> Result<FeedClient, SourceError> {
+    pub fn new(api: &ApiConfig) -> Result<FeedClient, FeedError> {
         Self::with_retry_delays(api, Duration::from_millis(500), Duration::from_secs(60))
     }
 
@@ -112,7 +114,7 @@ impl FeedClient {
         api: &ApiConfig,
         min_delay: Duration,
         max_delay: Duration,
-    ) -> Result<FeedClient, SourceError> {
+    ) -> Result<FeedClient, FeedError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .timeout(api.timeout)
@@ -120,15 +122,15 @@ impl FeedClient {
             .redirect(reqwest::redirect::Policy::none())
             .https_only(api.base_url.scheme() == "https");
         if let Some(ca) = &api.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| SourceError::Setup {
+            let pem = std::fs::read(ca).map_err(|e| FeedError::Setup {
                 reason: format!("cannot read api.ca_file `{}`: {e}", ca.display()),
             })?;
             let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SourceError::Setup {
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| FeedError::Setup {
                     reason: format!("api.ca_file `{}` is not a PEM bundle: {e}", ca.display()),
                 })?;
             if certs.is_empty() {
-                return Err(SourceError::Setup {
+                return Err(FeedError::Setup {
                     reason: format!("api.ca_file `{}` holds no certificate", ca.display()),
                 });
             }
@@ -136,7 +138,7 @@ impl FeedClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let http = builder.build().map_err(|e| SourceError::Setup {
+        let http = builder.build().map_err(|e| FeedError::Setup {
             reason: match &api.ca_file {
                 // The only input that can make the build fail is a certificate it cannot use.
                 Some(ca) => format!(
@@ -180,10 +182,10 @@ impl FeedClient {
     }
 
     /// Lists the corp's sites (for `sites = ["*"]`).
-    pub async fn list_sites(&self) -> Result<Vec<SiteWire>, SourceError> {
+    pub async fn list_sites(&self) -> Result<Vec<SiteWire>, FeedError> {
         let parsed: SitesWire = self
             .request_with_retries(&Target::Sites, |body| {
-                serde_json::from_slice(&body).map_err(|e| SourceError::Transient {
+                serde_json::from_slice(&body).map_err(|e| FeedError::Transient {
                     reason: format!("unparseable site list: {e}"),
                 })
             })
@@ -192,7 +194,7 @@ impl FeedClient {
     }
 
     /// First page of the window `[from, until)` of `site`.
-    pub async fn first_page(&self, site: &str, from: i64, until: i64) -> Result<Page, SourceError> {
+    pub async fn first_page(&self, site: &str, from: i64, until: i64) -> Result<Page, FeedError> {
         self.first_page_tagged(site, from, until, None).await
     }
 
@@ -204,7 +206,7 @@ impl FeedClient {
         from: i64,
         until: i64,
         tags: Option<&str>,
-    ) -> Result<Page, SourceError> {
+    ) -> Result<Page, FeedError> {
         let target = Target::Window {
             site,
             from,
@@ -218,7 +220,7 @@ impl FeedClient {
     /// The page a previous page of `site` points at with `next.uri`; refused, before anything is
     /// sent, when the URI leads anywhere but `site`'s feed on `api.base_url`'s server. `from` is
     /// the window start, used as the timestamp of a record whose own is missing or unreadable.
-    pub async fn next_page(&self, site: &str, uri: &str, from: i64) -> Result<Page, SourceError> {
+    pub async fn next_page(&self, site: &str, uri: &str, from: i64) -> Result<Page, FeedError> {
         self.request_with_retries(&Target::Next { site, uri }, |body| {
             read(body, from, self.keep_bad)
         })
@@ -240,8 +242,8 @@ impl FeedClient {
     async fn request_with_retries<T>(
         &self,
         target: &Target<'_>,
-        parse: impl Fn(Vec<u8>) -> Result<T, SourceError>,
-    ) -> Result<T, SourceError> {
+        parse: impl Fn(Vec<u8>) -> Result<T, FeedError>,
+    ) -> Result<T, FeedError> {
         let inner = &self.inner;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(inner.min_delay)
@@ -254,7 +256,7 @@ impl FeedClient {
             parse(body)
         })
         .retry(backoff.build())
-        .when(SourceError::is_retryable)
+        .when(FeedError::is_retryable)
         .adjust(|err, delay| {
             // Full jitter on our own schedule; the server's Retry-After, when given, wins.
             delay.map(|d| err.retry_after().unwrap_or_else(|| full_jitter(d)))
@@ -266,7 +268,7 @@ impl FeedClient {
         .await
     }
 
-    async fn request_once(&self, target: &Target<'_>) -> Result<Vec<u8>, SourceError> {
+    async fn request_once(&self, target: &Target<'_>) -> Result<Vec<u8>, FeedError> {
         let inner = &self.inner;
         let (method, url, form) = match target {
             Target::Sites => (
@@ -330,13 +332,13 @@ impl FeedClient {
         let body = match body::read_capped(resp, body::MAX_ERROR_BYTES).await {
             Ok(body::Read::Whole(b) | body::Read::Over(b)) => b,
             Err(e) => {
-                return Err(SourceError::Transient {
+                return Err(FeedError::Transient {
                     reason: format!("reading the reply body failed: {}", transport::describe(e)),
                 });
             }
         };
         let err = classify(status, &headers, &body, target, &inner.creds, &inner.corp);
-        if matches!(err, SourceError::RateLimited { .. }) {
+        if matches!(err, FeedError::RateLimited { .. }) {
             crate::telemetry::metrics::api_rate_limited();
         }
         Err(err)
@@ -347,7 +349,7 @@ impl FeedClient {
         method: Method,
         url: Url,
         form_next: Option<&str>,
-    ) -> Result<reqwest::Response, SourceError> {
+    ) -> Result<reqwest::Response, FeedError> {
         let creds = &self.inner.creds;
         let mut req = self.inner.http.request(method, url);
         req = match creds.mode {
@@ -384,110 +386,24 @@ fn full_jitter(d: Duration) -> Duration {
     Duration::from_millis(rand::rng().random_range(0..=max))
 }
 
-fn message(body: &[u8]) -> String {
-    if let Ok(ErrorWire { message: Some(m) }) = serde_json::from_slice::<ErrorWire>(body) {
-        return m;
-    }
-    // A proxy may answer HTML or nothing: show a short, single-line excerpt.
-    let text = String::from_utf8_lossy(body);
-    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.is_empty() {
-        "empty body".to_string()
-    } else {
-        one_line.chars().take(160).collect()
-    }
-}
-
-fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v: &HeaderValue = headers.get(RETRY_AFTER)?;
-    let s = v.to_str().ok()?.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Some(Duration::from_secs(secs.min(3600)));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(s).ok()?;
-    let secs = (when.timestamp() - crate::time::now()).clamp(0, 3600);
-    Some(Duration::from_secs(secs as u64))
-}
-
-fn classify(
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: &[u8],
-    target: &Target<'_>,
-    creds: &Credentials,
-    corp: &str,
-) -> SourceError {
-    let msg = message(body);
-    let site = match target {
-        Target::Window { site, .. } => Some(*site),
-        _ => None,
-    };
-    match status.as_u16() {
-        429 => SourceError::RateLimited {
-            reason: format!("HTTP 429: {msg}"),
-            after: parse_retry_after(headers),
-        },
-        // The API signals throttling as a 400 too; only the message tells them apart.
-        400 if msg.to_ascii_lowercase().contains("rate limit") => SourceError::RateLimited {
-            reason: format!("HTTP 400: {msg}"),
-            after: parse_retry_after(headers),
-        },
-        400 if matches!(target, Target::Next { .. }) => SourceError::NextExpired { reason: msg },
-        400 => SourceError::BadWindow { reason: msg },
-        401 => SourceError::Auth {
-            reason: format!(
-                "HTTP 401 for API user `{}`: the token is wrong, expired, disabled by an owner, or \
-                 restricted to other source IPs; no data moves until it is fixed (API: {msg})",
-                creds.email
-            ),
-        },
-        403 => SourceError::Auth {
-            reason: format!(
-                "HTTP 403 for API user `{}`: the user lacks access to corp `{corp}`{}; grant the \
-                 user a role on it (API: {msg})",
-                creds.email,
-                site.map(|s| format!(" or site `{s}`")).unwrap_or_default()
-            ),
-        },
-        404 => SourceError::NotFound {
-            reason: match site {
-                Some(s) => format!(
-                    "HTTP 404: corp `{corp}` or site `{s}` not found; use API names as in \
-                     `GET /corps/{corp}/sites` (`name`), not display names (API: {msg})"
-                ),
-                None => format!(
-                    "HTTP 404: corp `{corp}` not found; use the corp's API name (API: {msg})"
-                ),
-            },
-        },
-        _ if status.is_server_error() || status.as_u16() == 408 => SourceError::Transient {
-            reason: format!("HTTP {}: {msg}", status.as_u16()),
-        },
-        _ => SourceError::BadWindow {
-            reason: format!("unexpected HTTP {}: {msg}", status.as_u16()),
-        },
-    }
-}
-
 /// Parses a page, keeping every record's exact JSON. A reply that does not parse (a truncated
 /// body, an HTML error page with status 200) or holds a record that cannot be taken (no `id`,
 /// an `id` that is not a string) is transient: retried, never taken as empty; the error names
 /// the record and what is wrong with it (see `model::page`). The fuzz target's entry point.
 #[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn parse_page(body: impl Into<Vec<u8>>, window_from: i64) -> Result<Page, SourceError> {
+pub(crate) fn parse_page(body: impl Into<Vec<u8>>, window_from: i64) -> Result<Page, FeedError> {
     read(body.into(), window_from, false)
 }
 
 /// As [`parse_page`], but records that cannot be taken are returned in `Page::rejected`
 /// instead of refusing the page (`poll.skip_bad_records`).
-fn read(body: Vec<u8>, window_from: i64, keep_bad: bool) -> Result<Page, SourceError> {
+fn read(body: Vec<u8>, window_from: i64, keep_bad: bool) -> Result<Page, FeedError> {
     let len = body.len();
-    let page =
-        read_page(body, window_from, keep_bad).map_err(|problem| SourceError::Transient {
-            reason: format!(
-                "{UNREADABLE_PAGE} ({len} bytes): {problem}; refusing the page rather than guessing"
-            ),
-        })?;
+    let page = read_page(body, window_from, keep_bad).map_err(|problem| FeedError::Transient {
+        reason: format!(
+            "{UNREADABLE_PAGE} ({len} bytes): {problem}; refusing the page rather than guessing"
+        ),
+    })?;
     Ok(Page {
         events: page.events,
         next: page.next,

@@ -10,7 +10,7 @@
 
 use url::Url;
 
-use super::SourceError;
+use super::FeedError;
 
 /// The longest rendering of a refused URI in an error message; the rest is cut.
 const SHOWN_CHARS: usize = 160;
@@ -31,12 +31,12 @@ pub(crate) fn feed_url(base: &Url, corp: &str, site: &str) -> Url {
 }
 
 /// Resolves a page's `next.uri` against `base` and checks that it leads to the next page of
-/// `site`'s feed on the same server; anything else is [`SourceError::Refused`], with the URI
+/// `site`'s feed on the same server; anything else is [`FeedError::Refused`], with the URI
 /// in the message stripped of userinfo and query values.
 ///
 /// The API sends an absolute path (`/api/v0/corps/...`). A base with a prefix in front of
 /// `/api/v0` (a path-routing proxy) keeps that prefix in front of it.
-pub(crate) fn resolve(base: &Url, corp: &str, site: &str, uri: &str) -> Result<Url, SourceError> {
+pub(crate) fn resolve(base: &Url, corp: &str, site: &str, uri: &str) -> Result<Url, FeedError> {
     let prefix = base
         .path()
         .trim_end_matches('/')
@@ -50,7 +50,7 @@ pub(crate) fn resolve(base: &Url, corp: &str, site: &str, uri: &str) -> Result<U
     } else {
         uri.to_string()
     };
-    let mut url = base.join(&joined).map_err(|e| SourceError::Refused {
+    let mut url = base.join(&joined).map_err(|e| FeedError::Refused {
         // Not shown: a string that is not even a URL may hold anything.
         reason: format!(
             "refused the feed's next URI ({} characters): it is not a URL ({e}); the API, or \
@@ -64,7 +64,7 @@ pub(crate) fn resolve(base: &Url, corp: &str, site: &str, uri: &str) -> Result<U
         && url.port_or_known_default() == base.port_or_known_default();
     if same_server && (!url.username().is_empty() || url.password().is_some()) {
         // reqwest would send them as Basic credentials, in place of or beside ours.
-        return Err(SourceError::Refused {
+        return Err(FeedError::Refused {
             reason: format!(
                 "refused the feed's next URI `{}`: it carries credentials of its own; check what \
                  answers at api.base_url (a proxy rewriting replies?)",
@@ -73,7 +73,7 @@ pub(crate) fn resolve(base: &Url, corp: &str, site: &str, uri: &str) -> Result<U
         });
     }
     if !same_server {
-        return Err(SourceError::Refused {
+        return Err(FeedError::Refused {
             reason: format!(
                 "refused the feed's next URI `{}`: it leads to another server than api.base_url \
                  (`{}`), and following it would send the API credentials there; check what \
@@ -85,7 +85,7 @@ pub(crate) fn resolve(base: &Url, corp: &str, site: &str, uri: &str) -> Result<U
     }
     let feed = feed_url(base, corp, site);
     if url.path() != feed.path() {
-        return Err(SourceError::Refused {
+        return Err(FeedError::Refused {
             reason: format!(
                 "refused the feed's next URI `{}`: it leads out of this site's feed (`{}`); \
                  check what answers at api.base_url (a proxy rewriting replies?)",
@@ -98,12 +98,12 @@ pub(crate) fn resolve(base: &Url, corp: &str, site: &str, uri: &str) -> Result<U
 }
 
 /// Splits a next URL into the feed path (for the POST form) and the token.
-pub(crate) fn split_next(url: &Url) -> Result<(Url, String), SourceError> {
+pub(crate) fn split_next(url: &Url) -> Result<(Url, String), FeedError> {
     let token = url
         .query_pairs()
         .find(|(k, _)| k == "next")
         .map(|(_, v)| v.into_owned())
-        .ok_or_else(|| SourceError::Refused {
+        .ok_or_else(|| FeedError::Refused {
             reason: format!(
                 "refused the feed's next URI `{}`: it has no `next` parameter to send in the \
                  POST form; the API, or something between it and api.base_url, sent a broken \
@@ -123,13 +123,13 @@ pub(crate) fn redirect(
     status: u16,
     headers: &reqwest::header::HeaderMap,
     request: &Url,
-) -> SourceError {
+) -> FeedError {
     let target = headers
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|loc| request.join(loc).ok())
         .map_or_else(|| "?".to_string(), |u| shown(&u));
-    SourceError::Refused {
+    FeedError::Refused {
         reason: format!(
             "HTTP {status} redirect to `{target}`, not followed (it would take the API \
              credentials along): api.base_url probably points at the dashboard or a login page \
@@ -189,7 +189,7 @@ mod tests {
 
     fn refused(base: &Url, uri: &str) -> String {
         match resolve(base, "demo", "www", uri) {
-            Err(e @ SourceError::Refused { .. }) => {
+            Err(e @ FeedError::Refused { .. }) => {
                 assert!(e.needs_operator());
                 e.to_string()
             }

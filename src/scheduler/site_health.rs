@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use tracing::error;
 
-use crate::source::SourceError;
-use crate::source::model::page::{RejectedRecord, UNREADABLE_PAGE};
+use crate::health::Health;
+use crate::source::{Rejected, SourceError};
 use crate::store::{FEED_LETTERS_SINK, FeedLetter, SiteKey, Store, StoreError};
 use crate::telemetry::metrics;
 use crate::time::rfc3339;
@@ -59,12 +59,6 @@ impl WhenStuck {
     }
 }
 
-/// Whether `e` is a page that could not be read (as opposed to a network or server failure,
-/// which says nothing about the page).
-pub fn is_unreadable_page(e: &SourceError) -> bool {
-    matches!(e, SourceError::Transient { reason } if reason.starts_with(UNREADABLE_PAGE))
-}
-
 /// The windows of one site that failed on a page that could not be read, each with how many
 /// times in a row (live mode has one window at a time, a backfill several), and what to do
 /// once one is stuck.
@@ -72,28 +66,41 @@ pub fn is_unreadable_page(e: &SourceError) -> bool {
 pub struct PageHealth {
     store: Store,
     key: SiteKey,
+    health: Health,
     then: WhenStuck,
     repeats: BTreeMap<i64, u32>,
 }
 
 impl PageHealth {
     /// For `run`: once stuck, retry, or keep bad records apart with `skip_bad_records`.
-    pub fn live(store: &Store, key: &SiteKey, skip_bad_records: bool) -> PageHealth {
+    pub fn live(
+        store: &Store,
+        key: &SiteKey,
+        health: &Health,
+        skip_bad_records: bool,
+    ) -> PageHealth {
         let then = WhenStuck::unless_skipping(skip_bad_records, WhenStuck::Retry);
-        PageHealth::new(store, key, then)
+        PageHealth::new(store, key, health, then)
     }
 
     /// For a backfill: once stuck, stop, or keep bad records apart with `skip_bad_records`.
-    pub fn backfill(store: &Store, key: &SiteKey, skip_bad_records: bool) -> PageHealth {
+    pub fn backfill(
+        store: &Store,
+        key: &SiteKey,
+        health: &Health,
+        skip_bad_records: bool,
+    ) -> PageHealth {
         let then = WhenStuck::unless_skipping(skip_bad_records, WhenStuck::Stop);
-        PageHealth::new(store, key, then)
+        PageHealth::new(store, key, health, then)
     }
 
-    /// Nothing failed yet; `then` says what the caller does once a window is stuck.
-    pub fn new(store: &Store, key: &SiteKey, then: WhenStuck) -> PageHealth {
+    /// Nothing failed yet; `then` says what the caller does once a window is stuck. A stuck
+    /// site is reported to `health` (`/readyz`).
+    pub fn new(store: &Store, key: &SiteKey, health: &Health, then: WhenStuck) -> PageHealth {
         PageHealth {
             store: store.clone(),
             key: key.clone(),
+            health: health.clone(),
             then,
             repeats: BTreeMap::new(),
         }
@@ -123,7 +130,7 @@ impl PageHealth {
         e: &SourceError,
         interval_secs: i64,
     ) -> Option<Duration> {
-        if !is_unreadable_page(e) {
+        if !e.is_unreadable() {
             // Not the same failure: the count is of attempts in a row.
             self.repeats.remove(&from);
             self.refresh();
@@ -137,7 +144,7 @@ impl PageHealth {
         }
         let (from_s, until_s) = (rfc3339(from), rfc3339(until));
         let site = self.key.site.as_str();
-        metrics::site_stuck(
+        self.health.site_stuck(
             site,
             Some(&format!(
                 "window {from_s}..{until_s} failed {n} times in a row: {e}"
@@ -206,7 +213,7 @@ impl PageHealth {
 
     fn refresh(&self) {
         if !self.repeats.values().any(|n| *n >= STUCK_AFTER) {
-            metrics::site_stuck(&self.key.site, None);
+            self.health.site_stuck(&self.key.site, None);
         }
     }
 }
@@ -218,7 +225,7 @@ pub async fn keep_rejected(
     key: &SiteKey,
     from: i64,
     until: i64,
-    rejected: Vec<RejectedRecord>,
+    rejected: Vec<Rejected>,
 ) -> Result<(), StoreError> {
     let (from_s, until_s) = (rfc3339(from), rfc3339(until));
     let letters: Vec<FeedLetter> = rejected
@@ -233,7 +240,7 @@ pub async fn keep_rejected(
     let added = store.keep_feed_letters(key, letters).await?;
     metrics::feed_dead_letters(&key.site, added);
     for r in &rejected {
-        error!(site = %key.site, from = %from_s, until = %until_s, record = %r.position(), problem = %r.problem,
+        error!(site = %key.site, from = %from_s, until = %until_s, record = %r.place, problem = %r.problem,
             "Feed record kept as a dead letter, not exported (poll.skip_bad_records); the rest of its page is. See `sigsci-export dead-letters list --sink {FEED_LETTERS_SINK}`.");
     }
     Ok(())
@@ -242,13 +249,14 @@ pub async fn keep_rejected(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::ErrorClass;
 
     fn unreadable() -> SourceError {
-        SourceError::Transient {
-            reason: format!(
-                "{UNREADABLE_PAGE} (10 bytes): data[0] (record 1 of 1): record has no id"
-            ),
-        }
+        SourceError::new(
+            ErrorClass::Unreadable,
+            "transient API failure: unreadable feed page (10 bytes): data[0] (record 1 of 1): \
+             record has no id",
+        )
     }
 
     #[tokio::test]
@@ -260,10 +268,12 @@ mod tests {
             corp: "acme".into(),
             site: "health-www".into(),
         };
-        let mut h = PageHealth::new(&store, &key, WhenStuck::Retry);
-        let other = SourceError::Transient {
-            reason: "HTTP 503: busy".into(),
-        };
+        let health = Health::new();
+        let mut h = PageHealth::new(&store, &key, &health, WhenStuck::Retry);
+        let other = SourceError::new(
+            ErrorClass::Transient,
+            "transient API failure: HTTP 503: busy",
+        );
         for _ in 1..STUCK_AFTER {
             assert_eq!(h.count(60, 120, &unreadable(), 60), None);
         }
@@ -287,7 +297,8 @@ mod tests {
         );
         assert!(recorded.contains("record has no id"), "{recorded}");
         assert!(
-            metrics::blocked_now()
+            health
+                .blocked()
                 .iter()
                 .any(|(c, r)| c == "feed:health-www" && r.contains("record has no id"))
         );
@@ -304,11 +315,7 @@ mod tests {
         assert_eq!(h.count(120, 180, &unreadable(), 60), None);
         h.succeeded(60);
         assert!(!h.is_stuck(60));
-        assert!(
-            !metrics::blocked_now()
-                .iter()
-                .any(|(c, _)| c == "feed:health-www")
-        );
+        assert!(!health.blocked().iter().any(|(c, _)| c == "feed:health-www"));
     }
 
     #[test]
@@ -321,7 +328,7 @@ mod tests {
             site: "health-api".into(),
         };
         let stuck = |then| {
-            let mut h = PageHealth::new(&store, &key, then);
+            let mut h = PageHealth::new(&store, &key, &Health::new(), then);
             for _ in 0..STUCK_AFTER {
                 h.count(0, 600, &unreadable(), 1);
             }
@@ -335,6 +342,5 @@ mod tests {
         let why = stop.stop(0, &unreadable()).unwrap();
         assert!(why.starts_with("site `health-api`: stuck: "), "{why}");
         assert!(why.ends_with("set poll.skip_bad_records = true to keep such records as dead letters and export the rest"), "{why}");
-        metrics::site_stuck("health-api", None);
     }
 }

@@ -11,7 +11,7 @@
 
 use reqwest::header::{CONTENT_ENCODING, HeaderMap};
 
-use super::SourceError;
+use super::FeedError;
 
 /// The largest feed page body read; see the module's documentation.
 pub(crate) const MAX_PAGE_BYTES: usize = 64 << 20;
@@ -52,12 +52,12 @@ pub(crate) async fn read_capped(
     Ok(Read::Whole(body))
 }
 
-/// The body of a `200` feed page, or [`SourceError::Refused`] when it passes `cap`.
-pub(crate) async fn page(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, SourceError> {
+/// The body of a `200` feed page, or [`FeedError::Refused`] when it passes `cap`.
+pub(crate) async fn page(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, FeedError> {
     let declared = resp.content_length();
     match read_capped(resp, cap).await {
         Ok(Read::Whole(body)) => Ok(body),
-        Ok(Read::Over(_)) => Err(SourceError::Refused {
+        Ok(Read::Over(_)) => Err(FeedError::Refused {
             reason: format!(
                 "refused a feed page larger than the {} MiB cap{}: a page of api.page_limit \
                  records is normally 1 to 2 MB; the API or a proxy sent a broken reply (if this \
@@ -68,7 +68,7 @@ pub(crate) async fn page(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
                     .unwrap_or_default()
             ),
         }),
-        Err(e) => Err(SourceError::Transient {
+        Err(e) => Err(FeedError::Transient {
             reason: format!(
                 "reading the reply body failed: {}",
                 super::transport::describe(e)
@@ -77,10 +77,10 @@ pub(crate) async fn page(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
     }
 }
 
-/// [`SourceError::Refused`] if the reply is in a `Content-Encoding` other than `identity`. The
+/// [`FeedError::Refused`] if the reply is in a `Content-Encoding` other than `identity`. The
 /// client asks for none (no `Accept-Encoding`), so a compressed body means a proxy or server
 /// that ignores the request's headers, and retrying gets the same undecodable bytes.
-pub(crate) fn check_encoding(headers: &HeaderMap) -> Result<(), SourceError> {
+pub(crate) fn check_encoding(headers: &HeaderMap) -> Result<(), FeedError> {
     let Some(value) = headers.get(CONTENT_ENCODING) else {
         return Ok(());
     };
@@ -89,7 +89,7 @@ pub(crate) fn check_encoding(headers: &HeaderMap) -> Result<(), SourceError> {
         return Ok(());
     }
     let shown: String = text.chars().take(40).collect();
-    Err(SourceError::Refused {
+    Err(FeedError::Refused {
         reason: format!(
             "the API answered with `Content-Encoding: {shown}`, which the exporter did not ask \
              for and cannot read; a proxy between it and api.base_url probably compresses \
@@ -159,7 +159,7 @@ mod tests {
         )
         .await;
         let err = page(get(&url).await, 5000).await.unwrap_err();
-        assert!(matches!(err, SourceError::Refused { .. }), "{err:?}");
+        assert!(matches!(err, FeedError::Refused { .. }), "{err:?}");
         assert!(err.to_string().contains("Content-Length 5001"), "{err}");
         assert!(err.to_string().contains("api.page_limit"), "{err}");
     }

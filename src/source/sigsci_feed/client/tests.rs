@@ -4,6 +4,8 @@
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
 use super::*;
 use crate::config::{ApiConfig, AuthMode, Credentials, Sites};
 use crate::secret::Secret;
@@ -51,7 +53,7 @@ async fn fetch_every(
     site: &str,
     from: i64,
     until: i64,
-) -> Result<Vec<NewEvent>, SourceError> {
+) -> Result<Vec<NewEvent>, FeedError> {
     let mut w = c.window(site, from, until);
     let mut all = Vec::new();
     while let Some((events, _last)) = w.next_page().await? {
@@ -66,7 +68,7 @@ async fn fetch_all(
     site: &str,
     from: i64,
     until: i64,
-) -> Result<Vec<NewEvent>, SourceError> {
+) -> Result<Vec<NewEvent>, FeedError> {
     let mut seen = std::collections::HashSet::new();
     let mut all = fetch_every(c, site, from, until).await?;
     all.retain(|e| seen.insert(e.id.clone()));
@@ -122,7 +124,7 @@ async fn wrong_token_is_an_auth_error_naming_the_user_not_the_token() {
     let err = fetch_all(&client(&a), "www", from, until)
         .await
         .unwrap_err();
-    assert!(matches!(err, SourceError::Auth { .. }), "{err:?}");
+    assert!(matches!(err, FeedError::Auth { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
         msg.contains("demo@example.com") && msg.contains("401"),
@@ -141,7 +143,7 @@ async fn forbidden_is_an_auth_error() {
     let err = fetch_all(&client(&api(&s)), "www", from, until)
         .await
         .unwrap_err();
-    assert!(matches!(err, SourceError::Auth { .. }), "{err:?}");
+    assert!(matches!(err, FeedError::Auth { .. }), "{err:?}");
     assert!(err.to_string().contains("403"));
 }
 
@@ -152,7 +154,7 @@ async fn unknown_site_is_not_found_and_hints_at_display_names() {
     let err = fetch_all(&client(&api(&s)), "nosuchsite", from, until)
         .await
         .unwrap_err();
-    assert!(matches!(err, SourceError::NotFound { .. }), "{err:?}");
+    assert!(matches!(err, FeedError::NotFound { .. }), "{err:?}");
     assert!(err.to_string().contains("display name"), "{err}");
 }
 
@@ -164,15 +166,15 @@ async fn refused_windows_are_bad_window_errors() {
     // until too recent
     let until = crate::time::align_down(now);
     let err = fetch_all(&c, "www", until - 600, until).await.unwrap_err();
-    assert!(matches!(err, SourceError::BadWindow { .. }), "{err:?}");
+    assert!(matches!(err, FeedError::BadWindow { .. }), "{err:?}");
     // from too old
     let from = crate::time::align_down(now - 90_000);
     let err = fetch_all(&c, "www", from, from + 600).await.unwrap_err();
-    assert!(matches!(err, SourceError::BadWindow { .. }), "{err:?}");
+    assert!(matches!(err, FeedError::BadWindow { .. }), "{err:?}");
     // not on a minute
     let (from, until) = window(&s);
     let err = fetch_all(&c, "www", from + 1, until).await.unwrap_err();
-    assert!(matches!(err, SourceError::BadWindow { .. }), "{err:?}");
+    assert!(matches!(err, FeedError::BadWindow { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -288,7 +290,7 @@ async fn expired_next_token_is_reported_for_a_refetch() {
     w.next_page().await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let err = w.next_page().await.unwrap_err();
-    assert!(matches!(err, SourceError::NextExpired { .. }), "{err:?}");
+    assert!(matches!(err, FeedError::NextExpired { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -363,12 +365,12 @@ async fn extra_ca_file_is_loaded_and_garbage_is_a_setup_error() {
     let mut a = api(&s);
     a.ca_file = Some(bad);
     let err = FeedClient::new(&a).unwrap_err();
-    assert!(matches!(err, SourceError::Setup { .. }), "{err:?}");
+    assert!(matches!(err, FeedError::Setup { .. }), "{err:?}");
     assert!(err.to_string().contains("bad.pem"), "{err}");
     a.ca_file = Some(dir.path().join("missing.pem"));
     assert!(matches!(
         FeedClient::new(&a).unwrap_err(),
-        SourceError::Setup { .. }
+        FeedError::Setup { .. }
     ));
     // A real bundle (Debian's, where present) is accepted next to the built-in roots.
     let system = std::path::Path::new("/etc/ssl/certs/ca-certificates.crt");

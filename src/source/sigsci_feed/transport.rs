@@ -8,20 +8,20 @@
 
 use url::Url;
 
-use super::SourceError;
+use super::FeedError;
 
-/// [`SourceError`] for a request that failed before a reply: [`SourceError::Refused`] for a
-/// certificate that does not verify, [`SourceError::Transient`] for everything else.
-pub(crate) fn send_error(e: reqwest::Error, base: &Url) -> SourceError {
+/// [`FeedError`] for a request that failed before a reply: [`FeedError::Refused`] for a
+/// certificate that does not verify, [`FeedError::Transient`] for everything else.
+pub(crate) fn send_error(e: reqwest::Error, base: &Url) -> FeedError {
     if let Some(problem) = certificate_problem(&e) {
         let (why, fix) = explain_certificate(&problem, base);
-        return SourceError::Refused {
+        return FeedError::Refused {
             reason: format!("the API's TLS certificate is not trusted: {why}; {fix}"),
         };
     }
     let (timeout, connect) = (e.is_timeout(), e.is_connect());
     let text = describe(e);
-    SourceError::Transient {
+    FeedError::Transient {
         reason: if timeout {
             format!("request timed out: {text}")
         } else if connect {

@@ -1,5 +1,6 @@
 //! The process-wide bound on feed pages in memory (asked for, or fetched and not yet committed
-//! to the spool), across every site task and every backfill window.
+//! to the spool), across every site task and every backfill window: one [`PageBudget`] per
+//! `run` or `backfill`, which is one per process.
 //!
 //! A backfill runs `poll.backfill_windows` windows per site, and `run` one per site: without a
 //! shared bound, memory grew with the number of sites (20 sites discovered with `["*"]` peaked
@@ -9,8 +10,9 @@
 //! `api.page_limit` records of about a kilobyte, parsed in place) takes about 2 MB at its peak,
 //! so that keeps the exporter within its 64 MB whatever the number of sites; it is also what 2
 //! sites with the default `backfill_windows = 2` use on their own, so their throughput is
-//! unchanged. Not configurable. (A hostile page is cut at the body cap, `source::body`: the
-//! budget bounds how many pages, the cap how large one can be.)
+//! unchanged. Not configurable. (A hostile page is cut at the body cap,
+//! `source::sigsci_feed::body`: the budget bounds how many pages, the cap how large one can
+//! be.)
 //!
 //! Why windows rather than pages: a window also keeps a little state of its own while it runs
 //! (the `next` link, the odd-record check's hashes), and a window that can go on to its next
@@ -33,7 +35,8 @@ pub const WINDOWS_IN_FLIGHT: usize = 4;
 /// Pages in memory at once, in the whole process: two per window.
 pub const PAGES_IN_FLIGHT: usize = 2 * WINDOWS_IN_FLIGHT;
 
-/// A bound on windows being fetched; clones share it. [`PageBudget::global`] is the process's.
+/// A bound on windows being fetched; clones share it. The scheduler makes one of
+/// [`WINDOWS_IN_FLIGHT`] for every task of a `run` or a `backfill`.
 #[derive(Clone, Debug)]
 pub struct PageBudget {
     permits: Arc<Semaphore>,
@@ -46,13 +49,6 @@ pub struct WindowSlot {
 }
 
 impl PageBudget {
-    /// The process's budget of [`WINDOWS_IN_FLIGHT`] windows, shared by `run`'s site tasks and
-    /// every window of a backfill.
-    pub fn global() -> &'static PageBudget {
-        static GLOBAL: std::sync::OnceLock<PageBudget> = std::sync::OnceLock::new();
-        GLOBAL.get_or_init(|| PageBudget::new(WINDOWS_IN_FLIGHT))
-    }
-
     /// A budget of `windows` windows (at least one).
     pub fn new(windows: usize) -> PageBudget {
         PageBudget {
