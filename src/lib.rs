@@ -15,7 +15,7 @@
 //! point re-fetches or resends, never skips: at least once, no gaps.
 //!
 //! Modules, in the order data flows: [`config`] (with [`secret`]), [`scheduler`] (with
-//! [`spool_limit`], the spool bound it waits on before each request), [`source`] (the boundary
+//! [`store::bound`], the spool bound it waits on before each request), [`source`] (the boundary
 //! the scheduler drives, and the v0 feed behind it), [`store`], [`pipeline`], [`sink`]. Around
 //! them: [`cli`] and [`cmd`], one module per command (`run`, `backfill`, `check`, `status`,
 //! `dead-letters`, `healthcheck`, `simulate`, `demo`) that `main.rs` dispatches to;
@@ -53,7 +53,6 @@ pub mod shutdown;
 pub mod sim;
 pub mod sink;
 pub mod source;
-pub mod spool_limit;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;

@@ -13,8 +13,8 @@ use super::window::{Window, WindowError, fetch_window};
 use super::{Ctx, Fatal, RUN_NS, RunError, sleep_or_cancel};
 use crate::config::PollConfig;
 use crate::pipeline::filter::{Filters, TagFilter};
-use crate::spool_limit::Waiter;
 use crate::store::SiteKey;
+use crate::store::bound::Waiter;
 use crate::telemetry::metrics;
 use crate::time::rfc3339;
 

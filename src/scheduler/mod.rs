@@ -39,7 +39,7 @@ use crate::config::{Config, SinkConfig, SpoolConfig};
 use crate::health::Health;
 use crate::sink::driver::Driver;
 use crate::source::{Partitions, Source, SourceError};
-use crate::spool_limit::SpoolLimit;
+use crate::store::bound::SpoolLimit;
 use crate::store::{Store, StoreError};
 use page_budget::{PageBudget, WINDOWS_IN_FLIGHT};
 

@@ -9,8 +9,9 @@
 
 use rusqlite::params;
 
-use super::db::{Fail, SyncStore};
-use super::{SiteKey, Store, StoreError};
+use super::conn::{Db, all};
+use super::error::{Fail, StoreError};
+use super::{SiteKey, Store};
 use crate::time::now;
 
 /// The `sink` column of a feed dead letter.
@@ -39,76 +40,53 @@ impl Store {
         letters: Vec<FeedLetter>,
     ) -> Result<usize, StoreError> {
         let key = key.clone();
-        self.run("keep_feed_letters", move |db| {
-            db.keep_feed_letters(&key, &letters)
-        })
-        .await
+        self.run("keep_feed_letters", move |db| keep(db, &key, &letters))
+            .await
     }
 
     /// Feed dead letters per site.
     pub async fn feed_letter_counts(&self) -> Result<Vec<(SiteKey, i64)>, StoreError> {
-        self.run_read("feed_letter_counts", |db| db.feed_letter_counts())
-            .await
+        self.run_read("feed_letter_counts", |db| {
+            all(
+                &db.conn,
+                "SELECT ns, corp, site, COUNT(*) FROM dead_letters WHERE sink = ?1
+                 GROUP BY ns, corp, site ORDER BY ns, corp, site",
+                params![FEED_LETTERS_SINK],
+                |row| Ok((SiteKey::from_row(row)?, row.get(3)?)),
+            )
+        })
+        .await
     }
 }
 
-impl SyncStore {
-    fn keep_feed_letters(
-        &mut self,
-        key: &SiteKey,
-        letters: &[FeedLetter],
-    ) -> Result<usize, StoreError> {
-        let result = (|| -> Result<_, Fail> {
-            let at = now();
-            let tx = self.conn.transaction()?;
-            let mut added = 0;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO dead_letters (ns, sink, corp, site, id, ts, body, reason, at)
-                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
-                     WHERE NOT EXISTS (SELECT 1 FROM dead_letters WHERE ns = ?1 AND sink = ?2
-                         AND corp = ?3 AND site = ?4 AND body = ?7 AND reason = ?8)",
-                )?;
-                for l in letters {
-                    added += insert.execute(params![
-                        key.ns,
-                        FEED_LETTERS_SINK,
-                        key.corp,
-                        key.site,
-                        l.id,
-                        l.ts,
-                        l.body,
-                        l.reason,
-                        at
-                    ])?;
-                }
-            }
-            tx.commit()?;
-            Ok(added)
-        })();
-        self.finish("keep_feed_letters", result)
+/// [`Store::keep_feed_letters`]'s transaction.
+fn keep(db: &mut Db, key: &SiteKey, letters: &[FeedLetter]) -> Result<usize, Fail> {
+    let at = now();
+    let tx = db.conn.transaction()?;
+    let mut added = 0;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO dead_letters (ns, sink, corp, site, id, ts, body, reason, at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+             WHERE NOT EXISTS (SELECT 1 FROM dead_letters WHERE ns = ?1 AND sink = ?2
+                 AND corp = ?3 AND site = ?4 AND body = ?7 AND reason = ?8)",
+        )?;
+        for l in letters {
+            added += insert.execute(params![
+                key.ns,
+                FEED_LETTERS_SINK,
+                key.corp,
+                key.site,
+                l.id,
+                l.ts,
+                l.body,
+                l.reason,
+                at
+            ])?;
+        }
     }
-
-    fn feed_letter_counts(&mut self) -> Result<Vec<(SiteKey, i64)>, StoreError> {
-        let result = (|| -> Result<_, Fail> {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT ns, corp, site, COUNT(*) FROM dead_letters WHERE sink = ?1
-                 GROUP BY ns, corp, site ORDER BY ns, corp, site",
-            )?;
-            let rows = stmt.query_map(params![FEED_LETTERS_SINK], |row| {
-                Ok((
-                    SiteKey {
-                        ns: row.get(0)?,
-                        corp: row.get(1)?,
-                        site: row.get(2)?,
-                    },
-                    row.get(3)?,
-                ))
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })();
-        self.finish("feed_letter_counts", result)
-    }
+    tx.commit()?;
+    Ok(added)
 }
 
 #[cfg(test)]

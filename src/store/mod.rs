@@ -12,7 +12,10 @@
 //!   unchanged), kept after delivery so a re-fetched page never spools an event twice;
 //! * `cursors`: the source position of every (namespace, corp, site);
 //! * `sink_offsets`: every sink's position in the spool of a namespace;
-//! * `dead_letters`: events a sink rejected for good, with the reason.
+//! * `dead_letters`: events a sink rejected for good, with the reason;
+//! * `sink_journal`: requests sinks sent whose outcome they learn later (HEC's pending
+//!   acknowledgements), so a restart resumes them instead of resending;
+//! * smaller tables for operations: `sink_meta`, `gaps`, `site_errors`, `spool_drops`.
 //!
 //! # Two commits, never one
 //!
@@ -29,36 +32,63 @@
 //! Keeping the two commits apart is what decouples the API (which only serves a recent window)
 //! from the sinks (which may be down for longer than that window).
 //!
+//! # Layout
+//!
+//! Cut by concern, not by layer: each file owns a group of tables, their SQL and the
+//! [`Store`] methods over them. Below them all sit `error`, `rows` (the layout of a spool
+//! row), `conn` (opening and configuring a connection) and `schema` (migrations). Above:
+//! `spool` (the first commit, the reads, pruning), `offsets` (the second commit), `cursors`,
+//! `dead_letters` and `feed_letters`, `gaps`, `site_errors`, `sink_state` (each sink's status,
+//! blocked sinks, typed `sink_meta`), `journal` (requests sinks have in flight), [`bound`]
+//! (the spool's size limit and the policy that enforces it) and `lock` (one writing process
+//! per namespace).
+//!
 //! # Threading
 //!
-//! The SQL work lives in a synchronous type (`db::SyncStore`) with plain methods, over two
-//! connections to the file, each in a `Mutex`. Calls run one at a time on the `store-writer`
-//! thread, fed by a queue, so a burst of page commits waits in that queue instead of occupying
-//! tokio's blocking pool. Only the sinks' hot reads (`read_batch`, `has_pending`) run on the
-//! blocking pool ([`tokio::task::spawn_blocking`]) over the second, read-only connection, which
-//! in WAL mode reads a consistent snapshot while the writer commits. So a slow disk or a busy
-//! lock never stalls the async workers, and each mutex is taken inside the thread that uses it:
-//! no lock is ever held across an `.await`. A read-only store (`status`) has neither and runs
-//! every call on the blocking pool over its one connection; if the thread or the second
-//! connection cannot be set up, the calls they would take fall back the same way: slower,
-//! never wrong.
+//! The SQL work runs over two connections to the file (`conn::Db`), each in a `Mutex`. Calls
+//! run one at a time on the `store-writer` thread, fed by a queue, so a burst of page commits
+//! waits in that queue instead of occupying tokio's blocking pool. Only the sinks' hot reads
+//! (`read_batch`, `has_pending`) run on the blocking pool ([`tokio::task::spawn_blocking`])
+//! over the second, read-only connection, which in WAL mode reads a consistent snapshot while
+//! the writer commits. So a slow disk or a busy lock never stalls the async workers, and each
+//! mutex is taken inside the thread that uses it: no lock is ever held across an `.await`. A
+//! read-only store (`status`) has neither and runs every call on the blocking pool over its
+//! one connection; if the thread or the second connection cannot be set up, the calls they
+//! would take fall back the same way: slower, never wrong.
 
-mod acks;
 mod body;
-pub use acks::PendingAck;
-pub use body::Body;
-mod db;
+pub mod bound;
+mod conn;
+mod cursors;
+mod dead_letters;
+mod error;
 mod feed_letters;
-pub use feed_letters::{FEED_LETTERS_SINK, FeedLetter};
+mod gaps;
+mod journal;
 mod lock;
-pub use lock::LockError;
-mod ops;
+mod offsets;
 mod rows;
-pub use rows::RowError;
 mod schema;
-pub use schema::ForeignFile;
+mod sink_state;
+mod site_errors;
+mod spool;
 #[cfg(test)]
 mod tests;
+
+pub use body::Body;
+pub use bound::{SiteSpool, SpoolDrop};
+pub use cursors::{CursorRow, SiteKey};
+pub use dead_letters::{DeadLetter, DeadLetterCount};
+pub use error::StoreError;
+pub use feed_letters::{FEED_LETTERS_SINK, FeedLetter};
+pub use gaps::{Gap, GapRecord};
+pub use journal::JournalEntry;
+pub use lock::LockError;
+pub use rows::RowError;
+pub use schema::ForeignFile;
+pub use sink_state::{BlockedSink, MetaKey, MetaValue, SinkState};
+pub use site_errors::SiteError;
+pub use spool::{CommitOutcome, ReadBatch};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -66,157 +96,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
-use db::SyncStore;
-pub use ops::{BlockedSink, DeadLetterCount, Gap, SiteError, SiteSpool, SpoolDrop};
-
-/// Everything that can go wrong in the store.
-///
-/// The messages name the operation and the database file; the underlying cause is available
-/// through [`std::error::Error::source`] (print with `{:#}` in `anyhow` to see the chain).
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// An SQLite call failed.
-    #[error("store operation `{op}` failed on {path}")]
-    Sqlite {
-        /// The store operation that failed (`commit_page`, `settle`, ...).
-        op: &'static str,
-        /// The database file.
-        path: PathBuf,
-        /// What SQLite reported.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// A file-system operation (creating the database's directory) failed.
-    #[error("cannot create the directory {path} for the spool database")]
-    Io {
-        /// The directory that could not be created.
-        path: PathBuf,
-        /// What the operating system reported.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A schema migration step failed; the database stays at the previous version.
-    #[error("migrating {path} to schema version {version} failed")]
-    Migration {
-        /// The database file.
-        path: PathBuf,
-        /// The version the failed step would have produced.
-        version: i64,
-        /// What SQLite reported.
-        #[source]
-        source: rusqlite::Error,
-    },
-    /// The database was written by a newer build of sigsci-export.
-    #[error(
-        "{path} has schema version {found} but this build supports at most {supported}; \
-         upgrade sigsci-export or point `spool.path` to another file"
-    )]
-    NewerSchema {
-        /// The database file.
-        path: PathBuf,
-        /// The version found in the file (`PRAGMA user_version`).
-        found: i64,
-        /// The newest version this build knows.
-        supported: i64,
-    },
-    /// A read-only open found a database that was never migrated to this build's schema
-    /// (a read-only open cannot migrate it).
-    #[error(
-        "{path} has schema version {found} but this build needs {supported}; \
-         start `sigsci-export run` once to migrate it"
-    )]
-    OlderSchema {
-        /// The database file.
-        path: PathBuf,
-        /// The version found in the file.
-        found: i64,
-        /// The version this build needs.
-        supported: i64,
-    },
-    /// The writer thread panicked while running the operation, or is gone.
-    #[error("the store's writer thread failed while running `{op}`")]
-    Writer {
-        /// The store operation.
-        op: &'static str,
-    },
-    /// The blocking task that ran the SQL panicked or was cancelled at runtime shutdown.
-    #[error("the blocking task running store operation `{op}` did not finish")]
-    Join {
-        /// The store operation.
-        op: &'static str,
-        /// The panic or cancellation.
-        #[source]
-        source: tokio::task::JoinError,
-    },
-    /// [`Store::commit_page`] was asked to move a cursor backwards; nothing was written.
-    #[error("the cursor of {key} would move backwards from {current} to {requested}")]
-    CursorBackwards {
-        /// The site.
-        key: SiteKey,
-        /// The stored cursor.
-        current: i64,
-        /// The rejected new value.
-        requested: i64,
-    },
-    /// The sink was never declared with [`Store::register_sinks`] in that namespace.
-    #[error("sink `{sink}` is not registered in namespace `{ns}`")]
-    UnknownSink {
-        /// The namespace.
-        ns: String,
-        /// The sink name.
-        sink: String,
-    },
-    /// [`Store::settle`] was asked to move past the highest `seq` ever assigned: that would
-    /// skip events that do not exist yet, so it is refused and nothing is written.
-    #[error(
-        "sink `{sink}` in namespace `{ns}` cannot settle up to seq {upto}: the highest seq ever spooled is {max}"
-    )]
-    OffsetBeyondSpool {
-        /// The namespace.
-        ns: String,
-        /// The sink name.
-        sink: String,
-        /// The rejected offset.
-        upto: i64,
-        /// The highest seq assigned so far.
-        max: i64,
-    },
-    /// Another process writes the namespace, or its lock file cannot be used.
-    #[error(transparent)]
-    Lock(#[from] LockError),
-    /// The file is not a sigsci-export state file; nothing was written to it.
-    #[error(transparent)]
-    Foreign(#[from] ForeignFile),
-    /// A spool row could not be read back: the file was damaged or edited by hand.
-    #[error("the spool row ending at seq {seq} in {path} is damaged: {what}")]
-    Corrupt {
-        /// The database file.
-        path: PathBuf,
-        /// The row's seq (of its last event).
-        seq: i64,
-        /// What is wrong with it.
-        what: rows::RowError,
-    },
-}
-
-/// Identifies one source position: cursor namespace (`"run"` or
-/// `"backfill:<from>-<until>"`), corp and site.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SiteKey {
-    /// Cursor namespace: `run` for the service, one per range for backfills, so a backfill
-    /// never moves the service's cursors and has its own sink offsets.
-    pub ns: String,
-    /// Corp name.
-    pub corp: String,
-    /// Site name.
-    pub site: String,
-}
-
-impl fmt::Display for SiteKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.ns, self.corp, self.site)
-    }
-}
+use conn::Db;
+use error::Fail;
 
 /// One event ready to spool: the upstream request id, its timestamp (Unix secs) and the exact
 /// JSON text the API sent.
@@ -249,80 +130,6 @@ pub struct SpooledEvent {
     pub body: Body,
 }
 
-/// What [`Store::read_after`] found.
-#[derive(Debug, Clone, Default)]
-pub struct ReadBatch {
-    /// The events, in `seq` order.
-    pub events: Vec<SpooledEvent>,
-    /// The byte budget stopped the read: more events are waiting.
-    pub budget_hit: bool,
-}
-
-/// What [`Store::commit_page`] did with a page.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct CommitOutcome {
-    /// Events newly spooled.
-    pub inserted: usize,
-    /// Events dropped because their id was already seen (earlier page, window or restart, or
-    /// earlier in the same page).
-    pub duplicates: usize,
-}
-
-/// Where one site stands (for status/logging).
-#[derive(Clone, Debug, PartialEq)]
-pub struct CursorRow {
-    /// The site.
-    pub key: SiteKey,
-    /// The stored source cursor.
-    pub cursor: i64,
-    /// When it was last written, Unix seconds.
-    pub updated_at: i64,
-}
-
-/// One sink's position in one namespace.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SinkState {
-    /// The namespace.
-    pub ns: String,
-    /// The sink name.
-    pub sink: String,
-    /// Every event with `seq <= offset` is settled for this sink.
-    pub offset: i64,
-    /// Spooled events after the offset.
-    pub pending_events: i64,
-    /// Total body bytes of those events.
-    pub pending_bytes: i64,
-    /// The oldest `fetched_at` among them (`None` when nothing is pending).
-    pub oldest_pending_fetched_at: Option<i64>,
-    /// Dead letters recorded for this sink in this namespace.
-    pub dead_letters: i64,
-}
-
-/// An event a sink rejected for good, with the reason.
-#[derive(Clone, Debug, PartialEq)]
-pub struct DeadLetter {
-    /// Identifies the dead letter (for listing and replay); never reused.
-    pub rowid: i64,
-    /// The namespace.
-    pub ns: String,
-    /// The sink that rejected the event.
-    pub sink: String,
-    /// Corp name.
-    pub corp: String,
-    /// Site name.
-    pub site: String,
-    /// Upstream request id.
-    pub id: String,
-    /// Request timestamp, Unix seconds.
-    pub ts: i64,
-    /// The JSON text exactly as the API sent it.
-    pub body: String,
-    /// Why the sink rejected it.
-    pub reason: String,
-    /// When it was dead-lettered, Unix seconds.
-    pub at: i64,
-}
-
 /// Handle to the spool database. Cheap to clone (an `Arc` inside); all clones share the same
 /// connections, writer thread and change notification.
 #[derive(Clone)]
@@ -332,11 +139,11 @@ pub struct Store {
 
 struct Shared {
     path: PathBuf,
-    db: Mutex<SyncStore>,
+    db: Mutex<Db>,
     /// A second, read-only connection for the sinks' hot reads: in WAL mode it reads a
     /// consistent snapshot while the writer commits, so sink drivers and pollers do not wait
     /// for each other's SQLite work.
-    reader: Option<Mutex<SyncStore>>,
+    reader: Option<Mutex<Db>>,
     changed: Arc<Notify>,
     /// The writer thread's queue (read-write stores only). Writes wait their turn in this
     /// queue rather than on the connection's lock inside the blocking pool, where a burst
@@ -382,11 +189,11 @@ impl Store {
     ///
     /// This blocks (file I/O, possibly a migration); call it at start-up, before serving.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let writer = SyncStore::open(path)?;
-        let mut store = Store::from_sync(writer);
+        let writer = Db::open(path)?;
+        let mut store = Store::from_db(writer);
         if let Some(shared) = Arc::get_mut(&mut store.shared) {
             // Without a reader everything goes through the writer: slower, never wrong.
-            if let Ok(reader) = SyncStore::open_reader(path) {
+            if let Ok(reader) = Db::open_reader(path) {
                 shared.reader = Some(Mutex::new(reader));
             }
             shared.writer = spawn_writer(path);
@@ -399,10 +206,10 @@ impl Store {
     /// fails if the file does not exist or its schema is not this build's. Every write
     /// method returns an error.
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
-        SyncStore::open_read_only(path).map(Store::from_sync)
+        Db::open_read_only(path).map(Store::from_db)
     }
 
-    fn from_sync(db: SyncStore) -> Store {
+    fn from_db(db: Db) -> Store {
         Store {
             shared: Arc::new(Shared {
                 path: db.path().to_path_buf(),
@@ -416,11 +223,11 @@ impl Store {
     }
 
     /// Run `f` with the read-write connection locked: on the writer thread, or on the blocking
-    /// pool when there is none.
+    /// pool when there is none. Its failure is reported as operation `op` on this file.
     async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut SyncStore) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, Fail> + Send + 'static,
     {
         let shared = Arc::clone(&self.shared);
         // A poisoned lock means an earlier call panicked while holding it. Its open
@@ -428,7 +235,8 @@ impl Store {
         // unwind, and SQLite itself is consistent, so the connection is safe to reuse.
         let work = move || {
             let mut db = shared.db.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut db)
+            let result = f(&mut db);
+            db.finish(op, result)
         };
         let Some(queue) = &self.shared.writer else {
             return tokio::task::spawn_blocking(work)
@@ -452,186 +260,17 @@ impl Store {
     async fn run_read<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut SyncStore) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, Fail> + Send + 'static,
     {
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
             let conn = shared.reader.as_ref().unwrap_or(&shared.db);
             let mut db = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut db)
+            let result = f(&mut db);
+            db.finish(op, result)
         })
         .await
         .map_err(|source| StoreError::Join { op, source })?
-    }
-
-    /// Declare the sinks active in namespace `ns`: creates offset rows at 0 for new ones and
-    /// forgets nothing (a sink configured again later resumes at its old offset). Only
-    /// active sinks hold back deletion of spool rows; sinks of `ns` not in `sinks` become
-    /// inactive, and rows that only they were holding back are deleted right away.
-    pub async fn register_sinks(&self, ns: &str, sinks: &[String]) -> Result<(), StoreError> {
-        let ns = ns.to_owned();
-        let sinks = sinks.to_vec();
-        self.run("register_sinks", move |db| db.register_sinks(&ns, &sinks))
-            .await
-    }
-
-    /// The stored cursor of a site, `None` before its first committed page.
-    pub async fn cursor(&self, key: &SiteKey) -> Result<Option<i64>, StoreError> {
-        let key = key.clone();
-        self.run("cursor", move |db| db.cursor(&key)).await
-    }
-
-    /// In ONE transaction: spool the page's events whose id was not seen before for this
-    /// (ns, corp, site) — duplicates within `events` included — and, if `new_cursor` is
-    /// `Some`, move the site's cursor to it. `fetched_at` (Unix secs) is stored on every row.
-    ///
-    /// A cursor smaller than the stored one is refused with [`StoreError::CursorBackwards`]
-    /// and nothing is written. After a commit that inserted events, [`Store::changed`] is
-    /// notified.
-    pub async fn commit_page(
-        &self,
-        key: &SiteKey,
-        events: Vec<NewEvent>,
-        fetched_at: i64,
-        new_cursor: Option<i64>,
-    ) -> Result<CommitOutcome, StoreError> {
-        let key = key.clone();
-        let outcome = self
-            .run("commit_page", move |db| {
-                db.commit_page(&key, &events, fetched_at, new_cursor)
-            })
-            .await?;
-        if outcome.inserted > 0 {
-            self.shared.changed.notify_waiters();
-        }
-        Ok(outcome)
-    }
-
-    /// Up to `max_events` spooled events of `ns` after the sink's offset, in `seq` order,
-    /// stopping before the total body bytes would exceed `max_bytes` — but always at least
-    /// one event if any is pending (an oversize event must still reach the sink, which may
-    /// then dead-letter it). `max_events == 0` returns nothing.
-    pub async fn read_batch(
-        &self,
-        ns: &str,
-        sink: &str,
-        max_events: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<SpooledEvent>, StoreError> {
-        Ok(self
-            .read_after(ns, sink, None, max_events, max_bytes, true)
-            .await?
-            .events)
-    }
-
-    /// Like [`Store::read_batch`], but after `max(offset, after)`: a driver with batches in
-    /// flight reads past the last event it already holds. Without `at_least_one` an event that
-    /// does not fit in `max_bytes` is left for the next read (the caller is topping up a
-    /// batch); [`ReadBatch::budget_hit`] says so.
-    pub async fn read_after(
-        &self,
-        ns: &str,
-        sink: &str,
-        after: Option<i64>,
-        max_events: usize,
-        max_bytes: usize,
-        at_least_one: bool,
-    ) -> Result<ReadBatch, StoreError> {
-        let ns = ns.to_owned();
-        let sink = sink.to_owned();
-        let (events, budget_hit) = self
-            .run_read("read_batch", move |db| {
-                db.read_after(&ns, &sink, after, max_events, max_bytes, at_least_one)
-            })
-            .await?;
-        Ok(ReadBatch { events, budget_hit })
-    }
-
-    /// In ONE transaction: write this sink's dead letters (event + reason), move its offset to
-    /// `upto_seq`, then delete the spool rows of `ns` that every active sink has passed.
-    ///
-    /// Idempotent: the offset never moves backwards, and dead letters are only written for
-    /// events in the newly settled range (`offset < seq <= upto_seq`), so repeating a settle
-    /// after a crash or retry writes nothing twice. Dead letters outside that range are
-    /// ignored (those events stay pending and will be read again).
-    pub async fn settle(
-        &self,
-        ns: &str,
-        sink: &str,
-        upto_seq: i64,
-        dead: Vec<(SpooledEvent, String)>,
-    ) -> Result<(), StoreError> {
-        self.settle_range(ns, sink, None, upto_seq, dead).await
-    }
-
-    /// Like [`Store::settle`] for the events in `(after, upto_seq]` only: one batch of a
-    /// driver with several in flight. A range that starts past the offset (an earlier batch
-    /// is still in flight) is recorded and skipped by later reads, and the offset moves over
-    /// it once the ranges before it are settled. So a restart resends only batches that were
-    /// really unfinished. `after = None` means "from the offset".
-    pub async fn settle_range(
-        &self,
-        ns: &str,
-        sink: &str,
-        after: Option<i64>,
-        upto_seq: i64,
-        dead: Vec<(SpooledEvent, String)>,
-    ) -> Result<(), StoreError> {
-        let ns = ns.to_owned();
-        let sink = sink.to_owned();
-        self.run("settle", move |db| {
-            db.settle(&ns, &sink, after, upto_seq, &dead)
-        })
-        .await
-    }
-
-    /// Number of spooled events of `ns` after the sink's offset (counts every row: for
-    /// tests and reports, not for polling).
-    pub async fn pending(&self, ns: &str, sink: &str) -> Result<i64, StoreError> {
-        let ns = ns.to_owned();
-        let sink = sink.to_owned();
-        self.run("pending", move |db| db.pending(&ns, &sink)).await
-    }
-
-    /// Whether any spooled event of `ns` is after the sink's offset. Unlike [`Store::pending`]
-    /// it stops at the first row, so it can be polled while a large backlog drains.
-    pub async fn has_pending(&self, ns: &str, sink: &str) -> Result<bool, StoreError> {
-        let ns = ns.to_owned();
-        let sink = sink.to_owned();
-        self.run_read("has_pending", move |db| db.has_pending(&ns, &sink))
-            .await
-    }
-
-    /// Forget `seen` ids with `ts < before_ts`; returns how many were forgotten. Call it
-    /// periodically with a bound older than the API's retention: the API cannot serve those
-    /// events again, so their ids are no longer needed for de-duplication.
-    pub async fn prune_seen(&self, before_ts: i64) -> Result<usize, StoreError> {
-        self.run("prune_seen", move |db| db.prune_seen(before_ts))
-            .await
-    }
-
-    /// Every stored cursor, ordered by namespace, corp and site.
-    pub async fn cursors(&self) -> Result<Vec<CursorRow>, StoreError> {
-        self.run("cursors", |db| db.cursors()).await
-    }
-
-    /// The state of every active sink, ordered by namespace and sink. Sinks no longer
-    /// registered are left out (their dead letters remain listed by [`Store::dead_letters`]).
-    pub async fn sink_states(&self) -> Result<Vec<SinkState>, StoreError> {
-        self.run("sink_states", |db| db.sink_states()).await
-    }
-
-    /// Up to `limit` dead letters, oldest first, of one sink or (with `None`) of all sinks.
-    pub async fn dead_letters(
-        &self,
-        sink: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, StoreError> {
-        let sink = sink.map(str::to_owned);
-        self.run("dead_letters", move |db| {
-            db.dead_letters(sink.as_deref(), limit)
-        })
-        .await
     }
 
     /// A handle notified (with [`Notify::notify_waiters`]) after every

@@ -5,7 +5,7 @@
 //! [`MAX_ROW_BYTES`] of one page's events, in order: the bodies concatenated in `body`, and for
 //! each event its timestamp, body length and id in `frame`. Events keep their own seqs (a row's
 //! `seq` is the seq of its last event and `events` says how many precede it), so sink offsets,
-//! settled ranges, HEC ack records and dead letters still name single events.
+//! settled ranges, sink journal entries and dead letters still name single events.
 //!
 //! `frame` is text, one entry per event: `{ts},{body_len},{id_len}:{id}` (lengths in bytes).
 //! Text rather than a binary encoding because SQL must write it too: the schema migration
@@ -13,6 +13,8 @@
 //! event straight from the `dead_letters` table, both with `printf`.
 
 use std::ops::Range;
+
+use super::error::Fail;
 
 /// A row is closed once its bodies reach this size (or before an event would push it past,
 /// unless the row is empty: a larger event gets a row of its own). Small enough that a sink
@@ -113,6 +115,16 @@ pub(super) fn decode<'a>(
         return Err(RowError("event count differs from the frame"));
     }
     Ok(entries)
+}
+
+/// The events of the spool row ending at `seq` (see [`decode`]), or why it is damaged.
+pub(super) fn read<'a>(
+    seq: i64,
+    frame: &'a str,
+    body: &str,
+    events: i64,
+) -> Result<Vec<Entry<'a>>, Fail> {
+    decode(frame, body, events).map_err(|what| Fail::Corrupt { seq, what })
 }
 
 /// The text before `sep`, and what follows it.

@@ -303,6 +303,28 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX spool_ns_seq ON spool (ns, seq, events, bytes, fetched_at);
     CREATE INDEX spool_target ON spool (ns, target, seq) WHERE target IS NOT NULL;
     "#,
+    // Version 6: one journal for every sink's requests in flight.
+    r#"
+    -- Requests a sink sent whose outcome it learns later, so a restart resumes or abandons
+    -- them instead of resending their events blindly (see store/journal.rs). Replaces
+    -- hec_acks, which served HEC alone: a Kafka transaction, an S3 multipart upload or a
+    -- Sentinel batch fits the same row, so such a sink needs no table of its own.
+    -- request: the sink's key for it, unique per sink (HEC: "{channel}/{ackId}");
+    -- seqs: the spool seqs it carries (comma-separated); sent_at: Unix seconds;
+    -- payload: the sink's own state for it, opaque to the store (NULL for HEC).
+    CREATE TABLE sink_journal (
+        sink    TEXT    NOT NULL,
+        request TEXT    NOT NULL,
+        seqs    TEXT    NOT NULL,
+        sent_at INTEGER NOT NULL,
+        payload TEXT,
+        PRIMARY KEY (sink, request)
+    );
+    -- Pending HEC acknowledgements carry over, so a restart still waits for them.
+    INSERT INTO sink_journal (sink, request, seqs, sent_at)
+        SELECT sink, channel || '/' || ack_id, seqs, sent_at FROM hec_acks;
+    DROP TABLE hec_acks;
+    "#,
 ];
 
 /// The schema version this build writes and reads.

@@ -31,13 +31,14 @@ use rand::Rng;
 use reqwest::header;
 use tracing::info;
 
+pub use ack::POSSIBLE_DUPLICATES;
 pub use config::{AckMode, HecConfig, RawHecSink};
 
 use super::http::{self, Chunk};
 use super::{Ack, Batch, BatchLimits, BuildError, ItemOutcome, Sink, SinkError};
 use crate::pipeline::Shaper;
-use crate::store::{PendingAck, SpooledEvent, Store, StoreError};
-use ack::{AckKey, Lookup, PollTarget, Tracker, Waited};
+use crate::store::{SpooledEvent, Store, StoreError};
+use ack::{AckKey, Lookup, PendingAck, PollTarget, Tracker, Waited};
 use encode::Envelope;
 use reply::{Verdict, classify, classify_health, classify_probe};
 

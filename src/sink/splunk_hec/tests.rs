@@ -10,6 +10,7 @@ use super::*;
 use crate::secret::Secret;
 use crate::sim::hec::{HecFault, HecReceiver, HecReceiverConfig, HecToken};
 use crate::sink::driver::{Driver, RetryDelays};
+use crate::sink::splunk_hec::ack::AckJournal;
 use crate::store::{NewEvent, SiteKey};
 
 const TOKEN: &str = "hec-token";

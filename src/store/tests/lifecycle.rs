@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::super::db::SyncStore;
+use super::super::conn::Db;
 use super::super::schema;
 use super::*;
 
@@ -96,8 +96,8 @@ async fn reopen_keeps_everything_and_seq_is_never_reused() {
 #[test]
 fn migrations_are_idempotent_and_versioned() {
     let (_dir, path) = tmp();
-    drop(SyncStore::open(&path).unwrap());
-    drop(SyncStore::open(&path).unwrap());
+    drop(Db::open(&path).unwrap());
+    drop(Db::open(&path).unwrap());
     let mut conn = Connection::open(&path).unwrap();
     schema::migrate(&mut conn, &path).unwrap();
     let v: i64 = conn
@@ -240,6 +240,106 @@ async fn spooled_events_survive_the_move_to_rows_of_several() {
     );
 }
 
+/// A state file written at schema version 5 keeps its pending HEC acknowledgements through the
+/// move from `hec_acks` to the sink journal: every row becomes an entry keyed
+/// `{channel}/{ackId}`, with its seqs and time, and the HEC sink reads back exactly the rows it
+/// wrote, so a restart after the upgrade still waits for them instead of resending.
+#[tokio::test]
+async fn pending_hec_acks_survive_the_move_to_the_sink_journal() {
+    use crate::sink::splunk_hec::ack::{AckJournal, PendingAck};
+
+    let (_dir, path) = tmp();
+    let guid = "5c1b7a52-3f0e-4d7e-9a51-0c2f6e8d9b10";
+    {
+        let conn = Connection::open(&path).unwrap();
+        for (i, step) in schema::MIGRATIONS[..5].iter().enumerate() {
+            conn.execute_batch(step).unwrap();
+            conn.pragma_update(None, "user_version", i as i64 + 1)
+                .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO sink_meta (sink, key, value) VALUES ('splunk_hec', 'hec_channel', ?1)",
+            [guid],
+        )
+        .unwrap();
+        for (sink, channel, ack_id, seqs, sent_at) in [
+            ("splunk_hec", guid, 10, "4,5,6", 1_700_000_010),
+            ("splunk_hec", guid, 9, "1,2,3", 1_700_000_000),
+            ("splunk_hec", "an-older-channel", 0, "7", 1_600_000_000),
+            ("hec_b", guid, 9, "8", 1_700_000_020),
+        ] {
+            conn.execute(
+                "INSERT INTO hec_acks (sink, channel, ack_id, seqs, sent_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![sink, channel, ack_id, seqs, sent_at],
+            )
+            .unwrap();
+        }
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(count(&path, "PRAGMA user_version"), 6);
+    assert_eq!(
+        count(
+            &path,
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'hec_acks'"
+        ),
+        0,
+        "the HEC-only table is gone"
+    );
+    assert_eq!(count(&path, "SELECT COUNT(*) FROM sink_journal"), 4);
+
+    // What the journal holds, as any sink would read it.
+    let entries = store.journal("splunk_hec").await.unwrap();
+    let keys: Vec<&str> = entries.iter().map(|e| e.request.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            format!("{guid}/10").as_str(),
+            &format!("{guid}/9"),
+            "an-older-channel/0"
+        ]
+    );
+    assert_eq!(entries[0].seqs, [4, 5, 6]);
+    assert_eq!(entries[0].sent_at, 1_700_000_010);
+    assert_eq!(entries[0].payload, None);
+
+    // What the HEC sink reads back: the rows it wrote, by channel and id.
+    let ack = |channel: &str, ack_id, seqs: &[i64], sent_at| PendingAck {
+        channel: channel.into(),
+        ack_id,
+        seqs: seqs.to_vec(),
+        sent_at,
+    };
+    assert_eq!(
+        store.hec_acks("splunk_hec").await.unwrap(),
+        [
+            ack(guid, 9, &[1, 2, 3], 1_700_000_000),
+            ack(guid, 10, &[4, 5, 6], 1_700_000_010),
+            ack("an-older-channel", 0, &[7], 1_600_000_000),
+        ]
+    );
+    assert_eq!(
+        store.hec_acks("hec_b").await.unwrap(),
+        [ack(guid, 9, &[8], 1_700_000_020)]
+    );
+    assert_eq!(
+        store.sink_meta("splunk_hec", "hec_channel").await.unwrap(),
+        Some(guid.to_string())
+    );
+    // And it settles them as before: an id that turns true is forgotten.
+    store.delete_hec_ack("splunk_hec", guid, 10).await.unwrap();
+    assert_eq!(store.hec_acks("splunk_hec").await.unwrap().len(), 2);
+    drop(store);
+
+    // Reopening runs no step twice.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.journal("splunk_hec").await.unwrap().len(), 2);
+    assert_eq!(
+        count(&path, "PRAGMA user_version"),
+        schema::supported_version()
+    );
+}
+
 /// A spool row damaged on disk is reported as such, naming the row, instead of panicking or
 /// handing a sink a wrong event.
 #[tokio::test]
@@ -266,7 +366,7 @@ async fn a_damaged_row_is_an_error_naming_it() {
 #[test]
 fn prune_seen_uses_the_key_not_a_scan() {
     let (_dir, path) = tmp();
-    drop(SyncStore::open(&path).unwrap());
+    drop(Db::open(&path).unwrap());
     let conn = Connection::open(&path).unwrap();
     for sql in [
         "SELECT ns, corp, site FROM seen WHERE (ns, corp, site) > ('a', 'b', 'c')
@@ -317,7 +417,7 @@ async fn new_files_get_large_pages_and_old_ones_keep_theirs() {
 #[test]
 fn newer_schema_is_refused() {
     let (_dir, path) = tmp();
-    drop(SyncStore::open(&path).unwrap());
+    drop(Db::open(&path).unwrap());
     let conn = Connection::open(&path).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);

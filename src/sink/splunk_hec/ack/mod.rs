@@ -1,24 +1,32 @@
 //! Indexer-acknowledgement tracking: which `ackId`s of our channel are pending, which spool
-//! seqs they cover, and one background poller per sink that asks `/services/collector/ack`
-//! for all of them at once and wakes the requests waiting on each id.
+//! seqs they cover, and one background poller per sink (`poller`) that asks
+//! `/services/collector/ack` for all of them at once and wakes the requests waiting on each id.
 //!
-//! Pending ids are also rows of `hec_acks`, written right after the 200, so a restart waits for
-//! them instead of resending (Vector keeps them in memory and loses them). The poller deletes a
-//! row when its id turns true: Splunk forgets an id once it answered true, so that answer must
-//! never be lost to a dropped request future.
+//! Pending ids are also entries of the store's sink journal (`journal`), written right after
+//! the 200, so a restart waits for them instead of resending (Vector keeps them in memory and
+//! loses them). The poller deletes an entry when its id turns true: Splunk forgets an id once
+//! it answered true, so that answer must never be lost to a dropped request future.
+//!
+//! The [`Tracker`] here holds the decisions; `pending` is its in-memory table.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod journal;
+mod pending;
+mod poller;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use super::config::AckMode;
-use super::reply::{AckAnswer, classify_ack, transport_error};
-use crate::secret::Secret;
-use crate::store::{PendingAck, Store};
+use crate::store::Store;
+pub use journal::POSSIBLE_DUPLICATES;
+pub(crate) use journal::{AckJournal, PendingAck};
+use pending::{Entry, State};
+pub(crate) use poller::{PollTarget, poll};
 
 /// Where one pending id stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,76 +63,6 @@ pub(crate) enum Waited {
 pub(crate) struct AckKey {
     pub(crate) id: u64,
     serial: u64,
-}
-
-struct Entry {
-    serial: u64,
-    seqs: Vec<i64>,
-    sent_at: i64,
-    tx: watch::Sender<AckState>,
-}
-
-#[derive(Default)]
-struct State {
-    pending: BTreeMap<u64, Entry>,
-    /// seq -> the pending request that carried it.
-    covered: HashMap<i64, AckKey>,
-    /// Seqs whose id turned true while nobody waited for them (after a restart the driver
-    /// may ask for them in several batches): delivered without sending.
-    acked: HashSet<i64>,
-    next_serial: u64,
-}
-
-impl State {
-    fn insert(&mut self, id: u64, seqs: Vec<i64>, sent_at: i64) -> AckKey {
-        let key = AckKey {
-            id,
-            serial: self.next_serial,
-        };
-        self.next_serial += 1;
-        for &s in &seqs {
-            self.covered.insert(s, key);
-        }
-        let (tx, _) = watch::channel(AckState::Waiting);
-        self.pending.insert(
-            id,
-            Entry {
-                serial: key.serial,
-                seqs,
-                sent_at,
-                tx,
-            },
-        );
-        key
-    }
-
-    fn key_of(&self, id: u64) -> Option<AckKey> {
-        self.pending.get(&id).map(|e| AckKey {
-            id,
-            serial: e.serial,
-        })
-    }
-
-    fn get(&self, key: AckKey) -> Option<&Entry> {
-        self.pending.get(&key.id).filter(|e| e.serial == key.serial)
-    }
-
-    /// Removes the request `key` names, if it still is the one under its id; only its own
-    /// seqs stop being covered (a later request may carry the same seqs again).
-    fn remove(&mut self, key: AckKey) -> Option<Entry> {
-        self.get(key)?;
-        let e = self.pending.remove(&key.id)?;
-        self.uncover(&e.seqs, key);
-        Some(e)
-    }
-
-    fn uncover(&mut self, seqs: &[i64], key: AckKey) {
-        for s in seqs {
-            if self.covered.get(s) == Some(&key) {
-                self.covered.remove(s);
-            }
-        }
-    }
 }
 
 /// Pending acknowledgements of one sink's channel, and the events to mark as possible
@@ -375,7 +313,7 @@ impl Tracker {
         }
         if let Err(e) = self
             .store
-            .sink_meta_add(&self.sink, super::POSSIBLE_DUPLICATES_KEY, n)
+            .add_meta(&self.sink, POSSIBLE_DUPLICATES, n)
             .await
         {
             error!(sink = %self.sink, error = %e, "Cannot count possible duplicates.");
@@ -546,127 +484,4 @@ pub(crate) enum Lookup {
     Pending(AckKey),
     /// Not sent (or given up): send.
     New,
-}
-
-/// What the poller needs to talk to HEC.
-pub(crate) struct PollTarget {
-    pub(crate) client: reqwest::Client,
-    /// The sink's `url`, for transport-error hints.
-    pub(crate) base: url::Url,
-    pub(crate) ack_url: String,
-    pub(crate) token: Secret,
-    pub(crate) every: Duration,
-}
-
-/// The pause before the next query after `failures` failed ones in a row: `every`, doubled
-/// per failure up to 32 times or 30 s, so a broken `/ack` is not asked every poll interval.
-fn poll_pause(every: Duration, failures: u32) -> Duration {
-    let backed = every.saturating_mul(1 << failures.min(5));
-    backed.min(every.max(Duration::from_secs(30)))
-}
-
-async fn query(tracker: &Tracker, target: &PollTarget, ids: &[u64]) -> AckAnswer {
-    let body = serde_json::json!({ "acks": ids }).to_string();
-    let resp = target
-        .client
-        .post(&target.ack_url)
-        .header(
-            reqwest::header::AUTHORIZATION,
-            format!("Splunk {}", target.token.expose()),
-        )
-        .header("X-Splunk-Request-Channel", &tracker.channel)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await;
-    let failed = |e| AckAnswer::Retry(transport_error(e, &target.base).to_string());
-    match resp {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            match r.bytes().await {
-                Ok(b) => classify_ack(status, &b),
-                Err(e) => failed(e),
-            }
-        }
-        Err(e) => failed(e),
-    }
-}
-
-/// The poller: while ids are pending, one `/ack` query with all of them every `every`.
-/// Nothing is ever marked delivered but by an answer that says `true`. Answers that asking
-/// again will not fix (auth, path, channel: [`classify_ack`]) block the sink with the cause
-/// and the fix; others are asked again with a growing pause and a WARN with the count.
-pub(crate) async fn poll(tracker: Arc<Tracker>, target: PollTarget) {
-    let mut failures: u32 = 0;
-    loop {
-        if tracker.pending() == 0 {
-            tracker.wake.notified().await;
-            continue;
-        }
-        tokio::time::sleep(poll_pause(target.every, failures)).await;
-        tracker.purge_stale().await;
-        let keys: Vec<AckKey> = {
-            let st = tracker.lock();
-            st.pending.keys().filter_map(|&id| st.key_of(id)).collect()
-        };
-        if keys.is_empty() {
-            continue;
-        }
-        let ids: Vec<u64> = keys.iter().map(|k| k.id).collect();
-        match query(&tracker, &target, &ids).await {
-            AckAnswer::Acks(map) => {
-                if failures > 0 {
-                    info!(sink = %tracker.sink, failures, "HEC answers acknowledgement queries again.");
-                    failures = 0;
-                }
-                let done: Vec<AckKey> = keys
-                    .iter()
-                    .copied()
-                    .filter(|k| map.get(&k.id.to_string()) == Some(&true))
-                    .collect();
-                if !done.is_empty() {
-                    tracker.settle_true(&done).await;
-                }
-                tracker.unblock();
-            }
-            AckAnswer::Disabled(text) => {
-                failures = failures.saturating_add(1);
-                tracker.ack_disabled(&text).await;
-            }
-            AckAnswer::Blocked(reason) => {
-                failures = failures.saturating_add(1);
-                // The driver logs the block at ERROR when a batch waits on these requests.
-                debug!(sink = %tracker.sink, %reason, failures, "HEC acknowledgement query refused; pending requests blocked.");
-                tracker.block_all(&reason);
-            }
-            AckAnswer::Retry(reason) => {
-                failures = failures.saturating_add(1);
-                if failures.is_power_of_two() {
-                    warn!(sink = %tracker.sink, %reason, failures, pending_requests = keys.len(),
-                        "HEC acknowledgement query failed; pending events stay pending and are asked about again.");
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failing_ack_endpoint_is_asked_less_often() {
-        let ms = Duration::from_millis;
-        assert_eq!(poll_pause(ms(50), 0), ms(50));
-        assert_eq!(poll_pause(ms(50), 3), ms(400));
-        assert_eq!(poll_pause(ms(50), 40), ms(1600));
-        assert_eq!(
-            poll_pause(Duration::from_secs(2), 40),
-            Duration::from_secs(30)
-        );
-        assert_eq!(
-            poll_pause(Duration::from_secs(60), 3),
-            Duration::from_secs(60)
-        );
-    }
 }

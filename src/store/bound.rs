@@ -1,13 +1,16 @@
-//! The spool bound (`spool.max_bytes`): checked before every feed request, so the spool stops
-//! growing when sinks fall behind for long.
+//! The spool's bound (`spool.max_bytes`): how much the spool holds, dropping the oldest
+//! undelivered events when it is full, and the policy the pollers wait on before every feed
+//! request, so the spool stops growing when sinks fall behind for long.
 //!
 //! `block` pauses polling (one ERROR per episode, `sigsci_export_spool_full` = 1, `/readyz` not
 //! ready) and resumes once sinks drained enough. A paused site's lag keeps growing, and so does
 //! the gauge; once it comes within [`loss_margin`] of the feed's retention, one ERROR per site
 //! says how long until data is lost. `drop_oldest` deletes the oldest undelivered events
-//! instead, each drop recorded in the store, logged at ERROR and counted. The size is sampled at
-//! most once a second, so the spool can pass the bound by what one second of fetching adds.
+//! instead, each drop recorded in the store (`spool_drops`), logged at ERROR and counted. The
+//! size is sampled at most once a second, so the spool can pass the bound by what one second of
+//! fetching adds.
 
+use std::collections::BTreeMap;
 #[cfg(test)]
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,10 +20,218 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use rusqlite::{Connection, params};
+
+use super::conn::{Db, all, text_ref, to_i64};
+use super::error::{Fail, StoreError};
+use super::rows::{self, RowBuilder};
+use super::{SiteKey, Store};
 use crate::config::WhenFull;
 use crate::health::Health;
-use crate::store::{Store, StoreError};
 use crate::telemetry::metrics;
+use crate::time::now;
+
+/// Events of one site still in the spool file: not yet passed by every sink, or sharing a spool
+/// row with such events (a row goes once every sink has passed all of its events).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiteSpool {
+    /// The site.
+    pub key: SiteKey,
+    /// Spooled events.
+    pub events: i64,
+    /// Their body bytes.
+    pub bytes: i64,
+}
+
+/// Undelivered events dropped because the spool was full (`when_full = "drop_oldest"`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpoolDrop {
+    /// The namespace they belonged to.
+    pub ns: String,
+    /// How many events.
+    pub events: i64,
+    /// Their body bytes.
+    pub bytes: i64,
+    /// Lowest dropped seq.
+    pub from_seq: i64,
+    /// Highest dropped seq.
+    pub to_seq: i64,
+    /// When.
+    pub at: i64,
+}
+
+impl Store {
+    /// Spooled events per site.
+    pub async fn spool_by_site(&self) -> Result<Vec<SiteSpool>, StoreError> {
+        self.run("spool_by_site", |db| {
+            all(
+                &db.conn,
+                "SELECT ns, corp, site, SUM(events), COALESCE(SUM(bytes), 0) FROM spool
+                 GROUP BY ns, corp, site ORDER BY ns, corp, site",
+                [],
+                |row| {
+                    Ok(SiteSpool {
+                        key: SiteKey::from_row(row)?,
+                        events: row.get(3)?,
+                        bytes: row.get(4)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    /// Total body bytes in the spool, every namespace.
+    pub async fn spool_bytes(&self) -> Result<i64, StoreError> {
+        self.run("spool_bytes", |db| Ok(total_bytes(&db.conn)?))
+            .await
+    }
+
+    /// Deletes the oldest spooled events, whatever sinks still wait for them, until at most
+    /// `keep_bytes` remain; records and returns what was dropped per namespace.
+    pub async fn drop_oldest(&self, keep_bytes: i64) -> Result<Vec<SpoolDrop>, StoreError> {
+        self.run("drop_oldest", move |db| drop_oldest(db, keep_bytes))
+            .await
+    }
+
+    /// Every recorded drop, oldest first.
+    pub async fn spool_drops(&self) -> Result<Vec<SpoolDrop>, StoreError> {
+        self.run("spool_drops", |db| {
+            all(
+                &db.conn,
+                "SELECT ns, events, bytes, from_seq, to_seq, at FROM spool_drops ORDER BY drop_id",
+                [],
+                |row| {
+                    Ok(SpoolDrop {
+                        ns: row.get(0)?,
+                        events: row.get(1)?,
+                        bytes: row.get(2)?,
+                        from_seq: row.get(3)?,
+                        to_seq: row.get(4)?,
+                        at: row.get(5)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+}
+
+/// Total body bytes in the spool.
+fn total_bytes(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT COALESCE(SUM(bytes), 0) FROM spool")?
+        .query_row([], |row| row.get(0))
+}
+
+/// [`Store::drop_oldest`]'s transaction.
+fn drop_oldest(db: &mut Db, keep_bytes: i64) -> Result<Vec<SpoolDrop>, Fail> {
+    let now = now();
+    db.immediate(|tx| {
+        let total = total_bytes(tx)?;
+        let mut excess = total - keep_bytes;
+        if excess <= 0 {
+            return Ok(Vec::new());
+        }
+        let mut drops: BTreeMap<String, SpoolDrop> = BTreeMap::new();
+        // Per namespace, the seq every active sink has passed. A row's leading events may
+        // be passed while later ones are pending; deleting those loses nothing, so they
+        // free space but are not counted as dropped.
+        let mut passed: BTreeMap<String, Option<i64>> = BTreeMap::new();
+        // Rows up to `whole` go entirely; then maybe the front of one more.
+        let mut whole: Option<i64> = None;
+        let mut trim: Option<(i64, RowBuilder)> = None;
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, events, ns, target, frame, body FROM spool ORDER BY seq",
+            )?;
+            let mut min_offset = tx.prepare_cached(
+                "SELECT MIN(offset_seq) FROM sink_offsets WHERE ns = ?1 AND active = 1",
+            )?;
+            let mut rows = stmt.query([])?;
+            // seq grows with fetch order across namespaces: the smallest are the oldest.
+            while excess > 0 {
+                let Some(row) = rows.next()? else { break };
+                let (last, n, ns): (i64, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                let target: Option<String> = row.get(3)?;
+                let (frame, text) = (text_ref(row, 4)?, text_ref(row, 5)?);
+                let entries = rows::read(last, frame, text, n)?;
+                let passed_upto = match (&target, passed.get(&ns)) {
+                    // A replayed dead letter's row goes as soon as its one sink passes
+                    // it: one still here is undelivered.
+                    (Some(_), _) => None,
+                    (None, Some(p)) => *p,
+                    (None, None) => {
+                        let p: Option<i64> = min_offset.query_row(params![ns], |row| row.get(0))?;
+                        passed.insert(ns.clone(), p);
+                        p
+                    }
+                };
+                let first = last - n + 1;
+                let mut taken = 0;
+                for (i, e) in entries.iter().enumerate() {
+                    if excess <= 0 {
+                        break;
+                    }
+                    let seq = first + to_i64(i);
+                    let bytes = to_i64(e.body.len());
+                    excess -= bytes;
+                    taken = i + 1;
+                    if passed_upto.is_some_and(|p| seq <= p) {
+                        continue;
+                    }
+                    let d = drops.entry(ns.clone()).or_insert_with(|| SpoolDrop {
+                        ns: ns.clone(),
+                        events: 0,
+                        bytes: 0,
+                        from_seq: seq,
+                        to_seq: seq,
+                        at: now,
+                    });
+                    d.events += 1;
+                    d.bytes += bytes;
+                    d.to_seq = seq;
+                }
+                if taken == entries.len() {
+                    whole = Some(last);
+                } else {
+                    let mut rest = RowBuilder::default();
+                    for e in &entries[taken..] {
+                        rest.push(e.ts, e.id, &text[e.body.clone()]);
+                    }
+                    trim = Some((last, rest));
+                }
+            }
+        }
+        if let Some(cutoff) = whole {
+            tx.prepare_cached("DELETE FROM spool WHERE seq <= ?1")?
+                .execute(params![cutoff])?;
+        }
+        if let Some((seq, rest)) = trim {
+            // The row keeps its seq (its last event's) and loses its first events.
+            tx.prepare_cached(
+                "UPDATE spool SET events = ?2, bytes = ?3, frame = ?4, body = ?5 WHERE seq = ?1",
+            )?
+            .execute(params![
+                seq,
+                to_i64(rest.events),
+                to_i64(rest.body.len()),
+                rest.frame,
+                rest.body
+            ])?;
+        }
+        let drops: Vec<SpoolDrop> = drops.into_values().collect();
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO spool_drops (ns, events, bytes, from_seq, to_seq, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for d in &drops {
+                insert.execute(params![d.ns, d.events, d.bytes, d.from_seq, d.to_seq, d.at])?;
+            }
+        }
+        Ok(drops)
+    })
+}
 
 /// How often a blocked poller looks again.
 const BLOCKED_RECHECK: Duration = Duration::from_secs(2);
